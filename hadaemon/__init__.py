@@ -1,0 +1,3 @@
+"""hadaemon: a small, transparent high-availability daemon."""
+
+__version__ = "0.1.0"

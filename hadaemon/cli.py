@@ -1,0 +1,199 @@
+"""The hadaemon command. Only argument handling and printing live here."""
+
+import json
+import sys
+import time
+
+import click
+
+from . import config as configmod
+from . import control, daemonize, history
+from .home import Home
+from .inifile import ConfigError
+from .store import Store
+from .table import Table
+
+NOT_RUNNING = 3  # LSB: program is not running
+
+
+def _home(ctx):
+    return ctx.obj
+
+
+def _load(home):
+    try:
+        return configmod.load(home)
+    except ConfigError as e:
+        for p in e.problems:
+            click.echo(f"error: {p}", err=True)
+        raise SystemExit(1)
+
+
+def _fail(message, code=1):
+    click.echo(f"hadaemon: {message}", err=True)
+    raise SystemExit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False), default=None,
+              help="Home directory (default: $HADAEMON_HOME, else the current directory).")
+@click.pass_context
+def main(ctx, home):
+    """hadaemon: watch hosts with checks, run actions when their status changes."""
+    ctx.obj = Home.resolve(home)
+
+
+@main.command()
+@click.pass_context
+def run(ctx):
+    """Run in the foreground, logging to stderr (Ctrl-C stops)."""
+    home = _home(ctx)
+    config = _load(home)
+    try:
+        sys.exit(daemonize.run_foreground(home, config))
+    except daemonize.StartError as e:
+        _fail(str(e))
+
+
+@main.command()
+@click.pass_context
+def start(ctx):
+    """Start as a daemon (pidfile and control socket in var/)."""
+    home = _home(ctx)
+    config = _load(home)
+    try:
+        pid = daemonize.start(home, config)
+    except daemonize.StartError as e:
+        _fail(str(e))
+    click.echo(f"hadaemon started (pid {pid}) in {home.root}")
+
+
+@main.command()
+@click.option("--wait", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for the daemon to exit.")
+@click.pass_context
+def stop(ctx, wait):
+    """Stop the running daemon (SIGTERM) and wait for it to exit."""
+    home = _home(ctx)
+    try:
+        pid = daemonize.stop(home, wait)
+    except daemonize.StartError as e:
+        _fail(str(e))
+    click.echo(f"hadaemon stopped (pid {pid})" if pid else "hadaemon was not running")
+
+
+@main.command()
+@click.pass_context
+def reload(ctx):
+    """Re-read the config; a broken config is refused and the running one kept."""
+    home = _home(ctx)
+    try:
+        answer = control.request(home.control_socket, {"cmd": "reload"}, timeout=30)
+    except control.ControlError as e:
+        _fail(str(e), NOT_RUNNING)
+    if not answer.get("ok"):
+        click.echo(f"hadaemon: reload refused: {answer.get('error')}", err=True)
+        for p in answer.get("problems", []):
+            click.echo(f"error: {p}", err=True)
+        raise SystemExit(1)
+    click.echo(f"reloaded: {answer['checks']} check(s), {answer['sections']} action section(s)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx, as_json):
+    """Show every host's status (read from var/ when the daemon is not running)."""
+    home = _home(ctx)
+    try:
+        answer = control.request(home.control_socket, {"cmd": "status"})
+        code = 0
+    except control.ControlError as e:
+        answer = _offline_status(home, str(e))
+        code = NOT_RUNNING
+    if as_json:
+        click.echo(json.dumps(answer, indent=2, sort_keys=True))
+    else:
+        click.echo(_status_text(answer))
+    sys.exit(code)
+
+
+def _offline_status(home, why):
+    hosts = {}
+    if home.state_db.exists():
+        store = Store(home.state_db)
+        try:
+            hosts = dict(Table(store).items()[0])
+        finally:
+            store.close()
+    return {"ok": True, "running": False, "note": f"{why}; last recorded state shown",
+            "hosts": hosts}
+
+
+def _status_text(answer):
+    lines = []
+    if not answer.get("running", True):
+        lines.append(f"({answer['note']})")
+    d = answer.get("daemon")
+    if d:
+        lines.append(f"hadaemon pid {d['pid']}, {d['checks']} check(s), {d['workers']} worker(s),"
+                     f" {len(answer.get('queue', []))} sequence(s) queued")
+        if d.get("record_error"):
+            lines.append(f"WARNING: cannot record to var/: {d['record_error']}")
+    rows = [("HOST", "STATUS", "SINCE", "OBSERVED", "LAST SEEN", "CHECK")]
+    now = time.time()
+    for host, e in sorted(answer["hosts"].items()):
+        observed = e.get("observed", "-") + (" (checks disagree)" if e.get("conflict") else "")
+        seen = f"{now - e['last_seen']:.0f}s ago" if e.get("last_seen") else "-"
+        rows.append((host, e["status"], _when(e.get("since")), observed, seen, e.get("check", "-")))
+    if len(rows) == 1:
+        lines.append("no hosts seen yet")
+    else:
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _when(t):
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+@main.command("history")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True,
+              help="How many of the latest transitions.")
+@click.option("--host", default=None, help="Only this host.")
+@click.pass_context
+def history_cmd(ctx, as_json, limit, host):
+    """Show transitions and the outcome of each command, oldest first."""
+    home = _home(ctx)
+    try:
+        answer = control.request(home.control_socket, {"cmd": "history", "limit": limit,
+                                                       "host": host})
+        if not answer.get("ok"):
+            _fail(answer.get("error"))
+        entries = answer["history"]
+    except control.ControlError:
+        if not home.state_db.exists():
+            _fail(f"no history: {home.state_db} does not exist", NOT_RUNNING)
+        store = Store(home.state_db)
+        try:
+            entries = history.read(store, limit, host)
+        finally:
+            store.close()
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+    elif entries:
+        click.echo(history.format_text(entries))
+    else:
+        click.echo("no transitions yet")
+
+
+@main.command("check-config")
+@click.pass_context
+def check_config(ctx):
+    """Validate etc/checks.conf, etc/actions.conf and every script they name."""
+    home = _home(ctx)
+    config = _load(home)
+    click.echo(f"{home.etc}: OK: {len(config.checks)} check(s), "
+               f"{len(config.sections)} action section(s)")

@@ -1,0 +1,282 @@
+"""Read etc/checks.conf and etc/actions.conf into frozen dataclasses.
+
+Every problem is collected with its file and line, so check-config and a refused reload can show
+all of them at once instead of the first one only.
+"""
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, fields, replace
+
+from .inifile import ConfigError, read_sections, split_setting
+from .names import valid_host, valid_status
+
+SCOPES = ("local",)
+DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\Z")
+VARIABLE_RE = re.compile(r"%([A-Za-z][A-Za-z0-9_-]*)%")
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    interval: float = 5.0  # default seconds between two runs of a check
+    timeout: float = 10.0  # default seconds a check may run
+    workers: int = 2
+    log: str = "auto"  # auto | stderr | syslog | a file path (relative to the home)
+    log_level: str = "info"
+    confirm: int = 1  # consecutive identical observations before a status is committed
+    hold_down: float = 0.0  # minimum seconds between two transitions of one host
+    action_timeout: float = 60.0
+    on_failure: str = "stop"  # stop | continue: what a failed command does to its sequence
+    max_jobs: int = 1000  # a worker is replaced after this many checks
+    output_limit: int = 65536  # bytes of check output read; more is an error
+    grace: float = 10.0  # seconds a running action command gets after SIGTERM
+    corrupt_table: str = "moveaside"  # moveaside | refuse
+    strict: str = "auto"  # auto (on as root) | yes | no: refuse group/world-writable scripts
+    user: str = ""  # run checks and actions as this user
+    socket_group: str = ""  # group allowed on the control socket (default: owner only)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    id: str
+    argv: tuple  # resolved program path first
+    host: str  # the host a Nagios exit code or a failure is reported for ('' if none)
+    interval: float
+    timeout: float
+    confirm: int
+    hold_down: float
+    where: str  # file:line of the scope line, for messages
+
+
+@dataclass(frozen=True)
+class Command:
+    text: str  # verbatim, as written
+    words: tuple  # shlex-split, variables not yet expanded
+    keep_going: bool  # '-' prefix: the sequence goes on if this command fails
+    where: str
+
+
+@dataclass(frozen=True)
+class ActionSection:
+    name: str
+    source: str  # a status or '*'
+    target: str
+    commands: tuple
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonSettings
+    checks: tuple
+    sections: tuple
+
+
+CHECK_KEYS = {"script", "args", "host", "interval", "timeout", "confirm", "hold_down"}
+
+
+def load(home):
+    """Read both files of a home; raise ConfigError with every problem found."""
+    problems = []
+    daemon, checks = DaemonSettings(), ()
+    try:
+        daemon, checks = _read_checks(home, problems)
+    except ConfigError as e:
+        problems += e.problems
+    sections = ()
+    try:
+        sections = _read_actions(home, problems)
+    except ConfigError as e:
+        problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    return Config(daemon, checks, sections)
+
+
+# -- checks.conf -------------------------------------------------------------------------------
+
+def _read_checks(home, problems):
+    path = home.checks_conf
+    sections = read_sections(path)
+    by_name = {s.name: s for s in sections}
+    daemon = DaemonSettings()
+    if "daemon" in by_name:
+        daemon = _settings(path, by_name["daemon"], DaemonSettings, daemon, problems)
+    overrides = {}
+    for s in sections:
+        if s.name.startswith("check:"):
+            cid = s.name[len("check:"):].strip()
+            settings = {}
+            for lineno, text in s.lines:
+                try:
+                    key, value = split_setting(path, lineno, text)
+                except ConfigError as e:
+                    problems += e.problems
+                    continue
+                if key not in CHECK_KEYS:
+                    problems.append(f"{path}:{lineno}: unknown check setting {key!r} "
+                                    f"(known: {', '.join(sorted(CHECK_KEYS))})")
+                    continue
+                settings[key] = (lineno, value)
+            overrides[cid] = (s.lineno, settings)
+        elif s.name != "daemon" and s.name not in SCOPES:
+            problems.append(f"{path}:{s.lineno}: unknown scope [{s.name}] "
+                            f"(scopes: {', '.join(SCOPES)}; settings go in [daemon] or [check:NAME])")
+    checks, seen = [], {}
+    for scope in SCOPES:
+        for lineno, text in by_name[scope].lines if scope in by_name else ():
+            spec = _check_line(home, path, lineno, text, daemon, overrides, seen, problems)
+            if spec:
+                checks.append(spec)
+    for cid, (lineno, _) in overrides.items():
+        if cid not in seen:
+            problems.append(f"{path}:{lineno}: [check:{cid}] is not listed in any scope")
+    return daemon, tuple(checks)
+
+
+def _check_line(home, path, lineno, text, daemon, overrides, seen, problems):
+    where = f"{path}:{lineno}"
+    try:
+        words = shlex.split(text, comments=False)
+    except ValueError as e:
+        problems.append(f"{where}: cannot split check line: {e}")
+        return None
+    cid, args = words[0], tuple(words[1:])
+    if "/" in cid:
+        cid = os.path.basename(cid)
+        script = words[0]
+    else:
+        script = cid
+    if cid in seen:
+        problems.append(f"{where}: check {cid!r} listed twice (first at line {seen[cid]}); "
+                        f"give each a [check:NAME] section with its own script=")
+        return None
+    seen[cid] = lineno
+    _, settings = overrides.get(cid, (0, {}))
+    values = dict(host="", interval=daemon.interval, timeout=daemon.timeout,
+                  confirm=daemon.confirm, hold_down=daemon.hold_down)
+    for key, (klineno, value) in settings.items():
+        kwhere = f"{path}:{klineno}"
+        if key == "script":
+            script = value
+        elif key == "args":
+            if args:
+                problems.append(f"{kwhere}: args for {cid!r} given both here and at line {lineno}")
+                continue
+            try:
+                args = tuple(shlex.split(value))
+            except ValueError as e:
+                problems.append(f"{kwhere}: cannot split args: {e}")
+        elif key == "host":
+            if not valid_host(value):
+                problems.append(f"{kwhere}: host {value!r} is not a valid host name")
+                continue
+            values["host"] = value
+        else:
+            try:
+                values[key] = _convert(key, value, type(values[key]))
+            except ValueError as e:
+                problems.append(f"{kwhere}: {key}: {e}")
+    try:
+        program = home.find_check(script)
+    except LookupError as e:
+        problems.append(f"{where}: check {cid!r}: {e}")
+        return None
+    return CheckSpec(id=cid, argv=(program,) + args, where=where, **values)
+
+
+def _settings(path, section, cls, defaults, problems):
+    known = {f.name: f for f in fields(cls)}
+    changes = {}
+    for lineno, text in section.lines:
+        try:
+            key, value = split_setting(path, lineno, text)
+        except ConfigError as e:
+            problems += e.problems
+            continue
+        if key not in known:
+            problems.append(f"{path}:{lineno}: unknown setting {key!r} in [{section.name}] "
+                            f"(known: {', '.join(known)})")
+            continue
+        try:
+            changes[key] = _convert(key, value, type(getattr(defaults, key)))
+        except ValueError as e:
+            problems.append(f"{path}:{lineno}: {key}: {e}")
+    return replace(defaults, **changes)
+
+
+CHOICES = {"on_failure": ("stop", "continue"), "corrupt_table": ("moveaside", "refuse"),
+           "strict": ("auto", "yes", "no"), "log_level": ("debug", "info", "warning", "error")}
+MINIMUM = {"interval": 0.01, "timeout": 0.01, "workers": 1, "confirm": 1, "hold_down": 0.0,
+           "action_timeout": 0.01, "max_jobs": 1, "output_limit": 1024, "grace": 0.0}
+MAXIMUM = {"workers": 256, "output_limit": 16 * 1024 * 1024}
+
+
+def _convert(key, value, kind):
+    if kind is float:
+        m = DURATION_RE.match(value.strip())
+        if not m:
+            raise ValueError(f"expected seconds (e.g. 2, 0.5, 500ms, 1m), got {value!r}")
+        result = float(m.group(1)) * {"ms": 0.001, "m": 60.0}.get(m.group(2), 1.0)
+    elif kind is int:
+        try:
+            result = int(value)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+    else:
+        result = value
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ValueError(f"expected one of {', '.join(CHOICES[key])}, got {value!r}")
+    if key in MINIMUM and result < MINIMUM[key]:
+        raise ValueError(f"must be at least {MINIMUM[key]}, got {value!r}")
+    if key in MAXIMUM and result > MAXIMUM[key]:
+        raise ValueError(f"must be at most {MAXIMUM[key]}, got {value!r}")
+    return result
+
+
+# -- actions.conf ------------------------------------------------------------------------------
+
+def _read_actions(home, problems):
+    path = home.actions_conf
+    if not path.exists():
+        return ()  # a daemon that only watches is a valid daemon
+    result = []
+    for s in read_sections(path):
+        source, sep, target = s.name.partition("_to_")
+        if not sep or not _pattern_ok(source) or not _pattern_ok(target):
+            problems.append(f"{path}:{s.lineno}: section [{s.name}] is not FROM_to_TO "
+                            f"(a status in lower case, or *)")
+            continue
+        commands = []
+        for lineno, text in s.lines:
+            command = _command(home, f"{path}:{lineno}", text, problems)
+            if command:
+                commands.append(command)
+        result.append(ActionSection(s.name, source, target, tuple(commands)))
+    return tuple(result)
+
+
+def _pattern_ok(p):
+    return p == "*" or valid_status(p)
+
+
+def _command(home, where, text, problems):
+    keep_going = text.startswith("-")
+    body = text[1:].lstrip() if keep_going else text
+    try:
+        words = tuple(shlex.split(body, comments=False))
+    except ValueError as e:
+        problems.append(f"{where}: cannot split command: {e}")
+        return None
+    if not words:
+        problems.append(f"{where}: empty command")
+        return None
+    if VARIABLE_RE.search(words[0]):
+        problems.append(f"{where}: the program name may not be a variable: {words[0]!r}")
+        return None
+    try:
+        home.find_action(words[0])
+    except LookupError as e:
+        problems.append(f"{where}: {e}")
+        return None
+    return Command(text=text, words=words, keep_going=keep_going, where=where)

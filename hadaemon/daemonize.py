@@ -1,0 +1,164 @@
+"""Start, run and stop the supervisor: pidfile first, then DaemonContext when detaching.
+
+`start` keeps the terminal until the daemon says it is ready (or why it is not), through a pipe
+the daemon writes one line to, so a failed start is reported where it was asked for, not only in
+a log somewhere.
+"""
+
+import logging
+import os
+import select
+import signal
+import time
+
+import daemon
+import daemon.pidfile
+import lockfile
+
+from . import logsetup
+from .store import StoreError
+from .supervisor import Supervisor
+
+log = logging.getLogger("hadaemon")
+
+
+class StartError(Exception):
+    pass
+
+
+def running_pid(home):
+    """The pid of a live hadaemon of this home, or None; a stale pidfile is removed."""
+    lock = daemon.pidfile.TimeoutPIDLockFile(str(home.pidfile))
+    try:
+        pid = lock.read_pid()
+    except ValueError:
+        pid = None
+    if not lock.is_locked():
+        return None
+    if pid and _alive(pid):
+        return pid
+    lock.break_lock()  # left by a crash (or garbage): it must not block a start
+    return None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a recycled pid that is not a hadaemon does not count
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"hadaemon" in f.read()
+    except OSError:
+        return True
+
+
+def _lock(home):
+    home.make_var()
+    if pid := running_pid(home):
+        raise StartError(f"hadaemon already runs in {home.root} (pid {pid}, {home.pidfile})")
+    return daemon.pidfile.TimeoutPIDLockFile(str(home.pidfile), acquire_timeout=0)
+
+
+def run_foreground(home, config):
+    """`hadaemon run`: logs to stderr, Ctrl-C (SIGINT) or SIGTERM stops cleanly."""
+    pidfile = _lock(home)
+    try:
+        pidfile.acquire()
+    except lockfile.AlreadyLocked:
+        raise StartError(f"hadaemon already runs in {home.root} ({home.pidfile})") from None
+    try:
+        logsetup.configure(home, config.daemon.log, config.daemon.log_level, foreground=True)
+        return Supervisor(home, config, foreground=True).run()
+    except StoreError as e:
+        raise StartError(str(e)) from None
+    finally:
+        pidfile.release()
+
+
+def start(home, config, wait=30.0):
+    """`hadaemon start`: detach, and return the daemon's pid once it is ready."""
+    pidfile = _lock(home)
+    ready_r, ready_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(ready_r)
+        code = 1
+        try:
+            code = _daemon_main(home, config, pidfile, ready_w)
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.waitpid(child, 0)  # DaemonContext's first fork exits at once
+    line = _read_line(ready_r, wait)
+    os.close(ready_r)
+    if not line.startswith("ready "):
+        raise StartError(line or f"hadaemon did not report ready within {wait:g}s; see its log")
+    return int(line.split()[1])
+
+
+def _daemon_main(home, config, pidfile, ready_w):
+    context = daemon.DaemonContext(
+        working_directory=str(home.root), umask=0o022, pidfile=pidfile,
+        files_preserve=[ready_w], signal_map={}, prevent_core=True)
+    try:
+        context.open()
+    except lockfile.AlreadyLocked:
+        os.write(ready_w, f"hadaemon already runs in {home.root} ({home.pidfile})\n".encode())
+        return 1
+    except Exception as e:
+        os.write(ready_w, f"cannot daemonise: {e}\n".encode())
+        return 1
+    try:
+        where = logsetup.configure(home, config.daemon.log, config.daemon.log_level,
+                                   foreground=False)
+        sup = Supervisor(home, config, foreground=False)
+        try:
+            sup.setup()
+        except (StoreError, OSError) as e:
+            os.write(ready_w, f"{e}\n".encode())
+            log.error("%s", e)
+            return 1
+        os.write(ready_w, f"ready {os.getpid()} logging to {where}\n".encode())
+        os.close(ready_w)
+        return sup.serve()
+    finally:
+        context.close()
+
+
+def _read_line(fd, wait):
+    deadline = time.monotonic() + wait
+    data = b""
+    while b"\n" not in data and time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not r:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8", "replace").strip()
+
+
+def stop(home, wait=60.0):
+    """SIGTERM the running daemon and wait for it to leave; return its pid or None."""
+    pid = running_pid(home)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return pid
+        time.sleep(0.05)
+    raise StartError(f"hadaemon (pid {pid}) did not stop within {wait:g}s")
+
+
+def signal_reload(home):
+    pid = running_pid(home)
+    if pid is None:
+        raise StartError(f"hadaemon is not running in {home.root}")
+    os.kill(pid, signal.SIGHUP)
+    return pid

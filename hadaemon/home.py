@@ -1,0 +1,91 @@
+"""Where things are: a home directory holds etc/, checks/, actions/ and var/."""
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def resolve(cls, home=None):
+        """--home, else $HADAEMON_HOME, else the current directory."""
+        return cls(Path(home or os.environ.get("HADAEMON_HOME") or ".").resolve())
+
+    @property
+    def etc(self):
+        return self.root / "etc"
+
+    @property
+    def checks_dir(self):
+        return self.root / "checks"
+
+    @property
+    def actions_dir(self):
+        return self.root / "actions"
+
+    @property
+    def var(self):
+        return self.root / "var"
+
+    @property
+    def checks_conf(self):
+        return self.etc / "checks.conf"
+
+    @property
+    def actions_conf(self):
+        return self.etc / "actions.conf"
+
+    @property
+    def state_db(self):
+        return self.var / "state.db"
+
+    @property
+    def pidfile(self):
+        return self.var / "hadaemon.pid"
+
+    @property
+    def control_socket(self):
+        return self.var / "control.sock"
+
+    @property
+    def runner_lock(self):
+        return self.var / "runner.lock"
+
+    @property
+    def logfile(self):
+        return self.var / "hadaemon.log"
+
+    def make_var(self):
+        self.var.mkdir(mode=0o750, exist_ok=True)
+
+    def find_check(self, word):
+        """A check is checks/NAME, or an absolute path (Nagios plugins live elsewhere)."""
+        return _executable(self.checks_dir / word if "/" not in word else Path(word), word)
+
+    def find_action(self, word, path=None):
+        """actions/NAME if that file exists, else an absolute path, else a program on PATH."""
+        if "/" not in word and (self.actions_dir / word).exists():
+            return _executable(self.actions_dir / word, word)
+        if "/" in word:
+            return _executable(Path(word), word)
+        found = shutil.which(word, path=path or SAFE_PATH)
+        if not found:
+            raise LookupError(f"{word!r} is neither in {self.actions_dir} nor on PATH")
+        return found
+
+
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _executable(path, word):
+    if not path.is_absolute():
+        raise LookupError(f"{word!r}: a path must be absolute")
+    if not path.is_file():
+        raise LookupError(f"{path} does not exist")
+    if not os.access(path, os.X_OK):
+        raise LookupError(f"{path} is not executable")
+    return str(path)

@@ -1,0 +1,77 @@
+"""The durable action queue: one job per committed transition, one row per command started.
+
+The supervisor enqueues (in the same transaction as the table write); the runner takes jobs in
+id order, writes a step row *before* it starts a command and completes it *after*, so after any
+crash the first unfinished command is known and a finished one is never run again.
+"""
+
+import json
+import time
+
+OPEN = ("queued", "running")
+
+
+class Journal:
+    def __init__(self, store):
+        self._store = store
+
+    def transaction(self):
+        return self._store.transaction()
+
+    def enqueue(self, transition, steps, env, now=None):
+        state = "queued" if steps else "done"  # a transition with no actions is history only
+        with self._store.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO jobs (host, source, target, manual, created, state, plan, env, finished)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (transition.host, transition.source, transition.target, int(transition.manual),
+                 now or time.time(), state, json.dumps(steps), json.dumps(env),
+                 None if steps else (now or time.time())))
+            return cur.lastrowid
+
+    def open_jobs(self):
+        rows = self._store.conn.execute(
+            "SELECT id, host, target, state FROM jobs WHERE state IN ('queued', 'running')"
+            " ORDER BY id").fetchall()
+        return [dict(id=r[0], host=r[1], target=r[2], state=r[3]) for r in rows]
+
+    def next_job(self):
+        row = self._store.conn.execute(
+            "SELECT id, host, source, target, manual, plan, env, state, resumed FROM jobs"
+            " WHERE state IN ('queued', 'running') ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        done = {r[0]: r for r in self._store.conn.execute(
+            "SELECT idx, finished, pid, pid_start FROM steps WHERE job = ?", (row[0],))}
+        return dict(id=row[0], host=row[1], source=row[2], target=row[3], manual=bool(row[4]),
+                    steps=json.loads(row[5]), env=json.loads(row[6]), state=row[7],
+                    resumed=bool(row[8]), progress=done)
+
+    def mark_resumed(self, job_id):
+        with self._store.transaction() as conn:
+            conn.execute("UPDATE jobs SET resumed = 1 WHERE id = ?", (job_id,))
+
+    def step_started(self, job_id, idx, resumed, pid=None, pid_start=None):
+        with self._store.transaction() as conn:
+            conn.execute("UPDATE jobs SET state = 'running' WHERE id = ?", (job_id,))
+            conn.execute(
+                "INSERT OR REPLACE INTO steps (job, idx, started, resumed, pid, pid_start)"
+                " VALUES (?, ?, ?, ?, ?, ?)", (job_id, idx, time.time(), int(resumed), pid,
+                                               pid_start))
+
+    def step_pid(self, job_id, idx, pid, pid_start):
+        with self._store.transaction() as conn:
+            conn.execute("UPDATE steps SET pid = ?, pid_start = ? WHERE job = ? AND idx = ?",
+                         (pid, pid_start, job_id, idx))
+
+    def step_finished(self, job_id, idx, rc, duration, output, error):
+        with self._store.transaction() as conn:
+            conn.execute(
+                "UPDATE steps SET finished = ?, rc = ?, duration = ?, output = ?, error = ?"
+                " WHERE job = ? AND idx = ?",
+                (time.time(), rc, duration, output, error, job_id, idx))
+
+    def finish(self, job_id, state, note=None):
+        with self._store.transaction() as conn:
+            conn.execute("UPDATE jobs SET state = ?, finished = ?, note = ? WHERE id = ?",
+                         (state, time.time(), note, job_id))

@@ -1,0 +1,96 @@
+"""The pre-forked workers: spawn, hand out jobs, reap, respawn.
+
+Each worker has its own SOCK_SEQPACKET socketpair: message boundaries come for free and no path
+on disk is needed. The supervisor reaps every child itself and tells the pool which pid died.
+"""
+
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+
+from . import protocol, worker
+from .fork import fork_child
+
+
+@dataclass
+class Worker:
+    pid: int
+    sock: socket.socket
+    job: dict | None = None  # the job in flight
+    meta: dict = field(default_factory=dict)  # supervisor's bookkeeping for the job in flight
+
+
+class Pool:
+    def __init__(self, home, size, max_jobs, keep=()):
+        self.home = str(home)
+        self.size = size
+        self.max_jobs = max_jobs
+        self.keep = keep  # fds a child must keep open (none by default)
+        self.workers = {}  # pid -> Worker
+
+    def fill(self):
+        """Fork until there are `size` workers; return the new ones."""
+        new = []
+        while len(self.workers) < self.size:
+            parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            pid = fork_child(worker.main, [child.fileno()], child, self.home, self.max_jobs)
+            child.close()
+            parent.setblocking(False)
+            w = Worker(pid, parent)
+            self.workers[pid] = w
+            new.append(w)
+        return new
+
+    def idle(self):
+        return [w for w in self.workers.values() if w.job is None]
+
+    def send(self, w, job, meta):
+        """Hand a job to an idle worker; False if its socket is already gone."""
+        try:
+            w.sock.send(protocol.encode(job))
+        except OSError:
+            return False
+        w.job, w.meta = job, meta
+        return True
+
+    def receive(self, w):
+        """Read one result from a worker whose socket is readable; None at EOF."""
+        try:
+            data = w.sock.recv(protocol.MAX_MESSAGE)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            return None
+        return data
+
+    def finished(self, w):
+        meta = w.meta
+        w.job, w.meta = None, {}
+        return meta
+
+    def lost(self, pid):
+        """A worker died: forget it; return it (with its in-flight job, if any) or None."""
+        w = self.workers.pop(pid, None)
+        if w:
+            w.sock.close()
+        return w
+
+    def resize(self, size, max_jobs):
+        """A reload changed the pool: extra idle workers are told to leave."""
+        self.size, self.max_jobs = size, max_jobs
+        extra = len(self.workers) - size
+        for w in self.idle()[:max(extra, 0)]:
+            self.signal(w, signal.SIGTERM)
+
+    def signal(self, w, sig):
+        try:
+            os.kill(w.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self):
+        for w in list(self.workers.values()):
+            self.signal(w, signal.SIGTERM)

@@ -1,0 +1,86 @@
+"""What a check says, and how processes talk.
+
+A check prints one JSON object {"host": ..., "status": ...} or an array of them; without JSON its
+exit code is read the Nagios way for the host named in its settings. Everything here is pure:
+bytes in, results or one clear reason out.
+"""
+
+import json
+
+from .names import UNKNOWN, valid_host, valid_status
+
+NAGIOS = {0: "up", 1: "warning", 2: "down"}  # anything else: unknown
+MAX_RESULTS = 1000  # one check reporting more hosts than this is broken, not big
+MAX_MESSAGE = 1 << 20  # one datagram between processes; checks are capped well below this
+
+
+class Rejected(ValueError):
+    """The output of a check cannot be used; the text says why."""
+
+
+def parse_output(stdout, exit_code, host=""):
+    """Return a list of {"host", "status", "details"}; raise Rejected with the reason."""
+    try:
+        text = stdout.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise Rejected(f"output is not UTF-8 (byte {e.start})") from None
+    if text[:1] in ("{", "["):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise Rejected(f"invalid JSON: {e}") from None
+        items = data if isinstance(data, list) else [data]
+        if len(items) > MAX_RESULTS:
+            raise Rejected(f"{len(items)} results in one output (at most {MAX_RESULTS})")
+        if not items:
+            raise Rejected("empty JSON array")
+        results = [validate(item, i if isinstance(data, list) else None)
+                   for i, item in enumerate(items)]
+        hosts = [r["host"] for r in results]
+        if len(set(hosts)) != len(hosts):
+            twice = sorted({h for h in hosts if hosts.count(h) > 1})[0]
+            raise Rejected(f"host {twice!r} reported more than once in one output")
+        return results
+    if not host:
+        raise Rejected(f"no JSON on stdout and no host= setting to apply exit code {exit_code} to")
+    first = text.splitlines()[0][:200] if text else ""
+    return [{"host": host, "status": NAGIOS.get(exit_code, UNKNOWN),
+             "details": {"exit": exit_code, "output": first}}]
+
+
+def validate(item, index=None):
+    at = "" if index is None else f"result {index}: "
+    if not isinstance(item, dict):
+        raise Rejected(f"{at}expected a JSON object, got {type(item).__name__}")
+    host, status = item.get("host"), item.get("status")
+    if not isinstance(host, str):
+        raise Rejected(f"{at}missing or non-string 'host'")
+    if not isinstance(status, str):
+        raise Rejected(f"{at}missing or non-string 'status'")
+    if not valid_host(host):
+        raise Rejected(f"{at}unsafe host name {host[:80]!r}")
+    status = status.lower()
+    if not valid_status(status):
+        raise Rejected(f"{at}unsafe status {status[:80]!r} (letters, digits and '-', "
+                       f"starting with a letter)")
+    details = {k: v for k, v in item.items() if k not in ("host", "status")}
+    return {"host": host, "status": status, "details": details}
+
+
+def failed(host, reason):
+    """The results of a check that could not produce any: unknown for its host, if it has one."""
+    return [{"host": host, "status": UNKNOWN, "details": {"error": reason}}] if host else []
+
+
+def encode(message):
+    data = json.dumps(message, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        raise ValueError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    return data
+
+
+def decode(data):
+    message = json.loads(data.decode("utf-8"))
+    if not isinstance(message, dict):
+        raise ValueError("message is not a JSON object")
+    return message

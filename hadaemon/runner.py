@@ -1,0 +1,173 @@
+"""The action runner's main: one sequence at a time, FIFO, journalled, resumable.
+
+Only one runner works a journal at a time (an flock on var/runner.lock): after a crash of the
+supervisor, a runner left behind finishes and records its current command, then leaves; the next
+one takes the lock and carries on from the first unfinished command.
+"""
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import time
+
+from . import execute, logsetup
+from .home import Home
+from .journal import Journal
+from .store import Store
+from .table import Table
+
+log = logging.getLogger("hadaemon.runner")
+OUTPUT_KEEP = 4096  # bytes of a command's output kept in history
+
+
+class Runner:
+    def __init__(self, home, settings, sock):
+        self.home = Home(home)
+        self.settings = settings
+        self.sock = sock
+        self.parent = os.getppid()
+        self.stop_at = None  # monotonic deadline once SIGTERM arrived
+
+    def main(self):
+        logsetup.configure(self.home, self.settings["log"], self.settings["log_level"],
+                           self.settings["foreground"])
+        signal.signal(signal.SIGTERM, self._terminate)
+        lock = open(self.home.runner_lock, "a")
+        if _try_lock(lock) is False:
+            log.warning("waiting for the previous action runner to finish its command")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        store = Store(self.home.state_db)
+        self.journal, self.table = Journal(store), Table(store)
+        self.resume_check()
+        while not self.stopping() and not self.orphaned():
+            job = self.journal.next_job()
+            if job is None:
+                if not self.wait_for_work():
+                    return
+                continue
+            self.run_job(job)
+
+    def resume_check(self):
+        """After a restart: jobs whose transition no longer holds are superseded, not run."""
+        for job in self.journal.open_jobs():
+            now = self.table.status(job["host"])
+            if now != job["target"]:
+                self.journal.finish(job["id"], "superseded",
+                                    f"{job['host']} is {now} now, not {job['target']}")
+                log.warning("job #%d %s -> %s superseded: host is %s now", job["id"],
+                            job["host"], job["target"], now)
+            elif job["state"] == "running":
+                self.journal.mark_resumed(job["id"])
+                log.warning("job #%d for %s interrupted earlier: resuming", job["id"], job["host"])
+
+    def wait_for_work(self):
+        """Block until the supervisor says something; False when it is gone or says stop."""
+        try:
+            data = self.sock.recv(65536)
+        except InterruptedError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        if data.startswith(b"{"):  # new settings after a reload
+            self.settings.update(json.loads(data))
+        return True
+
+    def run_job(self, job):
+        log.info("job #%d %s: %s -> %s: %d command(s)%s", job["id"], job["host"], job["source"],
+                 job["target"], len(job["steps"]), " (resumed)" if job["resumed"] else "")
+        failed = None
+        for idx, step in enumerate(job["steps"]):
+            progress = job["progress"].get(idx)
+            if progress and progress[1] is not None:
+                continue  # finished before a crash: never again
+            if self.stopping() or self.orphaned():
+                return
+            resumed = job["resumed"]
+            if progress:
+                self.wait_for_leftover(progress[2], progress[3])
+            result = self.run_step(job, idx, step, resumed)
+            if result == "interrupted":
+                return
+            if result != "ok" and not step["keep_going"]:
+                failed = f"stopped at command {idx + 1}: {step['text']}"
+                break
+        self.journal.finish(job["id"], "failed" if failed else "done", failed)
+        log.info("job #%d %s", job["id"], failed or "done")
+
+    def run_step(self, job, idx, step, resumed):
+        self.journal.step_started(job["id"], idx, resumed)
+        if step["error"]:
+            self.journal.step_finished(job["id"], idx, None, 0.0, "", step["error"])
+            log.error("job #%d: %s: %s (%s)", job["id"], step["text"], step["error"], step["where"])
+            return "error"
+        try:
+            argv = [self.home.find_action(step["argv"][0])] + step["argv"][1:]
+        except LookupError as e:
+            self.journal.step_finished(job["id"], idx, None, 0.0, "", str(e))
+            log.error("job #%d: %s: %s", job["id"], step["text"], e)
+            return "error"
+        env = execute.base_environment(self.home.root, dict(
+            job["env"], HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"])))
+        log.info("job #%d: running %s", job["id"], " ".join(step["argv"]))
+        outcome = execute.run(
+            argv, step["timeout"], OUTPUT_KEEP, env, cwd=self.home.root, merge_output=True,
+            kill_leftovers=False, user=self.settings.get("user") or None,
+            on_start=lambda pid: self.journal.step_pid(job["id"], idx, pid, _start_time(pid)),
+            deadline_hook=lambda: self.stop_at)
+        output = outcome.output.decode("utf-8", "replace")
+        if self.stop_at is not None and outcome.timed_out:
+            # Cut short by shutdown: left unfinished so the next start resumes it.
+            log.warning("job #%d: %s interrupted by shutdown after %.1fs; it will be resumed",
+                        job["id"], step["text"], outcome.duration)
+            return "interrupted"
+        error = outcome.reason()
+        self.journal.step_finished(job["id"], idx, outcome.rc, outcome.duration, output, error)
+        ok = outcome.rc == 0 and not error
+        (log.info if ok else log.error)("job #%d: %s exited %s in %.2fs%s", job["id"],
+                                        step["text"], outcome.rc, outcome.duration,
+                                        f" ({error})" if error else "")
+        return "ok" if ok else "failed"
+
+    def wait_for_leftover(self, pid, pid_start):
+        """A command of a dead runner may still run: never let two copies overlap."""
+        if not pid or _start_time(pid) != pid_start:
+            return
+        log.warning("command pid %d of the previous runner still runs: waiting for it", pid)
+        deadline = time.monotonic() + self.settings["action_timeout"]
+        while _start_time(pid) == pid_start and time.monotonic() < deadline:
+            time.sleep(0.1)
+        execute.signal_group(pid, signal.SIGKILL)
+
+    def stopping(self):
+        return self.stop_at is not None
+
+    def orphaned(self):
+        return os.getppid() != self.parent
+
+    def _terminate(self, signum, frame):
+        self.stop_at = time.monotonic() + self.settings["grace"]
+
+
+def main(sock, home, settings):
+    Runner(home, settings, sock).main()
+
+
+def _try_lock(f):
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _start_time(pid):
+    """Field 22 of /proc/PID/stat: with the pid, it names one process across pid reuse."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None

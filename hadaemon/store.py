@@ -1,0 +1,93 @@
+"""The one crash-safe file behind the state table and the action journal.
+
+SQLite in WAL mode with synchronous=FULL: a kill at any moment leaves the last committed
+transaction in place. The host table and the journal share the file so that committing a status
+and queueing its actions is one transaction (WAL makes transactions atomic per file only).
+"""
+
+import contextlib
+import os
+import sqlite3
+import time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hosts (key BLOB PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    host TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL, manual INTEGER NOT NULL,
+    created REAL NOT NULL, state TEXT NOT NULL, plan TEXT NOT NULL, env TEXT NOT NULL,
+    resumed INTEGER NOT NULL DEFAULT 0, finished REAL, note TEXT);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', 'running');
+CREATE TABLE IF NOT EXISTS steps (
+    job INTEGER NOT NULL, idx INTEGER NOT NULL, started REAL NOT NULL, finished REAL,
+    rc INTEGER, duration REAL, output TEXT, error TEXT, resumed INTEGER NOT NULL DEFAULT 0,
+    pid INTEGER, pid_start TEXT, PRIMARY KEY (job, idx));
+"""
+
+
+class StoreError(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, path, timeout=5.0):
+        self.path = str(path)
+        self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                    check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """Nestable: only the outermost level begins and commits."""
+        if self._depth == 0:
+            self.conn.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield self.conn
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self.conn.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self.conn.execute("COMMIT")
+
+    def close(self):
+        self.conn.close()
+
+
+def open_store(path, corrupt="moveaside"):
+    """Open (or create) the store; a corrupt file is moved aside or refused, never half-read.
+
+    Returns (store, message); message names the moved file when that happened.
+    """
+    message = None
+    try:
+        store = Store(path)
+        _verify(store)
+    except sqlite3.DatabaseError as e:
+        with contextlib.suppress(Exception):
+            store.close()
+        if corrupt == "refuse":
+            raise StoreError(f"{path}: state file unreadable ({e}); refusing to start "
+                             f"(corrupt_table = refuse); move it away to start from empty") from None
+        aside = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(f"{path}{suffix}"):
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        message = f"{path}: state file unreadable ({e}); moved aside to {aside}, starting empty"
+        store = Store(path)
+        _verify(store)
+    return store, message
+
+
+def _verify(store):
+    row = store.conn.execute("PRAGMA quick_check").fetchone()
+    if row[0] != "ok":
+        raise sqlite3.DatabaseError(f"quick_check: {row[0]}")
+    store.conn.executescript(SCHEMA)
+    for table in ("hosts", "jobs", "steps"):
+        store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()

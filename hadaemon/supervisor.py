@@ -1,0 +1,435 @@
+"""The loop that wires it together: scheduler -> workers -> commit rule -> table + journal -> runner.
+
+The loop never blocks: one selector over the worker sockets, the runner socket, the control socket
+and a wakeup pipe; signal handlers only queue the signal (set_wakeup_fd makes select return).
+Children are reaped with waitpid(-1, WNOHANG) and replaced. The supervisor is the only writer
+of the host table.
+"""
+
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import sqlite3
+import time
+
+from . import actions, config as configmod, history, logsetup, protocol, runner
+from .commit import Committer
+from .control import Server
+from .fork import fork_child
+from .inifile import ConfigError
+from .journal import Journal
+from .names import valid_host, valid_status
+from .pool import Pool
+from .scheduler import Scheduler
+from .store import open_store
+from .table import Table
+
+log = logging.getLogger("hadaemon")
+FLUSH_EVERY = 1.0  # seconds between batched writes of observations (statuses are written at once)
+RUNNER_RESPAWN_DELAY = 1.0
+
+
+class Supervisor:
+    def __init__(self, home, config, foreground):
+        self.home, self.config, self.foreground = home, config, foreground
+        self.signals = []
+        self.stopping = False
+        self.started = time.time()
+        self.jobs_sent = 0
+        self.dirty = set()
+        self.next_flush = 0.0
+        self.record_error = None
+        self.runner_pid = None
+        self.runner_sock = None
+        self.runner_due = 0.0
+
+    # -- start and stop ---------------------------------------------------------------------
+
+    def setup(self):
+        self.home.make_var()
+        store, moved = open_store(self.home.state_db, self.config.daemon.corrupt_table)
+        if moved:
+            log.error("%s", moved)
+        self.store, self.table, self.journal = store, Table(store), Journal(store)
+        entries, broken = self.table.items()
+        for b in broken:
+            log.error("state table entry unreadable, dropped: %s", b)
+        self.entries = dict(entries)
+        now, wall = time.monotonic(), time.time()
+        self.committer = Committer(
+            {h: e["status"] for h, e in entries},
+            {h: now - max(0.0, wall - e.get("since", wall)) for h, e in entries})
+        self.scheduler = Scheduler(self.config.checks, now)
+        self.sel = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, self._queue_signal)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_wakeup)
+        d = self.config.daemon
+        self.control = Server(self.home.control_socket, d.socket_group)
+        self.sel.register(self.control.sock, selectors.EVENT_READ, self._on_accept)
+        self.pool = Pool(self.home.root, d.workers, d.max_jobs)
+        self._fill_pool()
+        self._spawn_runner()
+        log.info("hadaemon %d started in %s: %d check(s), %d worker(s), %d host(s) known",
+                 os.getpid(), self.home.root, len(self.config.checks), d.workers, len(entries))
+
+    def run(self):
+        self.setup()
+        return self.serve()
+
+    def serve(self):
+        try:
+            while not self.stopping:
+                self.step()
+        finally:
+            self.shutdown()
+        return 0
+
+    def step(self):
+        for key, events in self.sel.select(self._poll_timeout()):
+            key.data(key.fileobj, events)
+        self._handle_signals()
+        self._reap()
+        self._dispatch()
+        now = time.monotonic()
+        if now >= self.next_flush:
+            self._flush()
+            self.next_flush = now + FLUSH_EVERY
+        self.control.expire(now)
+        if self.runner_pid is None and not self.stopping and now >= self.runner_due:
+            self._spawn_runner()
+
+    def shutdown(self):
+        log.info("stopping: no new checks or actions")
+        self.stopping = True
+        self.pool.stop()
+        if self.runner_pid:
+            try:
+                os.kill(self.runner_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self.runner_sock.close()  # EOF wakes a runner that waits for work
+        grace = self.config.daemon.grace
+        deadline = time.monotonic() + grace + 5.0
+        while (self.pool.workers or self.runner_pid) and time.monotonic() < deadline:
+            self._reap(block_for=0.05)
+        for pid in list(self.pool.workers) + ([self.runner_pid] if self.runner_pid else []):
+            log.warning("child %d did not stop in time: SIGKILL", pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ChildProcessError, ProcessLookupError):
+                pass
+        self._flush()
+        self.control.close()
+        self.store.close()
+        signal.set_wakeup_fd(-1)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        log.info("stopped")
+
+    # -- signals and children ---------------------------------------------------------------
+
+    def _queue_signal(self, signum, frame):
+        self.signals.append(signum)
+
+    def _on_wakeup(self, fd, events):
+        try:
+            while os.read(fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _handle_signals(self):
+        while self.signals:
+            sig = self.signals.pop(0)
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                log.info("got %s", signal.Signals(sig).name)
+                self.stopping = True
+            elif sig == signal.SIGHUP:
+                self.reload()
+
+    def _reap(self, block_for=0.0):
+        if block_for:
+            time.sleep(block_for)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            how = _exit_text(status)
+            if pid == self.runner_pid:
+                self.runner_pid = None
+                if _registered(self.sel, self.runner_sock):
+                    self.sel.unregister(self.runner_sock)
+                self.runner_sock.close()
+                if not self.stopping:
+                    log.error("action runner %d %s; a new one resumes the journal", pid, how)
+                    self.runner_due = time.monotonic() + RUNNER_RESPAWN_DELAY
+                continue
+            w = self.pool.workers.get(pid)
+            if w is None:
+                continue
+            if _registered(self.sel, w.sock):
+                self.sel.unregister(w.sock)
+            self.pool.lost(pid)
+            if w.job is not None:
+                meta = w.meta
+                log.error("check %s: worker %d %s while running it", meta["check"], pid, how)
+                self._finish_check(meta, protocol.failed(meta["spec"].host, f"worker {how}"))
+            elif not self.stopping and os.WIFSIGNALED(status):
+                log.warning("worker %d %s", pid, how)
+            if not self.stopping:
+                self._fill_pool()
+
+    def _fill_pool(self):
+        for w in self.pool.fill():
+            self.sel.register(w.sock, selectors.EVENT_READ, self._on_worker)
+
+    def _spawn_runner(self):
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.runner_pid = fork_child(runner.main, [child.fileno()], child, self.home.root,
+                                     self._runner_settings())
+        child.close()
+        parent.setblocking(False)
+        self.runner_sock = parent
+        self.sel.register(parent, selectors.EVENT_READ, self._on_runner)
+
+    def _runner_settings(self):
+        d = self.config.daemon
+        return {"log": d.log, "log_level": d.log_level, "foreground": self.foreground,
+                "grace": d.grace, "user": d.user, "action_timeout": d.action_timeout}
+
+    def _on_runner(self, sock, events):
+        try:
+            sock.recv(65536)  # the runner only ever closes; EOF is handled when it is reaped
+        except OSError:
+            pass
+        if _registered(self.sel, sock):
+            self.sel.unregister(sock)
+
+    def _wake_runner(self, data=b"wake"):
+        if self.runner_pid:
+            try:
+                self.runner_sock.send(data)
+            except (BlockingIOError, OSError):
+                pass  # the runner is busy or restarting: it reads the journal anyway
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _poll_timeout(self):
+        now = time.monotonic()
+        timeout = min(1.0, max(0.0, self.next_flush - now))
+        deadline = self.scheduler.next_deadline()
+        if deadline is not None and self.pool.idle():
+            timeout = min(timeout, max(0.0, deadline - now))
+        return timeout
+
+    def _dispatch(self):
+        if self.stopping:
+            return
+        idle = self.pool.idle()
+        if not idle:
+            return
+        d = self.config.daemon
+        now = time.monotonic()
+        for check, due in self.scheduler.pop_due(now):
+            w = idle.pop()
+            self.jobs_sent += 1
+            job = {"job": self.jobs_sent, "check": check.id, "argv": list(check.argv),
+                   "timeout": check.timeout, "limit": d.output_limit, "host": check.host,
+                   "user": d.user}
+            if not self.pool.send(w, job, {"check": check.id, "due": due, "spec": check,
+                                           "sent": now}):
+                self.scheduler.push_back(check, due)
+            if not idle:
+                break
+
+    def _on_worker(self, sock, events):
+        w = next((w for w in self.pool.workers.values() if w.sock is sock), None)
+        if w is None:
+            return
+        data = self.pool.receive(w)
+        if data is False:
+            return
+        if data is None:
+            self.sel.unregister(sock)  # EOF: the worker left; _reap replaces it
+            return
+        meta = self.pool.finished(w)
+        try:
+            message = protocol.decode(data)
+            results = [_checked(r) for r in message["results"]]
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("check %s: garbled message from worker %d: %s", meta["check"], w.pid, e)
+            results = protocol.failed(meta["spec"].host, "garbled worker message")
+            message = {}
+        if message.get("error"):
+            log.warning("check %s: %s", meta["check"], message["error"])
+        self._finish_check(meta, results)
+
+    def _finish_check(self, meta, results):
+        now = time.monotonic()
+        self.scheduler.done(meta["check"], meta["due"], now)
+        check = meta["spec"]
+        transitions, notes = self.committer.observe(check, results, now)
+        for n in notes:
+            (log.warning if n.kind == "conflict" else log.info)("%s: %s", n.host, n.text)
+        wall = time.time()
+        for r in results:
+            entry = self.entries.setdefault(r["host"], {"status": "unknown", "since": wall})
+            entry.update(observed=r["status"], last_seen=wall, check=check.id,
+                         details=r["details"])
+            self.dirty.add(r["host"])
+        for t in transitions:
+            self.commit(t, now)
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def commit(self, transition, now):
+        """Write the status and queue its actions in one transaction, then tell the runner."""
+        d = self.config.daemon
+        steps, env = actions.plan(self.config.sections, transition, d.action_timeout,
+                                  d.on_failure)
+        wall = time.time()
+        entry = dict(self.entries.get(transition.host, {}), status=transition.target, since=wall)
+        try:
+            with self.store.transaction():
+                self.table.set(transition.host, entry)
+                job = self.journal.enqueue(transition, steps, env, wall)
+        except sqlite3.Error as e:
+            log.error("cannot record %s: %s -> %s in %s (%s): not committed, actions not "
+                      "started; the next result tries again", transition.host, transition.source,
+                      transition.target, self.home.state_db, e)
+            self.record_error = str(e)
+            return None
+        self.record_error = None
+        self.committer.apply(transition, now)
+        self.entries[transition.host] = entry
+        log.info("transition %s: %s -> %s%s, job #%d with %d command(s)", transition.host,
+                 transition.source, transition.target, " (manual)" if transition.manual else "",
+                 job, len(steps))
+        if steps:
+            self._wake_runner()
+        return job
+
+    def _flush(self):
+        if not self.dirty:
+            return
+        try:
+            with self.store.transaction():
+                for host in self.dirty:
+                    self.table.set(host, self.entries[host])
+        except sqlite3.Error as e:
+            if self.record_error != str(e):
+                log.error("cannot record results in %s (%s); checks go on", self.home.state_db, e)
+            self.record_error = str(e)
+            return
+        self.dirty.clear()
+
+    # -- reload and control -----------------------------------------------------------------
+
+    def reload(self):
+        try:
+            new = configmod.load(self.home)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config: %s", "; ".join(e.problems))
+            return {"ok": False, "error": "config invalid, running config kept",
+                    "problems": e.problems}
+        old_ids = {c.id for c in self.config.checks}
+        self.config = new
+        d = new.daemon
+        for cid in old_ids - {c.id for c in new.checks}:
+            self.committer.forget_check(cid)
+        self.scheduler.replace(new.checks, time.monotonic())
+        self.pool.resize(d.workers, d.max_jobs)
+        self._fill_pool()
+        logsetup.configure(self.home, d.log, d.log_level, self.foreground)
+        self._wake_runner(json.dumps(self._runner_settings()).encode())
+        log.info("reloaded: %d check(s), %d action section(s)", len(new.checks),
+                 len(new.sections))
+        return {"ok": True, "checks": len(new.checks), "sections": len(new.sections)}
+
+    def _on_accept(self, sock, events):
+        c = self.control.accept()
+        if c:
+            self.sel.register(c.sock, selectors.EVENT_READ, self._on_control)
+
+    def _on_control(self, sock, events):
+        c = self.control.conns.get(sock)
+        if c is None:
+            return
+        if events & selectors.EVENT_WRITE:
+            if c.write():
+                self.sel.unregister(sock)
+                self.control.drop(c)
+            return
+        request = c.read()
+        if request is None:
+            return
+        if request == "eof":
+            self.sel.unregister(sock)
+            self.control.drop(c)
+            return
+        c.reply(self.answer(request))
+        self.sel.modify(sock, selectors.EVENT_WRITE, self._on_control)
+
+    def answer(self, request):
+        cmd = request.get("cmd")
+        if "error" in request:
+            return {"ok": False, "error": request["error"]}
+        if cmd == "status":
+            return self.status()
+        if cmd == "history":
+            try:
+                entries = history.read(self.store, int(request.get("limit", 100)),
+                                       request.get("host"))
+            except (TypeError, ValueError) as e:
+                return {"ok": False, "error": f"bad history request: {e}"}
+            return {"ok": True, "history": entries}
+        if cmd == "reload":
+            return self.reload()
+        if cmd == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def status(self):
+        now = time.monotonic()
+        hosts = {}
+        for host, e in sorted(self.entries.items()):
+            hosts[host] = dict(e, conflict=self.committer.observation(host, now) is None
+                               and host in self.committer._latest)
+        return {"ok": True, "hosts": hosts,
+                "daemon": {"pid": os.getpid(), "home": str(self.home.root),
+                           "started": self.started, "checks": len(self.config.checks),
+                           "workers": len(self.pool.workers), "runner": self.runner_pid,
+                           "record_error": self.record_error},
+                "queue": self.journal.open_jobs()}
+
+
+def _checked(r):
+    """The supervisor trusts no worker: names are validated again before they touch the table."""
+    if not (isinstance(r, dict) and valid_host(r.get("host")) and valid_status(r.get("status"))
+            and isinstance(r.get("details", {}), dict)):
+        raise ValueError("invalid result in worker message")
+    return {"host": r["host"], "status": r["status"], "details": r.get("details", {})}
+
+
+def _registered(sel, fileobj):
+    try:
+        sel.get_key(fileobj)
+        return True
+    except KeyError:
+        return False
+
+
+def _exit_text(status):
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.WEXITSTATUS(status)}"

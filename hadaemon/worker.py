@@ -1,0 +1,53 @@
+"""A worker's main: take one job, run the check, send one result, until recycled or orphaned."""
+
+import os
+import signal
+import time
+
+from . import execute, protocol
+
+_current = {"pid": None}
+
+
+def _terminate(signum, frame):
+    # The supervisor is stopping: take the running check (and what it started) down with us.
+    if _current["pid"]:
+        execute.signal_group(_current["pid"], signal.SIGKILL)
+    os._exit(0)
+
+
+def main(sock, home, max_jobs):
+    signal.signal(signal.SIGTERM, _terminate)
+    for _ in range(max_jobs):
+        data = sock.recv(protocol.MAX_MESSAGE)
+        if not data:
+            return  # the supervisor is gone
+        job = protocol.decode(data)
+        sock.send(protocol.encode(run_job(job, home)))
+    # Recycled: leaving is enough, the supervisor reaps us and forks a fresh worker.
+
+
+def run_job(job, home):
+    env = execute.base_environment(home, {"HA_CHECK": job["check"], "HA_HOST": job["host"]})
+    outcome = execute.run(job["argv"], job["timeout"], job["limit"], env, cwd=home,
+                          user=job.get("user") or None, on_start=_started)
+    _current["pid"] = None
+    read_at = time.monotonic()
+    error = outcome.reason()
+    results = []
+    if not error:
+        try:
+            results = protocol.parse_output(outcome.output, outcome.rc, job["host"])
+        except protocol.Rejected as e:
+            error = str(e)
+    if error:
+        stderr = outcome.errors.decode("utf-8", "replace").strip().splitlines()
+        if stderr:
+            error += f" (stderr: {stderr[0][:200]})"
+        results = protocol.failed(job["host"], error)
+    return {"job": job["job"], "check": job["check"], "results": results, "error": error,
+            "duration": outcome.duration, "read_at": read_at}
+
+
+def _started(pid):
+    _current["pid"] = pid
