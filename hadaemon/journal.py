@@ -18,15 +18,15 @@ class Journal:
     def transaction(self):
         return self._store.transaction()
 
-    def enqueue(self, transition, steps, env, now=None):
+    def enqueue(self, transition, steps, env, now=None, observed_mono=None):
         state = "queued" if steps else "done"  # a transition with no actions is history only
         with self._store.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO jobs (host, source, target, manual, created, state, plan, env, finished)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (host, source, target, manual, created, state, plan, env, finished,"
+                " observed_mono) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (transition.host, transition.source, transition.target, int(transition.manual),
                  now or time.time(), state, json.dumps(steps), json.dumps(env),
-                 None if steps else (now or time.time())))
+                 None if steps else (now or time.time()), observed_mono))
             return cur.lastrowid
 
     def open_jobs(self):
@@ -51,18 +51,20 @@ class Journal:
         with self._store.transaction() as conn:
             conn.execute("UPDATE jobs SET resumed = 1 WHERE id = ?", (job_id,))
 
-    def step_started(self, job_id, idx, resumed, pid=None, pid_start=None):
+    def step_started(self, job_id, idx, resumed):
         with self._store.transaction() as conn:
             conn.execute("UPDATE jobs SET state = 'running' WHERE id = ?", (job_id,))
             conn.execute(
-                "INSERT OR REPLACE INTO steps (job, idx, started, resumed, pid, pid_start)"
-                " VALUES (?, ?, ?, ?, ?, ?)", (job_id, idx, time.time(), int(resumed), pid,
-                                               pid_start))
+                "INSERT OR REPLACE INTO steps (job, idx, started, resumed) VALUES (?, ?, ?, ?)",
+                (job_id, idx, time.time(), int(resumed)))
 
     def step_pid(self, job_id, idx, pid, pid_start):
+        """The command runs: its pid (to find a leftover after a crash) and when it started."""
+        started_mono = time.monotonic()
         with self._store.transaction() as conn:
-            conn.execute("UPDATE steps SET pid = ?, pid_start = ? WHERE job = ? AND idx = ?",
-                         (pid, pid_start, job_id, idx))
+            conn.execute("UPDATE steps SET pid = ?, pid_start = ?, started_mono = ?"
+                         " WHERE job = ? AND idx = ?",
+                         (pid, pid_start, started_mono, job_id, idx))
 
     def step_finished(self, job_id, idx, rc, duration, output, error):
         with self._store.transaction() as conn:

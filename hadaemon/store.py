@@ -16,12 +16,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     host TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL, manual INTEGER NOT NULL,
     created REAL NOT NULL, state TEXT NOT NULL, plan TEXT NOT NULL, env TEXT NOT NULL,
-    resumed INTEGER NOT NULL DEFAULT 0, finished REAL, note TEXT);
+    resumed INTEGER NOT NULL DEFAULT 0, finished REAL, note TEXT,
+    observed_mono REAL);  -- CLOCK_MONOTONIC when a worker read the deciding result
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', 'running');
 CREATE TABLE IF NOT EXISTS steps (
     job INTEGER NOT NULL, idx INTEGER NOT NULL, started REAL NOT NULL, finished REAL,
     rc INTEGER, duration REAL, output TEXT, error TEXT, resumed INTEGER NOT NULL DEFAULT 0,
-    pid INTEGER, pid_start TEXT, PRIMARY KEY (job, idx));
+    pid INTEGER, pid_start TEXT, started_mono REAL, PRIMARY KEY (job, idx));
 """
 
 

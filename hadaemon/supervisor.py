@@ -272,9 +272,9 @@ class Supervisor:
             message = {}
         if message.get("error"):
             log.warning("check %s: %s", meta["check"], message["error"])
-        self._finish_check(meta, results)
+        self._finish_check(meta, results, message.get("read_at"))
 
-    def _finish_check(self, meta, results):
+    def _finish_check(self, meta, results, read_at=None):
         now = time.monotonic()
         self.scheduler.done(meta["check"], meta["due"], now)
         check = meta["spec"]
@@ -288,11 +288,11 @@ class Supervisor:
                          details=r["details"])
             self.dirty.add(r["host"])
         for t in transitions:
-            self.commit(t, now)
+            self.commit(t, now, read_at)
 
     # -- transitions ------------------------------------------------------------------------
 
-    def commit(self, transition, now):
+    def commit(self, transition, now, observed_mono=None):
         """Write the status and queue its actions in one transaction, then tell the runner."""
         d = self.config.daemon
         steps, env = actions.plan(self.config.sections, transition, d.action_timeout,
@@ -302,7 +302,7 @@ class Supervisor:
         try:
             with self.store.transaction():
                 self.table.set(transition.host, entry)
-                job = self.journal.enqueue(transition, steps, env, wall)
+                job = self.journal.enqueue(transition, steps, env, wall, observed_mono)
         except sqlite3.Error as e:
             log.error("cannot record %s: %s -> %s in %s (%s): not committed, actions not "
                       "started; the next result tries again", transition.host, transition.source,
