@@ -9,6 +9,7 @@ import re
 import shlex
 from dataclasses import dataclass, fields, replace
 
+from . import security
 from .inifile import ConfigError, read_sections, split_setting
 from .names import valid_host, valid_status
 
@@ -53,6 +54,7 @@ class CheckSpec:
 class Command:
     text: str  # verbatim, as written
     words: tuple  # shlex-split, variables not yet expanded
+    program: str  # words[0] as resolved at load time (the runner resolves again at run time)
     keep_going: bool  # '-' prefix: the sequence goes on if this command fails
     where: str
 
@@ -88,9 +90,21 @@ def load(home):
         sections = _read_actions(home, problems)
     except ConfigError as e:
         problems += e.problems
+    if not problems and security.enabled(daemon.strict):
+        problems += security.problems(_trusted_paths(home, checks, sections))
     if problems:
         raise ConfigError(problems)
     return Config(daemon, checks, sections)
+
+
+def _trusted_paths(home, checks, sections):
+    """(where, path) of everything strict mode vets: both files and every program they name."""
+    paths = [(str(home.checks_conf), home.checks_conf)]
+    if home.actions_conf.exists():
+        paths.append((str(home.actions_conf), home.actions_conf))
+    paths += [(c.where, c.argv[0]) for c in checks]
+    paths += [(cmd.where, cmd.program) for s in sections for cmd in s.commands]
+    return paths
 
 
 # -- checks.conf -------------------------------------------------------------------------------
@@ -209,7 +223,7 @@ CHOICES = {"on_failure": ("stop", "continue"), "corrupt_table": ("moveaside", "r
            "strict": ("auto", "yes", "no"), "log_level": ("debug", "info", "warning", "error")}
 MINIMUM = {"interval": 0.01, "timeout": 0.01, "workers": 1, "confirm": 1, "hold_down": 0.0,
            "action_timeout": 0.01, "max_jobs": 1, "output_limit": 1024, "grace": 0.0}
-MAXIMUM = {"workers": 256, "output_limit": 16 * 1024 * 1024}
+MAXIMUM = {"workers": 256, "output_limit": 256 * 1024}  # a result must fit one message
 
 
 def _convert(key, value, kind):
@@ -275,8 +289,8 @@ def _command(home, where, text, problems):
         problems.append(f"{where}: the program name may not be a variable: {words[0]!r}")
         return None
     try:
-        home.find_action(words[0])
+        program = home.find_action(words[0])
     except LookupError as e:
         problems.append(f"{where}: {e}")
         return None
-    return Command(text=text, words=words, keep_going=keep_going, where=where)
+    return Command(text=text, words=words, program=program, keep_going=keep_going, where=where)

@@ -21,19 +21,27 @@ class Worker:
     meta: dict = field(default_factory=dict)  # supervisor's bookkeeping for the job in flight
 
 
+def socketpair():
+    """A SEQPACKET pair whose buffers hold one maximal message (the default holds ~200 KiB)."""
+    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in pair:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * protocol.MAX_MESSAGE)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 * protocol.MAX_MESSAGE)
+    return pair
+
+
 class Pool:
-    def __init__(self, home, size, max_jobs, keep=()):
+    def __init__(self, home, size, max_jobs):
         self.home = str(home)
         self.size = size
         self.max_jobs = max_jobs
-        self.keep = keep  # fds a child must keep open (none by default)
         self.workers = {}  # pid -> Worker
 
     def fill(self):
         """Fork until there are `size` workers; return the new ones."""
         new = []
         while len(self.workers) < self.size:
-            parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            parent, child = socketpair()
             pid = fork_child(worker.main, [child.fileno()], child, self.home, self.max_jobs)
             child.close()
             parent.setblocking(False)

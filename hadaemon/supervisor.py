@@ -92,7 +92,11 @@ class Supervisor:
 
     def step(self):
         for key, events in self.sel.select(self._poll_timeout()):
-            key.data(key.fileobj, events)
+            try:
+                key.data(key.fileobj, events)
+            except Exception:
+                # A bug in handling one event must not take the daemon down with it.
+                log.exception("internal error while handling %s; carrying on", key.data.__name__)
         self._handle_signals()
         self._reap()
         self._dispatch()

@@ -23,7 +23,13 @@ def main(sock, home, max_jobs):
         if not data:
             return  # the supervisor is gone
         job = protocol.decode(data)
-        sock.send(protocol.encode(run_job(job, home)))
+        result = run_job(job, home)
+        try:
+            message = protocol.encode(result)
+        except ValueError as e:  # escaping can grow big output past one datagram
+            result.update(results=protocol.failed(job["host"], str(e)), error=str(e))
+            message = protocol.encode(result)
+        sock.send(message)
     # Recycled: leaving is enough, the supervisor reaps us and forks a fresh worker.
 
 

@@ -1,0 +1,154 @@
+"""The only module that talks to etcd (v3 API over its HTTP gateway, through etcd3gw).
+
+Everything cluster mode needs is here and small: ranges, one transaction call, leases. Swapping
+the client means rewriting this file only. Calls block for at most `timeout` per endpoint; the
+caller is never the supervisor loop (see agent.py and crunner.py).
+"""
+
+import base64
+import json
+from urllib.parse import urlsplit
+
+import etcd3gw
+from etcd3gw import exceptions as etcd_errors
+
+
+class EtcdUnavailable(Exception):
+    """No endpoint answered in time: nothing is known about what etcd holds."""
+
+
+def _b64(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text):
+    return base64.b64decode(text) if text else b""
+
+
+def prefix_end(prefix):
+    """The range end that covers every key starting with prefix."""
+    raw = bytearray(prefix.encode())
+    raw[-1] += 1
+    return bytes(raw)
+
+
+def parse_endpoints(text):
+    """'http://127.0.0.1:2379,http://h:2379' -> [(scheme, host, port)]; ValueError says why."""
+    result = []
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        u = urlsplit(item if "://" in item else f"http://{item}")
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"endpoint {item!r} is not http(s)://HOST:PORT")
+        try:
+            port = u.port or 2379
+        except ValueError:
+            raise ValueError(f"endpoint {item!r} has a bad port") from None
+        result.append((u.scheme, u.hostname, port))
+    if not result:
+        raise ValueError("no endpoint given")
+    return result
+
+
+# -- transaction pieces: plain dicts of the v3 JSON API ---------------------------------------
+
+def value_is(key, value):
+    return {"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(value)}
+
+
+def absent(key):
+    return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": 0}
+
+
+def created_at(key, revision):
+    return {"key": _b64(key), "target": "CREATE", "result": "EQUAL",
+            "create_revision": revision}
+
+
+def put(key, value, lease=None):
+    op = {"key": _b64(key), "value": _b64(value)}
+    if lease:
+        op["lease"] = lease
+    return {"request_put": op}
+
+
+def delete(key):
+    return {"request_delete_range": {"key": _b64(key)}}
+
+
+def jput(key, obj, lease=None):
+    return put(key, json.dumps(obj, sort_keys=True), lease)
+
+
+class Etcd:
+    def __init__(self, endpoints, timeout=1.0):
+        self._clients = [etcd3gw.client(host=h, port=p, protocol=s, timeout=timeout,
+                                        api_path="/v3/") for s, h, p in endpoints]
+        self._current = 0
+
+    def _post(self, path, payload):
+        """POST to the current endpoint, moving on to the next ones when it does not answer."""
+        last = None
+        for _ in range(len(self._clients)):
+            client = self._clients[self._current]
+            try:
+                return client.post(client.get_url(path), data=json.dumps(payload))
+            except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError,
+                    etcd_errors.InternalServerError) as e:
+                last = e
+                self._current = (self._current + 1) % len(self._clients)
+            except etcd_errors.Etcd3Exception as e:
+                # e.g. 'etcdserver: request timed out' from a member without quorum
+                last = e
+                self._current = (self._current + 1) % len(self._clients)
+        raise EtcdUnavailable(_short(last))
+
+    def range(self, prefix):
+        """Every key under prefix: {key: (value bytes, lease id, create revision)}."""
+        answer = self._post("/kv/range", {"key": _b64(prefix),
+                                          "range_end": _b64(prefix_end(prefix))})
+        return {_unb64(kv["key"]).decode(): (_unb64(kv.get("value")), int(kv.get("lease", 0)),
+                                             int(kv.get("create_revision", 0)))
+                for kv in answer.get("kvs", [])}
+
+    def get(self, key):
+        answer = self._post("/kv/range", {"key": _b64(key)})
+        kvs = answer.get("kvs", [])
+        return _unb64(kvs[0].get("value")) if kvs else None
+
+    def txn(self, compare, success, failure=()):
+        """True if every compare held and success was applied, False if not (nothing applied)."""
+        answer = self._post("/kv/txn", {"compare": list(compare), "success": list(success),
+                                        "failure": list(failure)})
+        return bool(answer.get("succeeded"))
+
+    def txn_full(self, compare, success, failure=()):
+        """Like txn, also the raw responses (for a put's revision or a failure branch's read)."""
+        answer = self._post("/kv/txn", {"compare": list(compare), "success": list(success),
+                                        "failure": list(failure)})
+        return bool(answer.get("succeeded")), answer
+
+    def grant(self, ttl):
+        return int(self._post("/lease/grant", {"TTL": int(ttl), "ID": 0})["ID"])
+
+    def keepalive(self, lease):
+        """The lease's new TTL in seconds; <= 0 when the lease is gone."""
+        answer = self._post("/lease/keepalive", {"ID": lease})
+        return int(answer.get("result", {}).get("TTL", -1))
+
+    def revoke(self, lease):
+        try:
+            self._post("/kv/lease/revoke", {"ID": lease})
+        except EtcdUnavailable:
+            pass
+
+    def status(self):
+        return self._post("/maintenance/status", {})
+
+
+def _short(e):
+    text = str(e) if e else "no endpoint"
+    return text.splitlines()[0][:200] if text else type(e).__name__
