@@ -85,15 +85,16 @@ class Home:
 class Daemon:
     """`hadaemon run` as a real child process; its stderr goes to var/test-daemon.log."""
 
-    def __init__(self, home):
+    def __init__(self, home, prefix=()):
         self.home = home
+        self.prefix = list(prefix)  # e.g. ip netns exec NS: a wrapper that execs the daemon
         self.proc = None
 
     def start(self, wait_ready=True):
         self.home.root.joinpath("var").mkdir(exist_ok=True)
         self._err = open(self.home.root / "var/test-daemon.log", "a")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hadaemon", "--home", str(self.home.root), "run"],
+            [*self.prefix, sys.executable, "-m", "hadaemon", "--home", str(self.home.root), "run"],
             stdout=self._err, stderr=subprocess.STDOUT, start_new_session=True)
         if wait_ready:
             wait_for(lambda: self.home.cli("status", "--json").returncode == 0 or self._died(),

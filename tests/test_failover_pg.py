@@ -1,0 +1,151 @@
+"""Real failover: a PostgreSQL primary killed hard, its replica promoted, the service address moved.
+
+Everything is real: two network namespaces with a server each (the replica from pg_basebackup),
+hadaemon in a third with the example's configs, the shipped check and actions, SIGKILL of the
+postmaster. Skipped only where the machine cannot do it (not root, no namespaces, no PostgreSQL).
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import pgnet
+from hadaemon.home import SAFE_PATH
+from conftest import ROOT, wait_for
+
+pytestmark = pytest.mark.slow
+MINIMAL_ENV = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}  # what hadaemon gives checks and actions
+
+
+@pytest.fixture
+def cluster(request):
+    reason = pgnet.unavailable()
+    if reason:
+        pytest.skip(reason)
+    c = pgnet.Cluster()
+    request.addfinalizer(c.down)  # also after a failed `up`: down cleans up half-made state
+    return c.up()
+
+
+def committed(home, host, status):
+    return lambda: home.status()["hosts"].get(host, {}).get("status") == status
+
+
+def addresses(ns):
+    out = subprocess.run(["ip", "-n", ns, "-j", "addr", "show", "dev", "eth0"],
+                         capture_output=True, text=True, check=True).stdout
+    return {a["local"] for link in json.loads(out) for a in link["addr_info"]}
+
+
+def mac(ns):
+    out = subprocess.run(["ip", "-n", ns, "-j", "link", "show", "dev", "eth0"],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)[0]["address"]
+
+
+def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path):
+    home = cluster.home(tmp_path / "home")
+    cluster.start_daemon(home)
+    db1, db2 = cluster.db1, cluster.db2
+    wait_for(committed(home, db1, "master"), 30, "db1 master")
+    wait_for(committed(home, db2, "slave"), 30, "db2 slave")
+    wait_for(lambda: any(h["to"] == "master" and h["state"] == "done" for h in home.history()),
+             30, "start-up vip_add done")
+    assert pgnet.VIP in addresses(db1)
+
+    measured = cluster.failover(home, rows=20)
+    history = home.history()
+    steps = pgnet.breakdown(history, measured["killed_wall"])
+    print(f"\nfailover (kill -> first write through {pgnet.VIP}): {measured['seconds']:.2f}s "
+          f"with interval {cluster.setting(home, 'interval')}s, "
+          f"confirm {cluster.setting(home, 'confirm')}; "
+          + ", ".join(f"{k} at {v:.2f}s" for k, v in steps.items()))
+
+    # The replica is the primary now, and the service address answers from it.
+    assert home.status()["hosts"][db1]["status"] == "down"
+    assert home.status()["hosts"][db2]["status"] == "master"
+    assert cluster.psql(db2, "SELECT pg_is_in_recovery()") == "f"
+    assert pgnet.VIP in addresses(db2) and pgnet.VIP not in addresses(db1)
+    assert cluster.psql(pgnet.VIP, "SHOW data_directory") == f"{cluster.dir}/{db2}"
+    # The gratuitous ARP moved the clients' neighbour entry to db2 at once.
+    neigh = subprocess.run(["ip", "-n", cluster.ns, "-j", "neigh", "show", pgnet.VIP],
+                           capture_output=True, text=True, check=True).stdout
+    assert [n.get("lladdr") for n in json.loads(neigh)] == [mac(db2)]
+
+    # Rows committed and replicated before the kill survived; writes go on through the VIP.
+    assert cluster.psql(pgnet.VIP, "SELECT string_agg(n::text, ',' ORDER BY n) FROM rows"
+                        " WHERE at = 'before'") == ",".join(str(n) for n in range(1, 21))
+    assert cluster.psql(pgnet.VIP, "SELECT count(*) FROM rows WHERE at = 'after'") == "1"
+    cluster.psql(pgnet.VIP, "INSERT INTO rows VALUES (22, 'later')")
+
+    # The history tells it in order, with each command's outcome.
+    moves = [(h["host"], h["from"], h["to"]) for h in history]
+    assert sorted(moves[:2]) == sorted([(db1, "unknown", "master"), (db2, "unknown", "slave")])
+    assert moves[2:] == [(db1, "master", "down"), (db2, "slave", "master")]
+    down, promoted = history[2], history[3]
+    assert [(c["argv"], c["outcome"], c["exit"]) for c in down["commands"]] == [
+        (["vip_del", "10.231.0.100/24", "eth0", db1], "ok", 0),
+        (["pg_promote", "-h", db2, "-t", "30"], "ok", 0)]
+    assert "promoted to primary" in down["commands"][1]["output"]
+    assert [(c["argv"], c["outcome"], c["exit"]) for c in promoted["commands"]] == [
+        (["vip_add", "10.231.0.100/24", "eth0", db2], "ok", 0)]
+    assert down["state"] == promoted["state"] == "done"
+    text = home.cli("history", check=True).stdout
+    assert text.index(f"{db1}: master -> down") < text.index(f"{db2}: slave -> master")
+
+
+def run_action(cluster, name, *args):
+    """An action as hadaemon runs it: from hademo, with the minimal environment."""
+    return subprocess.run(cluster.in_ns(str(ROOT / "actions" / name), *args), env=MINIMAL_ENV,
+                          capture_output=True, text=True, timeout=120)
+
+
+def check_role(cluster, host):
+    p = subprocess.run(cluster.in_ns(str(ROOT / "checks/check_pg_role"), "-h", host, "-t", "2"),
+                       env=MINIMAL_ENV, capture_output=True, text=True, timeout=30)
+    return json.loads(p.stdout)["status"], p.returncode
+
+
+def twice(cluster, name, *args):
+    """Run an action twice: both exit 0; the second's output, to see it found the work done."""
+    outputs = []
+    for _ in range(2):
+        p = run_action(cluster, name, *args)
+        assert p.returncode == 0, f"{name} {' '.join(args)}: {p.stdout}{p.stderr}"
+        outputs.append(p.stdout)
+    return outputs[1]
+
+
+def test_check_and_actions_are_idempotent_on_real_servers(cluster):
+    db1, db2 = cluster.db1, cluster.db2
+    assert check_role(cluster, db1) == ("master", 0)
+    assert check_role(cluster, db2) == ("slave", 0)
+
+    assert "already a primary" in twice(cluster, "pg_promote", "-h", db2)
+    assert check_role(cluster, db2) == ("master", 0)
+    assert "already a primary" in twice(cluster, "pg_promote", "-h", db1)
+
+    vip = f"{pgnet.VIP}/24"
+    assert "already on eth0" in twice(cluster, "vip_add", vip, "eth0", db1)
+    assert "not on eth0" in twice(cluster, "vip_del", vip, "eth0", db1)
+    assert pgnet.VIP not in addresses(db1)
+    assert "already on eth0" in twice(cluster, "vip_add", vip, "eth0", db2)
+    assert pgnet.VIP in addresses(db2)
+    refused = run_action(cluster, "vip_add", vip, "eth0", db1, db2)
+    assert refused.returncode == 2 and "refusing" in refused.stderr
+    assert pgnet.VIP not in addresses(db1)
+
+    # service with a configured command (no systemd in a namespace demo): pg_ctl for db1.
+    pg_ctl = ["--", "ip", "netns", "exec", db1, "runuser", "-u", "postgres", "--",
+              pgnet._bin("pg_ctl"), "-D", f"{cluster.dir}/{db1}", "-l", f"{cluster.dir}/{db1}.log",
+              "-w", "-t", "60"]
+    assert "already stopped" in twice(cluster, "service", "stop", "pg-db1", *pg_ctl)
+    assert check_role(cluster, db1) == ("down", 2)
+    assert "already running" in twice(cluster, "service", "start", "pg-db1", *pg_ctl)
+    assert check_role(cluster, db1) == ("master", 0)
+    assert "started" in twice(cluster, "service", "restart", "pg-db1", *pg_ctl)
+
+    # A host that does not answer at all is down too, not a crash (nothing listens on .99).
+    assert check_role(cluster, "10.231.0.99") == ("down", 2)
