@@ -41,7 +41,12 @@ def unavailable():
     p = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if p.returncode != 0:
         return f"cannot create network namespaces here: {p.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    try:  # entering one mounts a fresh /sys, which some containers forbid
+        p = subprocess.run(["ip", "netns", "exec", probe, "true"], capture_output=True, text=True)
+        if p.returncode != 0:
+            return f"cannot enter a network namespace here: {p.stderr.strip()}"
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
 
 
@@ -97,7 +102,9 @@ class Cluster:
             if value is not None:
                 checks = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", checks)
         (root / "etc/checks.conf").write_text(checks)
-        shutil.copy(EXAMPLE / "etc/actions.conf", root / "etc/actions.conf")
+        (root / "etc/actions.conf").write_text((EXAMPLE / "etc/actions.conf").read_text())
+        for conf in ("checks.conf", "actions.conf"):
+            (root / "etc" / conf).chmod(0o644)  # strict mode, whatever the umask
         home = Home.__new__(Home)
         home.root = root
         return home
@@ -108,7 +115,7 @@ class Cluster:
         return self.daemon
 
     def setting(self, home, key):
-        return re.search(rf"(?m)^{key} = (.*)$", (home.root / "etc/checks.conf").read_text())[1]
+        return setting_in((home.root / "etc/checks.conf").read_text(), key)
 
     def failover(self, home, rows=20, timeout=90):
         """Write rows through the VIP, kill the primary, wait for a write through the VIP.
@@ -133,6 +140,10 @@ class Cluster:
         written = json.loads(p.stdout)
         return {"seconds": written["at"] - killed, "killed_wall": killed_wall,
                 "attempts": written["attempts"]}
+
+
+def setting_in(checks_conf, key):
+    return re.search(rf"(?m)^{key} = (.*)$", checks_conf)[1]
 
 
 def breakdown(history, killed_wall):
