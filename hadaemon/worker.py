@@ -18,6 +18,7 @@ def _terminate(signum, frame):
 
 def main(sock, home, max_jobs):
     signal.signal(signal.SIGTERM, _terminate)
+    os.chdir(home)  # checks run in the home; without a cwd per run, execute takes posix_spawn
     for _ in range(max_jobs):
         data = sock.recv(protocol.MAX_MESSAGE)
         if not data:
@@ -35,7 +36,7 @@ def main(sock, home, max_jobs):
 
 def run_job(job, home):
     env = execute.base_environment(home, {"HA_CHECK": job["check"], "HA_HOST": job["host"]})
-    outcome = execute.run(job["argv"], job["timeout"], job["limit"], env, cwd=home,
+    outcome = execute.run(job["argv"], job["timeout"], job["limit"], env,
                           user=job.get("user") or None, on_start=_started)
     _current["pid"] = None
     read_at = time.monotonic()
