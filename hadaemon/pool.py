@@ -19,6 +19,7 @@ class Worker:
     sock: socket.socket
     job: dict | None = None  # the job in flight
     meta: dict = field(default_factory=dict)  # supervisor's bookkeeping for the job in flight
+    left: int = 0  # jobs it takes before it leaves to be recycled
 
 
 def socketpair():
@@ -45,13 +46,14 @@ class Pool:
             pid = fork_child(worker.main, [child.fileno()], child, self.home, self.max_jobs)
             child.close()
             parent.setblocking(False)
-            w = Worker(pid, parent)
+            w = Worker(pid, parent, left=self.max_jobs)
             self.workers[pid] = w
             new.append(w)
         return new
 
     def idle(self):
-        return [w for w in self.workers.values() if w.job is None]
+        # A worker that has had its last job is leaving: a job sent now would die with it.
+        return [w for w in self.workers.values() if w.job is None and w.left > 0]
 
     def send(self, w, job, meta):
         """Hand a job to an idle worker; False if its socket is already gone."""
@@ -60,6 +62,7 @@ class Pool:
         except OSError:
             return False
         w.job, w.meta = job, meta
+        w.left -= 1
         return True
 
     def receive(self, w):
