@@ -50,11 +50,29 @@ def unavailable():
     return None
 
 
+def reap_stale():
+    """Take down what runs that died without their finalizer (SIGKILL, reboot) left behind:
+    namespaces and data directories whose suffix names a process that no longer exists."""
+    found = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    found += os.listdir("/var/tmp")
+    for suffix in {m[1] for m in (re.fullmatch(r"(?:hademo|hadaemon-pgdemo)(-(\d+)-\d+)", n)
+                                  for n in found) if m and not _alive(int(m[2]))}:
+        Cluster(suffix).demo("down", check=False)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 class Cluster:
     """db1 (primary), db2 (replica) and hademo, where hadaemon and the clients run."""
 
-    def __init__(self):
-        self.suffix = f"-{os.getpid()}-{next(_runs)}"
+    def __init__(self, suffix=None):
+        self.suffix = suffix or f"-{os.getpid()}-{next(_runs)}"
         self.db1, self.db2, self.ns = (f"{n}{self.suffix}" for n in ("db1", "db2", "hademo"))
         self.dir = f"/var/tmp/hadaemon-pgdemo{self.suffix}"
         self.daemon = None
@@ -68,6 +86,8 @@ class Cluster:
         return p
 
     def up(self):
+        reap_stale()
+        self.demo("down", check=False)  # a reused pid after a reboot may find its own leftovers
         self.demo("up")
         return self
 

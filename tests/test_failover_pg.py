@@ -45,7 +45,7 @@ def mac(ns):
     return json.loads(out)[0]["address"]
 
 
-def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path):
+def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path, capsys):
     home = cluster.home(tmp_path / "home")
     cluster.start_daemon(home)
     db1, db2 = cluster.db1, cluster.db2
@@ -58,10 +58,11 @@ def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path):
     measured = cluster.failover(home, rows=20)
     history = home.history()
     steps = pgnet.breakdown(history, measured["killed_wall"])
-    print(f"\nfailover (kill -> first write through {pgnet.VIP}): {measured['seconds']:.2f}s "
-          f"with interval {cluster.setting(home, 'interval')}s, "
-          f"confirm {cluster.setting(home, 'confirm')}; "
-          + ", ".join(f"{k} at {v:.2f}s" for k, v in steps.items()))
+    with capsys.disabled():  # shown in every run, not only when the test fails
+        print(f"\nfailover (kill -> first write through {pgnet.VIP}): {measured['seconds']:.2f}s"
+              f" with interval {cluster.setting(home, 'interval')}s, "
+              f"confirm {cluster.setting(home, 'confirm')}; "
+              + ", ".join(f"{k} at {v:.2f}s" for k, v in steps.items()))
 
     # The replica is the primary now, and the service address answers from it.
     assert home.status()["hosts"][db1]["status"] == "down"
