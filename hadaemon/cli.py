@@ -7,7 +7,7 @@ import time
 import click
 
 from . import config as configmod
-from . import control, daemonize, history
+from . import cli_cluster, control, daemonize, history
 from .home import Home
 from .inifile import ConfigError
 from .store import Store
@@ -140,6 +140,7 @@ def _status_text(answer):
                      f" {len(answer.get('queue', []))} sequence(s) queued")
         if d.get("record_error"):
             lines.append(f"WARNING: cannot record to var/: {d['record_error']}")
+    lines += cli_cluster.status_text(answer)
     rows = [("HOST", "STATUS", "SINCE", "OBSERVED", "LAST SEEN", "CHECK")]
     now = time.time()
     for host, e in sorted(answer["hosts"].items()):
@@ -167,6 +168,8 @@ def _when(t):
 def history_cmd(ctx, as_json, limit, host):
     """Show transitions and the outcome of each command, oldest first."""
     home = _home(ctx)
+    if cli_cluster.history_command(home, _load_quietly, limit, host, as_json):
+        return
     try:
         answer = control.request(home.control_socket, {"cmd": "history", "limit": limit,
                                                        "host": host})
@@ -197,3 +200,13 @@ def check_config(ctx):
     config = _load(home)
     click.echo(f"{home.etc}: OK: {len(config.checks)} check(s), "
                f"{len(config.sections)} action section(s)")
+
+
+def _load_quietly(home):
+    try:
+        return configmod.load(home)
+    except ConfigError:
+        return None
+
+
+cli_cluster.register(main, _load, _home)

@@ -9,7 +9,7 @@ import re
 import shlex
 from dataclasses import dataclass, fields, replace
 
-from . import security
+from . import cluster as clustermod, security
 from .inifile import ConfigError, read_sections, split_setting
 from .names import valid_host, valid_status
 
@@ -72,6 +72,7 @@ class Config:
     daemon: DaemonSettings
     checks: tuple
     sections: tuple
+    cluster: object = None  # cluster.ClusterSettings, or None in single-node mode
 
 
 CHECK_KEYS = {"script", "args", "host", "interval", "timeout", "confirm", "hold_down"}
@@ -92,9 +93,10 @@ def load(home):
         problems += e.problems
     if not problems and security.enabled(daemon.strict):
         problems += security.problems(_trusted_paths(home, checks, sections))
+    cluster = clustermod.load(home.checks_conf, problems)
     if problems:
         raise ConfigError(problems)
-    return Config(daemon, checks, sections)
+    return Config(daemon, checks, sections, cluster)
 
 
 def _trusted_paths(home, checks, sections):
@@ -133,7 +135,7 @@ def _read_checks(home, problems):
                     continue
                 settings[key] = (lineno, value)
             overrides[cid] = (s.lineno, settings)
-        elif s.name != "daemon" and s.name not in SCOPES:
+        elif s.name not in ("daemon", "cluster") and s.name not in SCOPES:
             problems.append(f"{path}:{s.lineno}: unknown scope [{s.name}] "
                             f"(scopes: {', '.join(SCOPES)}; settings go in [daemon] or [check:NAME])")
     checks, seen = [], {}
@@ -256,10 +258,15 @@ def _read_actions(home, problems):
         return ()  # a daemon that only watches is a valid daemon
     result = []
     for s in read_sections(path):
-        source, sep, target = s.name.partition("_to_")
+        head, on = clustermod.split_section(s.name)  # 'on NODE': where it runs in a cluster
+        source, sep, target = head.partition("_to_")
         if not sep or not _pattern_ok(source) or not _pattern_ok(target):
             problems.append(f"{path}:{s.lineno}: section [{s.name}] is not FROM_to_TO "
                             f"(a status in lower case, or *)")
+            continue
+        if on and not clustermod.valid_on(on):
+            problems.append(f"{path}:{s.lineno}: section [{s.name}]: 'on {on}' is not a node "
+                            f"name, 'leader' or a %VARIABLE%")
             continue
         commands = []
         for lineno, text in s.lines:

@@ -19,6 +19,14 @@ from . import logsetup
 from .store import StoreError
 from .supervisor import Supervisor
 
+
+def _supervisor(home, config, foreground):
+    if config.cluster is None:
+        return Supervisor(home, config, foreground=foreground)
+    from .csupervisor import ClusterSupervisor  # etcd3gw is needed in cluster mode only
+    return ClusterSupervisor(home, config, foreground=foreground)
+
+
 log = logging.getLogger("hadaemon")
 
 
@@ -71,7 +79,7 @@ def run_foreground(home, config):
         raise StartError(f"hadaemon already runs in {home.root} ({home.pidfile})") from None
     try:
         logsetup.configure(home, config.daemon.log, config.daemon.log_level, foreground=True)
-        return Supervisor(home, config, foreground=True).run()
+        return _supervisor(home, config, True).run()
     except StoreError as e:
         raise StartError(str(e)) from None
     finally:
@@ -114,7 +122,7 @@ def _daemon_main(home, config, pidfile, ready_w):
     try:
         where = logsetup.configure(home, config.daemon.log, config.daemon.log_level,
                                    foreground=False)
-        sup = Supervisor(home, config, foreground=False)
+        sup = _supervisor(home, config, False)
         try:
             sup.setup()
         except (StoreError, OSError) as e:

@@ -9,8 +9,8 @@ import base64
 import json
 from urllib.parse import urlsplit
 
-import etcd3gw
-from etcd3gw import exceptions as etcd_errors
+
+etcd_errors = None  # etcd3gw.exceptions, once a client exists
 
 
 class EtcdUnavailable(Exception):
@@ -85,6 +85,9 @@ def jput(key, obj, lease=None):
 
 class Etcd:
     def __init__(self, endpoints, timeout=1.0):
+        global etcd_errors
+        import etcd3gw  # here, so that single-node mode (and check-config) never needs it
+        from etcd3gw import exceptions as etcd_errors
         self._clients = [etcd3gw.client(host=h, port=p, protocol=s, timeout=timeout,
                                         api_path="/v3/") for s, h, p in endpoints]
         self._current = 0
@@ -104,7 +107,7 @@ class Etcd:
                 # e.g. 'etcdserver: request timed out' from a member without quorum
                 last = e
                 self._current = (self._current + 1) % len(self._clients)
-        raise EtcdUnavailable(_short(last))
+        raise EtcdUnavailable(f"{path}: {_short(last)}")
 
     def range(self, prefix):
         """Every key under prefix: {key: (value bytes, lease id, create revision)}."""

@@ -1,0 +1,349 @@
+"""The cluster agent: a child of the supervisor that does all of this node's etcd work but jobs.
+
+It holds the node's lease (node key, published opinions, leader key all hang on it), campaigns
+for leadership, and, while it leads, combines the nodes' opinions (cluster.combine) and commits
+statuses and jobs in transactions guarded by its own leader key. It tells the supervisor what it
+sees (leader, nodes, the committed table) after every look at etcd. HTTP calls block here, never
+in the supervisor loop: see docs/cluster.md for why a process and not a thread.
+"""
+
+import json
+import logging
+import os
+import select
+import signal
+import time
+
+from . import actions, config as configmod, logsetup
+from .cluster import Keys, combine, split_live, step_node
+from .commit import Transition
+from .etcd import (Etcd, EtcdUnavailable, absent, created_at, delete, jput, put,
+                   value_is)
+from .home import Home
+from .inifile import ConfigError
+from .names import UNKNOWN
+
+log = logging.getLogger("hadaemon.agent")
+
+
+class Agent:
+    def __init__(self, home, config, settings, sock):
+        self.home, self.config, self.settings, self.sock = Home(home), config, settings, sock
+        self.c = config.cluster
+        self.me = self.c.node
+        self.keys = Keys(self.c.prefix)
+        self.etcd = Etcd(self.c.endpoints(), self.c.request_timeout)
+        self.parent = os.getppid()
+        self.stopping = False
+        self.lease = None
+        self.valid_until = 0.0  # monotonic: the lease cannot have expired before this
+        self.next_keepalive = 0.0
+        self.leader_rev = None  # create revision of our leader key while we lead
+        self.leader = None
+        self.opinions, self.published = {}, None
+        self.requests = []  # from the control socket, to hand to the leader through etcd
+        self.request_no = 0
+        self.table, self.sent_table = {}, None
+        self.nodes, self.results, self.paused = {}, {}, None
+        self.seq = None
+        self.error, self.unreachable_since = None, None
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def main(self):
+        logsetup.configure(self.home, self.settings["log"], self.settings["log_level"],
+                           self.settings["foreground"])
+        signal.signal(signal.SIGTERM, self._terminate)
+        log.info("cluster agent for node %s: etcd %s, ttl %ds", self.me, self.c.etcd, self.c.ttl)
+        next_tick = 0.0
+        while not self.stopping and os.getppid() == self.parent:
+            wait = max(0.0, next_tick - time.monotonic())
+            if select.select([self.sock], [], [], wait)[0] and not self.receive():
+                break
+            if time.monotonic() >= next_tick:
+                self.tick()
+                next_tick = time.monotonic() + self.c.poll
+        if self.lease:
+            # A clean stop hands leadership on at once instead of after ttl.
+            self.etcd.revoke(self.lease)
+        log.info("cluster agent stopped")
+
+    def _terminate(self, signum, frame):
+        self.stopping = True
+
+    def receive(self):
+        try:
+            data = self.sock.recv(1 << 20)
+        except InterruptedError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        message = json.loads(data)
+        if "opinions" in message:
+            self.opinions = message["opinions"]
+        if "request" in message:
+            self.requests.append(message["request"])
+        if message.get("reload"):
+            try:
+                self.config = configmod.load(self.home)
+            except ConfigError:
+                pass  # the supervisor refused it too and said why
+        return True
+
+    def tick(self):
+        now = time.monotonic()
+        try:
+            self.ensure_lease(now)
+            self.publish()
+            live = self.etcd.range(self.keys.live)
+            table = self.etcd.range(self.keys.table)
+        except EtcdUnavailable as e:
+            self.unreachable(e, now)
+            self.report()
+            return
+        if self.unreachable_since is not None:
+            log.warning("etcd reachable again after %.1fs", now - self.unreachable_since)
+        self.error, self.unreachable_since = None, None
+        self.table = {k[len(self.keys.table):]: json.loads(v) for k, (v, _, _) in table.items()}
+        nodes, opinions, leader, paused, handover, requests, _ = split_live(self.keys, live)
+        self.nodes, self.results, self.paused = nodes, opinions, paused
+        try:
+            self.leadership(leader, handover)
+            if self.leading():
+                self.lead(opinions, requests)
+        except EtcdUnavailable as e:
+            self.unreachable(e, now)
+        self.report()
+
+    def unreachable(self, e, now):
+        if self.unreachable_since is None:
+            self.unreachable_since = now
+            log.warning("etcd unreachable: %s; nothing is committed or started until it is back",
+                        e)
+        self.error = str(e)
+        if self.leader == self.me and not self.leading():
+            log.error("leader lease of %s cannot be renewed and may expire within %.1fs: "
+                      "committing nothing more", self.me, self.c.fence_margin)
+            self.leader = None
+
+    # -- lease and publication ------------------------------------------------------------------
+
+    def ensure_lease(self, now):
+        if self.lease is None:
+            t0 = time.monotonic()
+            lease = self.etcd.grant(self.c.ttl)
+            self.lease, self.valid_until = lease, t0 + self.c.ttl
+            self.etcd.txn([], [jput(self.keys.node(self.me), {
+                "pid": os.getppid(), "started": time.time()}, lease)])
+            self.published = None
+            self.next_keepalive = t0 + max(self.c.poll, self.c.ttl / 5.0)
+            log.info("node %s joined with lease %x", self.me, lease)
+        elif now >= self.next_keepalive:
+            t0 = time.monotonic()
+            ttl = self.etcd.keepalive(self.lease)
+            if ttl <= 0:
+                log.error("lease %x of node %s expired (etcd unreachable for too long?): "
+                          "joining again", self.lease, self.me)
+                self.lease, self.leader_rev = None, None
+                if self.leader == self.me:
+                    self.leader = None
+                return self.ensure_lease(now)
+            self.valid_until = t0 + ttl
+            self.next_keepalive = t0 + max(self.c.poll, self.c.ttl / 5.0)
+
+    def publish(self):
+        if self.opinions != self.published:
+            self.etcd.txn([], [jput(self.keys.result(self.me), self.opinions, self.lease)])
+            self.published = dict(self.opinions)
+        while self.requests:
+            self.request_no += 1
+            key = f"{self.keys.requests}{self.me}-{os.getpid()}-{self.request_no}"
+            self.etcd.txn([], [jput(key, self.requests[0], self.lease)])
+            self.requests.pop(0)
+
+    def lease_left(self):
+        return self.valid_until - time.monotonic() if self.lease else None
+
+    # -- leadership -----------------------------------------------------------------------------
+
+    def leading(self):
+        """Leader, and sure the lease outlives the next write by the fencing margin."""
+        return (self.leader == self.me and self.leader_rev is not None
+                and self.valid_until - time.monotonic() > self.c.fence_margin)
+
+    def leadership(self, leader, handover):
+        name, lease, rev = leader or (None, 0, 0)
+        if name == self.me and lease == self.lease:
+            if self.leader != self.me:
+                log.info("leading again (leader key %d still ours)", rev)
+            self.leader, self.leader_rev = name, rev
+            return
+        if self.leader == self.me:
+            log.warning("node %s is no longer the leader (leader now: %s)", self.me, name)
+        self.leader, self.leader_rev = name, None
+        if name is None and self.may_campaign(handover):
+            self.campaign()
+
+    def may_campaign(self, handover):
+        if not handover:
+            return True
+        to, frm = handover.get("to"), handover.get("from")
+        if to and to in self.nodes:
+            return to == self.me
+        return frm != self.me
+
+    def campaign(self):
+        previous = self.etcd.get(self.keys.last_leader)
+        ok, answer = self.etcd.txn_full(
+            [absent(self.keys.leader)],
+            [put(self.keys.leader, self.me, self.lease), put(self.keys.last_leader, self.me)])
+        if not ok:
+            return
+        self.leader, self.leader_rev = self.me, int(answer["header"]["revision"])
+        seq = self.etcd.get(self.keys.seq)
+        self.seq = int(seq) if seq else 0
+        previous = previous.decode() if previous else None
+        log.warning("node %s is the leader now (previous: %s)", self.me, previous or "none")
+        self.etcd.txn(self.guard(), [delete(self.keys.handover)])
+        if self.c.fence and previous and previous != self.me and previous not in self.nodes:
+            self.enqueue_fence(previous)
+
+    def guard(self):
+        """Holds only while our leader key is the one we created: a deposed leader writes nothing."""
+        return [value_is(self.keys.leader, self.me), created_at(self.keys.leader, self.leader_rev)]
+
+    # -- what the leader does -------------------------------------------------------------------
+
+    def lead(self, opinions, requests):
+        for key, request in sorted(requests.items()):
+            self.serve(request)
+            self.etcd.txn([], [delete(key)])
+            if not self.leading():
+                return
+        hold_down = max([c.hold_down for c in self.config.checks]
+                        + [self.config.daemon.hold_down])
+        hosts = sorted({h for o in opinions.values() for h in o})
+        for host in hosts:
+            target = combine(opinions, host)
+            current = self.table.get(host, {}).get("status", UNKNOWN)
+            if target is None or target == current:
+                continue
+            since = self.table.get(host, {}).get("since", 0.0)
+            if time.time() - since < hold_down:
+                continue
+            if not self.commit(host, current, target) or not self.leading():
+                return
+
+    def serve(self, request):
+        cmd = request.get("cmd")
+        log.info("request from %s: %s", request.get("node"), request)
+        if cmd == "pause" and not self.paused:
+            statuses = {h: e["status"] for h, e in self.table.items()}
+            self.etcd.txn(self.guard(), [jput(self.keys.paused, {
+                "since": time.time(), "by": request.get("node"), "statuses": statuses})])
+        elif cmd == "resume" and self.paused:
+            if not self.etcd.txn(self.guard(), [delete(self.keys.paused)]):
+                return
+            before = self.paused.get("statuses", {})
+            self.paused = None
+            if self.c.on_resume == "last":
+                for host, e in sorted(self.table.items()):
+                    if before.get(host, UNKNOWN) != e["status"]:
+                        self.commit(host, before.get(host, UNKNOWN), e["status"],
+                                    note="fired on resume", write_table=False)
+        elif cmd == "transition":
+            host, status = request["host"], request["status"]
+            self.commit(host, self.table.get(host, {}).get("status", UNKNOWN), status,
+                        manual=True)
+        elif cmd == "handover":
+            to = request.get("to") or ""
+            if to and (to not in self.nodes or to == self.me):
+                log.error("handover to %s refused: not a live node other than the leader", to)
+                return
+            block = self.etcd.grant(self.c.ttl)
+            if self.etcd.txn(self.guard(), [
+                    jput(self.keys.handover, {"from": self.me, "to": to}, block),
+                    delete(self.keys.leader)]):
+                log.warning("leader %s steps down for %s", self.me, to or "another node")
+                self.leader, self.leader_rev = None, None
+
+    def commit(self, host, source, target, manual=False, note=None, write_table=True):
+        """One guarded transaction: the status, its job, the job counter. False if deposed."""
+        snapshot = {h: e["status"] for h, e in self.table.items()}
+        snapshot[host] = target
+        transition = Transition(host, source, target, snapshot, manual)
+        d = self.config.daemon
+        steps, env = actions.plan(self.config.sections, transition, d.action_timeout,
+                                  d.on_failure)
+        vals = actions.values(transition)
+        for step in steps:
+            step["node"] = step_node(step["section"], vals)
+        job_id = self.seq + 1
+        state = "done" if not steps else "skipped" if self.paused else "queued"
+        job = {"id": job_id, "kind": "transition", "host": host, "source": source,
+               "target": target, "manual": manual, "created": time.time(), "state": state,
+               "plan": steps, "env": env, "leader": self.me, "holder": "", "resumed": False,
+               "note": note or ("paused: no action fired" if state == "skipped" else None),
+               "finished": None if state == "queued" else time.time()}
+        ops = [jput(self.keys.job(job_id), job), put(self.keys.seq, str(job_id))]
+        entry = None
+        if write_table:
+            entry = dict(self.table.get(host, {}), status=target, since=time.time(),
+                         manual=manual)
+            ops.append(jput(self.keys.table + host, entry))
+        if state == "queued":
+            ops.append(put(self.keys.open_job(job_id), ""))
+        if not self.etcd.txn(self.guard(), ops):
+            log.error("commit of %s: %s -> %s refused by etcd: %s is no longer the leader",
+                      host, source, target, self.me)
+            self.leader, self.leader_rev = None, None
+            return False
+        self.seq = job_id
+        if entry:
+            self.table[host] = entry
+        log.info("transition %s: %s -> %s%s, job #%d with %d command(s)%s", host, source, target,
+                 " (manual)" if manual else "", job_id, len(steps),
+                 " (paused: not run)" if state == "skipped" else "")
+        return True
+
+    def enqueue_fence(self, previous):
+        job_id = self.seq + 1
+        step = {"section": "fence", "text": self.c.fence, "where": "[cluster] fence",
+                "keep_going": False, "timeout": self.config.daemon.action_timeout,
+                "argv": self.c.fence.split() + [previous], "error": None, "node": self.me}
+        job = {"id": job_id, "kind": "fence", "host": previous, "source": "leader",
+               "target": "fenced", "manual": False, "created": time.time(), "state": "queued",
+               "plan": [step], "env": {"HA_FENCE_NODE": previous}, "leader": self.me,
+               "holder": "", "resumed": False, "note": None, "finished": None}
+        if self.etcd.txn(self.guard(), [jput(self.keys.job(job_id), job),
+                                        put(self.keys.seq, str(job_id)),
+                                        put(self.keys.open_job(job_id), "")]):
+            self.seq = job_id
+            log.warning("fencing the previous leader %s before any sequence: job #%d",
+                        previous, job_id)
+
+    # -- telling the supervisor -----------------------------------------------------------------
+
+    def report(self):
+        now = time.monotonic()
+        state = {"name": self.c.name, "node": self.me,
+                 "leader": self.leader if self.error is None or self.leading() else None,
+                 "lease_left": self.lease_left(), "nodes": self.nodes,
+                 "results": self.results, "paused": bool(self.paused),
+                 "stale": self.error is not None, "error": self.error,
+                 "unreachable_for": now - self.unreachable_since
+                 if self.unreachable_since is not None else 0.0}
+        message = {"cluster": state}
+        if self.error is None and self.table != self.sent_table:
+            message["table"] = self.table
+            self.sent_table = dict(self.table)
+        try:
+            self.sock.send(json.dumps(message).encode())
+        except (BlockingIOError, OSError):
+            pass
+
+
+def main(sock, home, config, settings):
+    Agent(home, config, settings, sock).main()

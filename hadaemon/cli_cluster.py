@@ -1,0 +1,88 @@
+"""Operator commands of cluster mode (pause, resume, transition, handover) and the cluster parts
+of `status` and `history`. Registered on the main click group by cli.py."""
+
+import click
+
+from . import control
+from .cluster import Keys, read_history, status_lines
+
+NOT_RUNNING = 3
+
+
+def register(main, load, home_of):
+    def request(ctx, message, done):
+        home = home_of(ctx)
+        try:
+            answer = control.request(home.control_socket, message, timeout=30)
+        except control.ControlError as e:
+            click.echo(f"hadaemon: {e}", err=True)
+            raise SystemExit(NOT_RUNNING)
+        if not answer.get("ok"):
+            click.echo(f"hadaemon: {answer.get('error')}", err=True)
+            raise SystemExit(1)
+        leader = answer.get("leader")
+        click.echo(done + (f" (leader: {leader})" if "leader" in answer else ""))
+
+    @main.command()
+    @click.pass_context
+    def pause(ctx):
+        """Maintenance mode: checks and the table go on, no action fires."""
+        request(ctx, {"cmd": "pause"}, "pause requested")
+
+    @main.command()
+    @click.pass_context
+    def resume(ctx):
+        """End maintenance mode (see on_resume for what fires then)."""
+        request(ctx, {"cmd": "resume"}, "resume requested")
+
+    @main.command()
+    @click.argument("host")
+    @click.argument("status")
+    @click.pass_context
+    def transition(ctx, host, status):
+        """Commit STATUS for HOST by hand and fire its actions (a manual switchover)."""
+        request(ctx, {"cmd": "transition", "host": host, "status": status.lower()},
+                f"transition {host} -> {status.lower()} requested")
+
+    @main.command()
+    @click.argument("node", required=False)
+    @click.pass_context
+    def handover(ctx, node):
+        """The leader steps down so that NODE (or any other node) leads."""
+        request(ctx, {"cmd": "handover", "to": node or ""},
+                f"handover to {node or 'another node'} requested")
+
+    return pause, resume, transition, handover
+
+
+def history(config, limit, host):
+    """History read straight from etcd (the CLI may block; the daemon may not)."""
+    from .etcd import Etcd
+    c = config.cluster
+    etcd = Etcd(c.endpoints(), max(2.0, c.request_timeout))
+    return read_history(etcd, Keys(c.prefix), limit, host)
+
+
+def status_text(answer):
+    return status_lines(answer["cluster"]) if answer.get("cluster") else []
+
+
+def history_command(home, load_quietly, limit, host, as_json):
+    """Print history from etcd and return True in cluster mode; False in single-node mode."""
+    import json
+
+    from . import history as historymod
+    from .etcd import EtcdUnavailable
+    config = load_quietly(home)
+    if config is None or config.cluster is None:
+        return False
+    try:
+        entries = history(config, limit, host)
+    except EtcdUnavailable as e:
+        click.echo(f"hadaemon: history lives in etcd, which is unreachable: {e}", err=True)
+        raise SystemExit(1)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+    else:
+        click.echo(historymod.format_text(entries) if entries else "no transitions yet")
+    return True

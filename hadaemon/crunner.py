@@ -1,0 +1,284 @@
+"""The action runner of cluster mode: jobs live in etcd, each run exactly once in the cluster.
+
+A job is claimed with a key created only if absent and bound to this runner's lease; every step
+row is written (guarded by the claim) before its command starts and completed after it ends.
+Before each command the runner checks that its lease, as last renewed, outlives the fencing
+margin; a runner that cannot renew stops starting commands and says why. When a claim vanishes
+(its node died or was cut off, and its lease expired) the job's next runner resumes it from the
+first unfinished command with HA_RESUMED=1, or records it as superseded if the host moved on.
+"""
+
+import json
+import logging
+import os
+import select
+import signal
+import threading
+import time
+
+from . import execute, logsetup
+from .cluster import Keys, split_live
+from .etcd import Etcd, EtcdUnavailable, absent, delete, jput, put, value_is
+from .names import UNKNOWN
+from .runner import OUTPUT_KEEP, Runner
+
+log = logging.getLogger("hadaemon.runner")
+
+
+class ClusterRunner(Runner):
+    """Shares the single-node runner's stop and orphan handling; the journal is etcd."""
+
+    def __init__(self, home, settings, sock):
+        super().__init__(home, settings, sock)
+        c = settings["cluster"]
+        self.me, self.ttl, self.margin = c["node"], c["ttl"], c["fence_margin"]
+        self.poll = c["poll"]
+        self.keys = Keys(f"/{c['name']}/")
+        self.endpoints, self.timeout = c["endpoints"], c["request_timeout"]
+        self.etcd = Etcd(self.endpoints, self.timeout)
+        self.lease = None
+        self.valid_until = 0.0
+        self.lock = threading.Lock()
+        self.error = None
+
+    # -- lease ----------------------------------------------------------------------------------
+
+    def holder(self):
+        return f"{self.me}/{os.getpid()}/{self.lease:x}"
+
+    def ensure_lease(self):
+        with self.lock:
+            if self.lease is None:
+                t0 = time.monotonic()
+                self.lease = self.etcd.grant(self.ttl)
+                self.valid_until = t0 + self.ttl
+
+    def keepalive_loop(self):
+        """Renews in its own thread, so a long command does not let the claim expire."""
+        etcd = Etcd(self.endpoints, self.timeout)
+        while True:
+            with self.lock:
+                lease = self.lease
+            if lease is not None:
+                t0 = time.monotonic()
+                try:
+                    ttl = etcd.keepalive(lease)
+                except EtcdUnavailable:
+                    ttl = None
+                with self.lock:
+                    if ttl is not None and ttl <= 0 and self.lease == lease:
+                        log.error("runner lease %x expired: its claims are gone", lease)
+                        self.lease = None
+                    elif ttl:
+                        self.valid_until = t0 + ttl
+            time.sleep(max(0.1, min(self.poll, self.ttl / 5.0)))
+
+    def time_left(self):
+        with self.lock:
+            return self.valid_until - time.monotonic() if self.lease else -1.0
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def main(self):
+        logsetup.configure(self.home, self.settings["log"], self.settings["log_level"],
+                           self.settings["foreground"])
+        signal.signal(signal.SIGTERM, self._terminate)
+        threading.Thread(target=self.keepalive_loop, daemon=True).start()
+        while not self.stopping() and not self.orphaned():
+            try:
+                self.ensure_lease()
+                worked = self.work()
+                if self.error:
+                    log.warning("etcd reachable again: jobs go on")
+                self.error = None
+            except EtcdUnavailable as e:
+                if self.error is None:
+                    log.warning("etcd unreachable: no command starts until it is back (%s)", e)
+                self.error, worked = str(e), False
+            if not worked and not self.wait(self.poll):
+                break
+        if self.lease:
+            self.etcd.revoke(self.lease)
+
+    def wait(self, seconds):
+        try:
+            ready = select.select([self.sock], [], [], seconds)[0]
+        except InterruptedError:
+            return True
+        if not ready:
+            return True
+        try:
+            data = self.sock.recv(65536)
+        except OSError:
+            return False
+        if data.startswith(b"{"):
+            self.settings.update(json.loads(data))
+        return bool(data)
+
+    def work(self):
+        """Run the first job (fence jobs first) whose next command is ours; True if one ran."""
+        nodes, _, leader, paused, _, _, open_ids = split_live(
+            self.keys, self.etcd.range(self.keys.live))
+        leader = leader[0] if leader else None
+        claims = self.etcd.range(self.keys.claims)
+        jobs = []
+        for job_id in open_ids:
+            raw = self.etcd.get(self.keys.job(job_id))
+            if raw is not None:
+                jobs.append((raw, json.loads(raw)))
+        jobs.sort(key=lambda j: (j[1].get("kind") != "fence", j[1]["id"]))
+        for raw, job in jobs:
+            if self.keys.claim(job["id"]) in claims:
+                continue
+            if paused and job.get("kind") != "fence" and job.get("holder") == "" \
+                    and not self.progress(job["id"]):
+                continue  # maintenance: nothing new starts; a begun sequence finishes
+            progress = self.progress(job["id"])
+            idx = _first_unfinished(job, progress)
+            if self.owner(job, idx, nodes, leader) != self.me:
+                continue
+            if self.claim(raw, job):
+                self.run(job, self.progress(job["id"]), nodes)
+                return True
+        return False
+
+    def owner(self, job, idx, nodes, leader):
+        """The node that runs step idx: the one its section names if alive, else the leader."""
+        if idx is None:
+            return leader
+        node = job["plan"][idx].get("node") or leader
+        return node if node in nodes else leader
+
+    def progress(self, job_id):
+        prefix = f"{self.keys.steps}{job_id:012d}/"
+        return {int(k[len(prefix):]): json.loads(v)
+                for k, (v, _, _) in self.etcd.range(prefix).items()}
+
+    def claim(self, raw, job):
+        taken_over = bool(job.get("holder"))  # its holder's claim vanished without a release
+        self.ensure_lease()
+        holder = self.holder()
+        job.update(holder=holder, state="running", resumed=job.get("resumed") or taken_over)
+        ok = self.etcd.txn([absent(self.keys.claim(job["id"])), value_is(self.keys.job(job["id"]),
+                                                                        raw)],
+                           [put(self.keys.claim(job["id"]), holder, self.lease),
+                            jput(self.keys.job(job["id"]), job)])
+        if ok and taken_over:
+            log.warning("job #%d for %s: its runner is gone: taking it over", job["id"],
+                        job["host"])
+            status = self.status_of(job["host"])
+            if job.get("kind") == "transition" and status != job["target"]:
+                self.finish(job, "superseded", f"{job['host']} is {status} now, "
+                            f"not {job['target']}")
+                return False
+        return ok
+
+    def status_of(self, host):
+        raw = self.etcd.get(self.keys.table + host)
+        return json.loads(raw)["status"] if raw else UNKNOWN
+
+    def guard(self, job):
+        return [value_is(self.keys.claim(job["id"]), job["holder"])]
+
+    def finish(self, job, state, note=None):
+        guard = self.guard(job)
+        job.update(state=state, note=note, finished=time.time(), holder="")
+        if self.etcd.txn(guard, [jput(self.keys.job(job["id"]), job),
+                                 delete(self.keys.open_job(job["id"])),
+                                 delete(self.keys.claim(job["id"]))]):
+            log.info("job #%d %s -> %s: %s%s", job["id"], job["host"], job["target"], state,
+                     f" ({note})" if note else "")
+
+    def release(self, job):
+        """The next command belongs to another node: hand the job on."""
+        holder = job["holder"]
+        job.update(holder="")
+        self.etcd.txn([value_is(self.keys.claim(job["id"]), holder)],
+                      [jput(self.keys.job(job["id"]), job), delete(self.keys.claim(job["id"]))])
+
+    # -- one job --------------------------------------------------------------------------------
+
+    def run(self, job, progress, nodes):
+        resumed = job["resumed"]
+        log.info("job #%d %s: %s -> %s: %d command(s)%s", job["id"], job["host"], job["source"],
+                 job["target"], len(job["plan"]), " (resumed)" if resumed else "")
+        failed = None
+        for idx, step in enumerate(job["plan"]):
+            done = progress.get(idx)
+            if done and done.get("finished") is not None:
+                continue  # finished before: never again
+            live = split_live(self.keys, self.etcd.range(self.keys.live))
+            if self.owner(job, idx, live[0], live[2][0] if live[2] else None) != self.me:
+                self.release(job)
+                return
+            if self.stopping() or self.orphaned():
+                return
+            result = self.run_step(job, idx, step, resumed)
+            if result in ("fenced", "interrupted"):
+                return
+            if result != "ok" and not step["keep_going"]:
+                failed = f"stopped at command {idx + 1}: {step['text']}"
+                break
+        self.finish(job, "failed" if failed else "done", failed)
+
+    def run_step(self, job, idx, step, resumed):
+        left = self.time_left()
+        if left < self.margin:
+            log.error("job #%d: not starting %r: lease time left %.1fs is under the fencing "
+                      "margin %.1fs (etcd unreachable?); whoever holds the job next resumes it",
+                      job["id"], step["text"], left, self.margin)
+            return "fenced"
+        key = self.keys.step(job["id"], idx)
+        started = {"node": self.me, "started": time.time(), "resumed": resumed,
+                   "finished": None}
+        if not self.etcd.txn(self.guard(job), [jput(key, started)]):
+            log.error("job #%d: claim lost before %r: not started", job["id"], step["text"])
+            return "fenced"
+        rc, duration, output, error = self.execute(job, step, resumed)
+        if rc == "interrupted":
+            return "interrupted"
+        done = dict(started, finished=time.time(), rc=rc, duration=duration, output=output,
+                    error=error)
+        # Guarded by our own start record, not the claim: if nobody restarted this command,
+        # its outcome is true and recording it saves a second run.
+        if not self.etcd.txn([value_is(key, json.dumps(started, sort_keys=True))],
+                             [jput(key, done)]):
+            log.error("job #%d: %r finished after another node took the job over",
+                      job["id"], step["text"])
+            return "fenced"
+        ok = rc == 0 and not error
+        (log.info if ok else log.error)("job #%d: %s exited %s in %.2fs%s", job["id"],
+                                        step["text"], rc, duration or 0.0,
+                                        f" ({error})" if error else "")
+        return "ok" if ok else "failed"
+
+    def execute(self, job, step, resumed):
+        if step["error"]:
+            return None, 0.0, "", step["error"]
+        try:
+            argv = [self.home.find_action(step["argv"][0])] + step["argv"][1:]
+        except LookupError as e:
+            return None, 0.0, "", str(e)
+        env = execute.base_environment(self.home.root, dict(
+            job["env"], HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"]),
+            HA_NODE=self.me))
+        log.info("job #%d: running %s", job["id"], " ".join(step["argv"]))
+        outcome = execute.run(argv, step["timeout"], OUTPUT_KEEP, env, cwd=self.home.root,
+                              merge_output=True, kill_leftovers=False,
+                              user=self.settings.get("user") or None,
+                              deadline_hook=lambda: self.stop_at)
+        if self.stop_at is not None and outcome.timed_out:
+            return "interrupted", None, None, None
+        return (outcome.rc, outcome.duration, outcome.output.decode("utf-8", "replace"),
+                outcome.reason())
+
+
+def _first_unfinished(job, progress):
+    for idx in range(len(job["plan"])):
+        if (progress.get(idx) or {}).get("finished") is None:
+            return idx
+    return None
+
+
+def main(sock, home, settings):
+    ClusterRunner(home, settings, sock).main()

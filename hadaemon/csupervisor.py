@@ -1,0 +1,176 @@
+"""The supervisor of cluster mode: the same loop, with etcd work handed to two children.
+
+The loop still runs this node's checks through the same workers and commit rule, but a
+"transition" of the local rule is only this node's opinion: it goes to the cluster agent
+(agent.py), which publishes it; the leader's agent combines all opinions and commits. The agent
+reports the committed table back and the loop mirrors it into the local shelve, so `status`
+answers from it when etcd is unreachable. Jobs are run by the cluster runner (crunner.py).
+"""
+
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+
+from . import agent, crunner
+from .commit import Committer
+from .fork import fork_child
+from .names import valid_host, valid_status
+from .supervisor import Supervisor, _registered
+
+log = logging.getLogger("hadaemon")
+AGENT_RESPAWN_DELAY = 1.0
+REQUESTS = ("pause", "resume", "transition", "handover")
+
+
+class ClusterSupervisor(Supervisor):
+    def setup(self):
+        c = self.config.cluster
+        self.agent_pid, self.agent_sock, self.agent_due = None, None, 0.0
+        self.cluster = {"name": c.name, "node": c.node, "leader": None, "stale": True,
+                        "error": "cluster agent starting", "nodes": {}, "results": {}}
+        super().setup()
+        # This node's opinion starts blank: a mirror of the cluster's table is not an observation.
+        self.committer = Committer({}, {})
+        self._spawn_agent()
+
+    def step(self):
+        super().step()
+        if self.agent_pid is None and not self.stopping and time.monotonic() >= self.agent_due:
+            self._spawn_agent()
+
+    def shutdown(self):
+        if self.agent_pid:
+            try:
+                os.kill(self.agent_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        pid = self.agent_pid
+        super().shutdown()
+        deadline = time.monotonic() + 5.0
+        while pid and time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.05)
+        else:
+            if pid:
+                _kill(pid)
+
+    # -- the two children -----------------------------------------------------------------------
+
+    def _spawn_agent(self):
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.agent_pid = fork_child(agent.main, [child.fileno()], child, self.home.root,
+                                    self.config, self._runner_settings())
+        child.close()
+        parent.setblocking(False)
+        self.agent_sock = parent
+        self.sel.register(parent, selectors.EVENT_READ, self._on_agent)
+        self._to_agent({"opinions": dict(self.committer.committed)})
+
+    def _spawn_runner(self):
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.runner_pid = fork_child(crunner.main, [child.fileno()], child, self.home.root,
+                                     self._runner_settings())
+        child.close()
+        parent.setblocking(False)
+        self.runner_sock = parent
+        self.sel.register(parent, selectors.EVENT_READ, self._on_runner)
+
+    def _runner_settings(self):
+        settings = super()._runner_settings()
+        c = self.config.cluster
+        settings["cluster"] = {"node": c.node, "name": c.name, "ttl": c.ttl,
+                               "fence_margin": c.fence_margin, "poll": c.poll,
+                               "endpoints": c.endpoints(), "request_timeout": c.request_timeout}
+        return settings
+
+    def _to_agent(self, message):
+        if self.agent_sock is None:
+            return False
+        try:
+            self.agent_sock.send(json.dumps(message).encode())
+            return True
+        except (BlockingIOError, OSError):
+            return False
+
+    def _on_agent(self, sock, events):
+        try:
+            data = sock.recv(1 << 22)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the agent is gone (it is reaped by the loop): a new one after a pause
+            if _registered(self.sel, sock):
+                self.sel.unregister(sock)
+            sock.close()
+            if not self.stopping:
+                log.error("cluster agent %s left; a new one joins in %.0fs", self.agent_pid,
+                          AGENT_RESPAWN_DELAY)
+            self.agent_pid, self.agent_sock = None, None
+            self.agent_due = time.monotonic() + AGENT_RESPAWN_DELAY
+            self.cluster.update(stale=True, error="cluster agent restarting", leader=None)
+            return
+        message = json.loads(data)
+        self.cluster = message["cluster"]
+        for host, entry in message.get("table", {}).items():
+            self.entries[host] = dict(self.entries.get(host, {}), **entry)
+            self.dirty.add(host)
+
+    # -- this node's opinions ---------------------------------------------------------------------
+
+    def commit(self, transition, now, observed_mono=None):
+        """Here a transition of the local rule is this node's new opinion, for the leader."""
+        self.committer.apply(transition, now)
+        log.info("node %s sees %s: %s -> %s", self.config.cluster.node, transition.host,
+                 transition.source, transition.target)
+        self._to_agent({"opinions": dict(self.committer.committed)})
+        return None
+
+    def reload(self):
+        answer = super().reload()
+        if answer.get("ok"):
+            self._to_agent({"reload": True})
+        return answer
+
+    # -- control --------------------------------------------------------------------------------
+
+    def answer(self, request):
+        cmd = request.get("cmd")
+        if cmd not in REQUESTS:
+            return super().answer(request)
+        if cmd == "transition" and not (valid_host(request.get("host"))
+                                        and valid_status(request.get("status"))):
+            return {"ok": False, "error": "transition needs a valid host and status"}
+        if cmd == "handover" and request.get("to") and not valid_host(request["to"]):
+            return {"ok": False, "error": f"{request['to']!r} is not a node name"}
+        forwarded = {k: request.get(k) for k in ("cmd", "host", "status", "to")}
+        forwarded["node"] = self.config.cluster.node
+        if not self._to_agent({"request": forwarded}):
+            return {"ok": False, "error": "cluster agent not running; try again"}
+        return {"ok": True, "requested": cmd, "leader": self.cluster.get("leader"),
+                "note": "handed to the leader through etcd"}
+
+    def status(self):
+        answer = super().status()
+        c = dict(self.cluster)
+        if c.get("lease_left") is not None and c.get("stale"):
+            c["lease_left"] = max(0.0, c["lease_left"])
+        answer["cluster"] = c
+        answer["queue"] = []
+        return answer
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ChildProcessError, ProcessLookupError):
+        pass

@@ -1,0 +1,275 @@
+"""Real etcd members and real hadaemon nodes for the cluster tests and the bench script.
+
+Members listen on loopback ports (or, with netns=True, on addresses inside network namespaces
+made here: a hub namespace holds etcd and a bridge, each node gets its own namespace linked to
+the hub by a veth pair whose link can be taken down). Everything is torn down by close().
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from conftest import STATUS_FROM_FILES
+
+ETCD = shutil.which("etcd")
+ETCDCTL = shutil.which("etcdctl")
+
+# Appends one line per run: node, job, transition, resumed, argument words.
+CLUSTER_RECORD = """\
+#!/bin/sh
+echo "$HA_NODE job=$HA_JOB $HA_HOST $HA_FROM->$HA_TO resumed=$HA_RESUMED $*" >> "{log}"
+"""
+
+
+def free_ports(n):
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def netns_possible():
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        return "network namespaces need root and iproute2"
+    name = f"hatest{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if r.returncode:
+        return f"cannot create a network namespace: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return None
+
+
+class Network:
+    """hub namespace with a bridge; one namespace per node linked to it."""
+
+    def __init__(self, tag, nodes):
+        self.tag = tag
+        self.hub = f"{tag}hub"
+        self.ns = {}
+        self.made = []
+        self._ip("netns", "add", self.hub)
+        self.made.append(self.hub)
+        self._ipn(self.hub, "link", "set", "lo", "up")
+        self._ipn(self.hub, "link", "add", "br0", "type", "bridge")
+        self._ipn(self.hub, "addr", "add", "10.77.0.1/24", "dev", "br0")
+        self._ipn(self.hub, "link", "set", "br0", "up")
+        for i, node in enumerate(nodes, start=2):
+            ns = f"{tag}{node}"
+            self._ip("netns", "add", ns)
+            self.made.append(ns)
+            self.ns[node] = ns
+            self._ipn(ns, "link", "set", "lo", "up")
+            self._ipn(ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"v{node}")
+            self._ipn(ns, "link", "set", f"v{node}", "netns", self.hub)
+            self._ipn(ns, "addr", "add", f"10.77.0.{i}/24", "dev", "eth0")
+            self._ipn(ns, "link", "set", "eth0", "up")
+            self._ipn(self.hub, "link", "set", f"v{node}", "master", "br0")
+            self._ipn(self.hub, "link", "set", f"v{node}", "up")
+
+    def _ip(self, *args):
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    def _ipn(self, ns, *args):
+        self._ip("-n", ns, *args)
+
+    def cut(self, node):
+        self._ipn(self.hub, "link", "set", f"v{node}", "down")
+
+    def heal(self, node):
+        self._ipn(self.hub, "link", "set", f"v{node}", "up")
+
+    def close(self):
+        for ns in reversed(self.made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+class Etcd:
+    """n etcd members, started and stopped as real processes."""
+
+    def __init__(self, base, n=3, host="127.0.0.1", netns=None):
+        self.base, self.n, self.host, self.netns = Path(base), n, host, netns
+        ports = free_ports(2 * n)
+        self.client_ports, self.peer_ports = ports[:n], ports[n:]
+        self.procs = [None] * n
+        self.cluster = ",".join(f"m{i}=http://{host}:{self.peer_ports[i]}" for i in range(n))
+
+    @property
+    def endpoints(self):
+        return ",".join(f"http://{self.host}:{p}" for p in self.client_ports)
+
+    def start(self, i=None, wait=True):
+        for m in range(self.n) if i is None else [i]:
+            data = self.base / f"m{m}"
+            state = "existing" if data.exists() else "new"
+            url = f"http://{self.host}:{self.client_ports[m]}"
+            peer = f"http://{self.host}:{self.peer_ports[m]}"
+            argv = [ETCD, "--name", f"m{m}", "--data-dir", str(data),
+                    "--listen-client-urls", url, "--advertise-client-urls", url,
+                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                    "--initial-cluster", self.cluster, "--initial-cluster-state", state,
+                    "--initial-cluster-token", f"hatest-{os.getpid()}",
+                    "--heartbeat-interval", "100", "--election-timeout", "1000",
+                    "--log-level", "warn", "--logger", "zap"]
+            if self.netns:
+                argv = ["ip", "netns", "exec", self.netns] + argv
+            log = open(self.base / f"m{m}.log", "a")
+            self.procs[m] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                             start_new_session=True)
+            log.close()
+        if wait:
+            self.wait_healthy()
+
+    def ctl(self, *args, timeout=10):
+        argv = [ETCDCTL, "--endpoints", self.endpoints, "--command-timeout=3s", *args]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns] + argv
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, ETCDCTL_API="3"))
+
+    def wait_healthy(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.ctl("put", "/hatest-probe", "1").returncode == 0:
+                    return
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"etcd not healthy within {timeout}s: "
+                             + "".join((self.base / f"m{m}.log").read_text()[-2000:]
+                                       for m in range(self.n)))
+
+    def kill(self, i, sig=signal.SIGKILL):
+        p = self.procs[i]
+        if p and p.poll() is None:
+            os.killpg(p.pid, sig)
+            p.wait()
+
+    def close(self):
+        for i in range(self.n):
+            self.kill(i)
+
+
+class Node:
+    """One hadaemon node: its own home, `hadaemon run` as a real process (maybe in a netns)."""
+
+    def __init__(self, root, name, endpoints, ttl, netns=None, log=None, checks=None,
+                 actions=None, extra=""):
+        self.root, self.name, self.netns = Path(root), name, netns
+        self.proc = None
+        for d in ("etc", "checks", "actions", "var/status"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        self.log_path = Path(log) if log else self.root / "var/actions.log"
+        self.script("actions", "record", CLUSTER_RECORD.format(log=self.log_path))
+        self.script("checks", "status_from_files", STATUS_FROM_FILES)
+        (self.root / "etc/checks.conf").write_text(textwrap.dedent(f"""\
+            [daemon]
+            interval = 0.2
+            timeout = 5
+            workers = 2
+            {extra}
+            [cluster]
+            etcd = {endpoints}
+            node = {name}
+            name = hatest
+            ttl = {ttl}
+            [local]
+            """) + (checks or "status_from_files db1 db2\n"))
+        (self.root / "etc/actions.conf").write_text(textwrap.dedent(actions or ""))
+
+    def script(self, kind, name, text):
+        path = self.root / kind / name
+        path.write_text(text)
+        path.chmod(0o755)
+
+    def set_status(self, host, status):
+        tmp = self.root / "var/status" / f".{host}.tmp"
+        tmp.write_text(status + "\n")
+        tmp.rename(self.root / "var/status" / host)
+
+    def start(self):
+        err = open(self.root / "var/test-daemon.log", "a")
+        argv = [sys.executable, "-m", "hadaemon", "--home", str(self.root), "run"]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns] + argv
+        self.proc = subprocess.Popen(argv, stdout=err, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        err.close()
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self):
+        """Like a power cut: the daemon's session and every command it started."""
+        if self.alive():
+            pids = _session_members(self.proc.pid)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            for pid in pids:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            self.proc.wait()
+
+    def stop(self, timeout=30):
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def cli(self, *args, timeout=30):
+        return subprocess.run([sys.executable, "-m", "hadaemon", "--home", str(self.root), *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def status(self):
+        r = self.cli("status", "--json")
+        try:
+            return json.loads(r.stdout)
+        except ValueError:
+            return {}
+
+    def cluster(self):
+        return self.status().get("cluster") or {}
+
+    def daemon_log(self):
+        path = self.root / "var/test-daemon.log"
+        return path.read_text() if path.exists() else ""
+
+
+def _session_members(sid):
+    """Every process whose parent chain reaches sid (action commands run in their own session)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(stat[1]), []).append(int(entry))
+    found, todo = [], [sid]
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def read_log(path):
+    path = Path(path)
+    return path.read_text().splitlines() if path.exists() else []

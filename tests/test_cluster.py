@@ -1,0 +1,200 @@
+"""Cluster mode for real: etcd members and hadaemon nodes as processes, killed and cut off."""
+
+import time
+
+import pytest
+
+from conftest import Home, wait_for
+from etcdkit import ETCD, Etcd, Node, read_log
+from hadaemon.cluster import combine, split_section, step_node
+
+pytestmark = pytest.mark.slow
+TTL = 3
+
+needs_etcd = pytest.mark.skipif(not ETCD, reason="etcd binary missing: apt-get install "
+                                                 "etcd-server etcd-client")
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    if not ETCD:
+        pytest.skip("etcd binary missing: apt-get install etcd-server etcd-client")
+    (tmp_path / "etcd").mkdir()
+    e = Etcd(tmp_path / "etcd")
+    try:
+        e.start()
+        yield e
+    finally:
+        e.close()
+
+
+@pytest.fixture
+def cluster(tmp_path, etcd):
+    made = []
+
+    def make(names=("n1", "n2", "n3"), actions="", **kw):
+        log = tmp_path / "actions.log"
+        for name in names:
+            node = Node(tmp_path / name, name, etcd.endpoints, TTL, log=log, actions=actions, **kw)
+            node.script("actions", "slow", SLOW.format(log=log))
+            made.append(node)
+        return made[-len(names):], log
+    yield make
+    for node in made:
+        node.kill9()
+
+
+SLOW = """#!/bin/sh
+echo $$ > "$HA_HOME/var/slow.pid"
+sleep 2
+echo "$HA_NODE job=$HA_JOB $HA_HOST $HA_FROM->$HA_TO resumed=$HA_RESUMED slow" >> "{log}"
+"""
+
+ACTIONS = """
+[slave_to_master]
+record a %MASTER%
+record b
+"""
+
+
+def leaders(nodes):
+    return {n.cluster().get("leader") for n in nodes if n.alive()}
+
+
+def one_leader(nodes):
+    found = leaders(nodes)
+    return found.pop() if len(found) == 1 and None not in found else None
+
+
+def everywhere(nodes, host, status):
+    for n in nodes:
+        n.set_status(host, status)
+
+
+def committed(node, host, status):
+    return lambda: node.status().get("hosts", {}).get(host, {}).get("status") == status
+
+
+# -- pure rules ----------------------------------------------------------------------------------
+
+def test_quorum_rule_needs_a_strict_majority_of_the_nodes_reporting_a_host():
+    assert combine({"n1": {"db1": "down"}, "n2": {"db1": "up"}, "n3": {"db1": "up"}},
+                   "db1") == "up"
+    assert combine({"n1": {"db1": "down"}, "n2": {"db1": "up"}}, "db1") is None
+    assert combine({"n1": {"db1": "down"}, "n2": {"db1": "down"}, "n3": {"db1": "up"}},
+                   "db1") == "down"
+    assert combine({"n1": {"db1": "down"}, "n2": {}, "n3": {}}, "db1") == "down"
+    assert combine({"n1": {"db2": "up"}}, "db1") is None
+    assert combine({"n1": {"h": "a"}, "n2": {"h": "b"}, "n3": {"h": "c"}}, "h") is None
+
+
+def test_section_node_syntax():
+    assert split_section("slave_to_master on %HOST%") == ("slave_to_master", "%HOST%")
+    assert split_section("slave_to_master") == ("slave_to_master", "")
+    assert step_node("slave_to_master on %HOST%", {"HOST": ["db2"]}) == "db2"
+    assert step_node("slave_to_master on leader", {"HOST": ["db2"]}) == ""
+    assert step_node("*_to_* on n3", {}) == "n3"
+    assert step_node("*_to_*", {}) == ""
+
+
+def test_check_config_validates_the_cluster_section(tmp_path):
+    home = Home(tmp_path / "home")
+    home.write("checks.conf", """\
+        [cluster]
+        etcd = ftp://x
+        ttl = 1
+        node = bad/name
+        colour = blue
+        [local]
+        status_from_files db1
+        """)
+    home.write("actions.conf", "[slave_to_master on no/node]\nrecord x\n")
+    r = home.cli("check-config")
+    assert r.returncode == 1
+    conf, acts = home.root / "etc/checks.conf", home.root / "etc/actions.conf"
+    for expected in (f"{conf}:2: etcd: endpoint 'ftp://x'", f"{conf}:3: ttl: must be between",
+                     f"{conf}:4: node: expected", f"{conf}:5: unknown setting 'colour'",
+                     f"{acts}:1: section [slave_to_master on no/node]"):
+        assert expected in r.stderr, (expected, r.stderr)
+    home.write("checks.conf", "[cluster]\netcd = http://127.0.0.1:2379\n[local]\n"
+                              "status_from_files db1\n")
+    home.write("actions.conf", "[slave_to_master on %HOST%]\nrecord x\n")
+    r = home.cli("check-config")
+    assert r.returncode == 0, r.stderr
+
+
+# -- real clusters -------------------------------------------------------------------------------
+
+def test_one_leader_and_each_action_exactly_once(cluster):
+    nodes, log = cluster(actions=ACTIONS)
+    everywhere(nodes, "db1", "slave")
+    everywhere(nodes, "db2", "slave")
+    for n in nodes:
+        n.start()
+    t0 = time.monotonic()
+    leader = wait_for(lambda: one_leader(nodes), 30, "one leader seen by all")
+    print(f"first leader {leader} after {time.monotonic() - t0:.2f}s")
+    wait_for(lambda: all(committed(n, "db2", "slave")() for n in nodes), 30, "table mirrored")
+    everywhere(nodes, "db1", "master")
+    wait_for(lambda: len(read_log(log)) >= 2, 30, "two commands")
+    time.sleep(2)  # many check rounds on every node: nothing more may fire
+    lines = read_log(log)
+    assert lines == [f"{leader} job=3 db1 slave->master resumed=0 a db1",
+                     f"{leader} job=3 db1 slave->master resumed=0 b"], lines
+    status = nodes[0].status()
+    c = status["cluster"]
+    assert c["leader"] == leader and c["node"] == "n1"
+    assert set(c["nodes"]) == {"n1", "n2", "n3"}
+    assert c["results"]["n2"]["db1"] == "master"
+    text = nodes[1].cli("status").stdout
+    assert f"leader {leader}" in text and "node n3" in text, text
+    assert "db1: slave -> master [done]" in nodes[2].cli("history").stdout
+
+
+def test_one_node_alone_cannot_move_a_host(cluster):
+    nodes, log = cluster(actions="[*_to_down]\nrecord down %HOST%\n")
+    everywhere(nodes, "db1", "up")
+    for n in nodes:
+        n.start()
+    wait_for(lambda: one_leader(nodes), 30, "a leader")
+    wait_for(committed(nodes[0], "db1", "up"), 30, "db1 up")
+    nodes[0].set_status("db1", "down")  # one node with a bad view
+    time.sleep(2)
+    assert all(n.status()["hosts"]["db1"]["status"] == "up" for n in nodes)
+    assert read_log(log) == []
+    nodes[1].set_status("db1", "down")  # now a majority
+    wait_for(lambda: read_log(log), 30, "down fired")
+    assert len(read_log(log)) == 1
+
+
+def test_kill_9_of_the_leader_mid_sequence_resumes_on_the_next_one(cluster):
+    nodes, log = cluster(actions="""
+        [slave_to_master]
+        record a
+        slow
+        record c
+        """)
+    everywhere(nodes, "db1", "slave")
+    for n in nodes:
+        n.start()
+    leader = wait_for(lambda: one_leader(nodes), 30, "a leader")
+    wait_for(lambda: all(committed(n, "db1", "slave")() for n in nodes), 30, "mirrored")
+    everywhere(nodes, "db1", "master")
+    old = next(n for n in nodes if n.name == leader)
+    wait_for(lambda: (old.root / "var/slow.pid").exists(), 30, "slow command running")
+    old.kill9()
+    t0 = time.monotonic()
+    rest = [n for n in nodes if n is not old]
+    new = wait_for(lambda: one_leader(rest) not in (None, leader) and one_leader(rest), 30,
+                   "a new leader")
+    print(f"leader {leader} killed; {new} leads after {time.monotonic() - t0:.2f}s (ttl {TTL})")
+    wait_for(lambda: any(" c" in line for line in read_log(log)), 30, "sequence finished")
+    time.sleep(1)
+    lines = read_log(log)
+    assert lines == [f"{leader} job=2 db1 slave->master resumed=0 a",
+                     f"{new} job=2 db1 slave->master resumed=1 slow",
+                     f"{new} job=2 db1 slave->master resumed=1 c"], lines
+    job = [h for h in __import__("json").loads(rest[0].cli("history", "--json").stdout)
+           if h["id"] == 2][0]
+    assert job["state"] == "done" and job["resumed"]
+    assert [c["outcome"] for c in job["commands"]] == ["ok", "ok", "ok"]
