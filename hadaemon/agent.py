@@ -195,20 +195,29 @@ class Agent:
         return frm != self.me
 
     def campaign(self):
+        """Create the leader key if absent; a fence job, if any, goes in the same transaction so
+        that no runner can see this node lead before the fence is queued."""
         previous = self.etcd.get(self.keys.last_leader)
-        ok, answer = self.etcd.txn_full(
-            [absent(self.keys.leader)],
-            [put(self.keys.leader, self.me, self.lease), put(self.keys.last_leader, self.me)])
+        previous = previous.decode() if previous else None
+        seq = self.etcd.get(self.keys.seq)
+        compare = [absent(self.keys.leader),
+                   value_is(self.keys.seq, seq) if seq is not None else absent(self.keys.seq)]
+        ops = [put(self.keys.leader, self.me, self.lease), put(self.keys.last_leader, self.me)]
+        self.seq = int(seq) if seq else 0
+        fence = None
+        if self.c.fence and previous and previous != self.me and previous not in self.nodes:
+            fence = self.fence_job(previous)
+            ops += fence
+        ok, answer = self.etcd.txn_full(compare, ops)
         if not ok:
             return
         self.leader, self.leader_rev = self.me, int(answer["header"]["revision"])
-        seq = self.etcd.get(self.keys.seq)
-        self.seq = int(seq) if seq else 0
-        previous = previous.decode() if previous else None
         log.warning("node %s is the leader now (previous: %s)", self.me, previous or "none")
+        if fence:
+            self.seq += 1
+            log.warning("fencing the previous leader %s before any sequence: job #%d",
+                        previous, self.seq)
         self.etcd.txn(self.guard(), [delete(self.keys.handover)])
-        if self.c.fence and previous and previous != self.me and previous not in self.nodes:
-            self.enqueue_fence(previous)
 
     def guard(self):
         """Holds only while our leader key is the one we created: a deposed leader writes nothing."""
@@ -308,7 +317,8 @@ class Agent:
                  " (paused: not run)" if state == "skipped" else "")
         return True
 
-    def enqueue_fence(self, previous):
+    def fence_job(self, previous):
+        """The operations that queue the fence command as the next job, for this node."""
         job_id = self.seq + 1
         step = {"section": "fence", "text": self.c.fence, "where": "[cluster] fence",
                 "keep_going": False, "timeout": self.config.daemon.action_timeout,
@@ -317,12 +327,8 @@ class Agent:
                "target": "fenced", "manual": False, "created": time.time(), "state": "queued",
                "plan": [step], "env": {"HA_FENCE_NODE": previous}, "leader": self.me,
                "holder": "", "resumed": False, "note": None, "finished": None}
-        if self.etcd.txn(self.guard(), [jput(self.keys.job(job_id), job),
-                                        put(self.keys.seq, str(job_id)),
-                                        put(self.keys.open_job(job_id), "")]):
-            self.seq = job_id
-            log.warning("fencing the previous leader %s before any sequence: job #%d",
-                        previous, job_id)
+        return [jput(self.keys.job(job_id), job), put(self.keys.seq, str(job_id)),
+                put(self.keys.open_job(job_id), "")]
 
     # -- telling the supervisor -----------------------------------------------------------------
 

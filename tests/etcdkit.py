@@ -166,7 +166,7 @@ class Node:
     """One hadaemon node: its own home, `hadaemon run` as a real process (maybe in a netns)."""
 
     def __init__(self, root, name, endpoints, ttl, netns=None, log=None, checks=None,
-                 actions=None, extra=""):
+                 actions=None, extra="", cluster_extra=""):
         self.root, self.name, self.netns = Path(root), name, netns
         self.proc = None
         for d in ("etc", "checks", "actions", "var/status"):
@@ -185,6 +185,7 @@ class Node:
             node = {name}
             name = hatest
             ttl = {ttl}
+            {cluster_extra}
             [local]
             """) + (checks or "status_from_files db1 db2\n"))
         (self.root / "etc/actions.conf").write_text(textwrap.dedent(actions or ""))

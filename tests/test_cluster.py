@@ -173,7 +173,7 @@ def test_kill_9_of_the_leader_mid_sequence_resumes_on_the_next_one(cluster):
         record a
         slow
         record c
-        """)
+        """, cluster_extra="fence = record fence")
     everywhere(nodes, "db1", "slave")
     for n in nodes:
         n.start()
@@ -192,9 +192,116 @@ def test_kill_9_of_the_leader_mid_sequence_resumes_on_the_next_one(cluster):
     time.sleep(1)
     lines = read_log(log)
     assert lines == [f"{leader} job=2 db1 slave->master resumed=0 a",
+                     f"{new} job=3  -> resumed=0 fence {leader}",
                      f"{new} job=2 db1 slave->master resumed=1 slow",
                      f"{new} job=2 db1 slave->master resumed=1 c"], lines
     job = [h for h in __import__("json").loads(rest[0].cli("history", "--json").stdout)
            if h["id"] == 2][0]
     assert job["state"] == "done" and job["resumed"]
     assert [c["outcome"] for c in job["commands"]] == ["ok", "ok", "ok"]
+
+
+def start_all(nodes, **statuses):
+    for host, status in statuses.items():
+        everywhere(nodes, host, status)
+    for n in nodes:
+        n.start()
+    leader = wait_for(lambda: one_leader(nodes), 30, "a leader")
+    for host, status in statuses.items():
+        wait_for(lambda: all(committed(n, host, status)() for n in nodes), 30, f"{host} {status}")
+    return leader
+
+
+def test_etcd_member_loss_changes_nothing_and_an_outage_fires_nothing(cluster, etcd):
+    nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
+    leader = start_all(nodes, db1="up")
+    lines = len(read_log(log))
+    etcd.kill(0)  # the first endpoint of every node
+    time.sleep(2 * TTL)
+    assert one_leader(nodes) == leader
+    assert len(read_log(log)) == lines
+    everywhere(nodes, "db1", "down")
+    wait_for(lambda: len(read_log(log)) == lines + 1, 30, "down fired with two members")
+    wait_for(lambda: all(committed(n, "db1", "down")() for n in nodes), 30, "mirrored")
+    for i in (1, 2):
+        etcd.kill(i)
+    t0 = time.monotonic()
+    everywhere(nodes, "db1", "up")
+    time.sleep(2 * TTL)
+    assert len(read_log(log)) == lines + 1  # nothing fires without etcd
+    answer = nodes[1].status()
+    print(f"status without etcd answered: stale={answer['cluster']['stale']}")
+    assert answer["cluster"]["stale"] and answer["hosts"]["db1"]["status"] == "down"
+    assert "STALE" in nodes[1].cli("status").stdout
+    etcd.start()
+    wait_for(lambda: len(read_log(log)) == lines + 2, 60, "up fired once etcd is back")
+    print(f"etcd down for {time.monotonic() - t0:.1f}s; leader after: {one_leader(nodes)}")
+    time.sleep(1)
+    assert len(read_log(log)) == lines + 2
+    assert read_log(log)[-1].endswith("down->up resumed=0 db1")
+
+
+def test_a_blip_shorter_than_ttl_changes_nothing(cluster, etcd):
+    nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
+    leader = start_all(nodes, db1="up")
+    lines = read_log(log)
+    for p in etcd.procs:
+        p.send_signal(__import__("signal").SIGSTOP)
+    time.sleep(TTL / 3)
+    for p in etcd.procs:
+        p.send_signal(__import__("signal").SIGCONT)
+    time.sleep(2 * TTL)
+    assert one_leader(nodes) == leader
+    assert read_log(log) == lines
+    assert all("is the leader now" not in n.daemon_log() for n in nodes if n.name != leader)
+
+
+def test_pause_resume_manual_transition_and_handover(cluster):
+    nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
+    leader = start_all(nodes, db1="slave", db2="slave")
+    base = len(read_log(log))
+    assert nodes[2].cli("pause").returncode == 0
+    wait_for(lambda: all(n.cluster().get("paused") for n in nodes), 30, "paused everywhere")
+    assert "PAUSED" in nodes[0].cli("status").stdout
+    everywhere(nodes, "db1", "master")
+    wait_for(lambda: all(committed(n, "db1", "master")() for n in nodes), 30, "table goes on")
+    time.sleep(1)
+    assert len(read_log(log)) == base  # no action while paused
+    assert nodes[0].cli("resume").returncode == 0
+    wait_for(lambda: len(read_log(log)) == base + 1, 30, "last transition fired on resume")
+    assert read_log(log)[-1].endswith("db1 slave->master resumed=0 db1")
+    # a manual switchover: committed by hand, fired as an observed change would be
+    everywhere(nodes, "db2", "master")  # what the switchover will make the checks see
+    r = nodes[1].cli("transition", "db2", "master")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: len(read_log(log)) == base + 2, 30, "manual transition fired")
+    history = __import__("json").loads(nodes[0].cli("history", "--json").stdout)
+    manual = [h for h in history if h["host"] == "db2" and h["to"] == "master"]
+    assert len(manual) == 1 and manual[0]["manual"]
+    # handover to a named node, then to anyone
+    other = next(n.name for n in nodes if n.name != leader)
+    t0 = time.monotonic()
+    assert nodes[0].cli("handover", other).returncode == 0
+    wait_for(lambda: one_leader(nodes) == other, 30, f"{other} leads")
+    print(f"handover {leader} -> {other} took {time.monotonic() - t0:.2f}s")
+    assert nodes[0].cli("handover").returncode == 0
+    wait_for(lambda: one_leader(nodes) not in (None, other), 30, "someone else leads")
+    time.sleep(1)
+    assert len(read_log(log)) == base + 2  # leadership moved, nothing fired
+
+
+def test_a_section_can_name_the_node_that_runs_it(cluster):
+    nodes, log = cluster(names=("db1", "db2", "db3"), actions="""
+        [slave_to_master]
+        record on-leader
+        [slave_to_master on %HOST%]
+        record plumb
+        [slave_to_master on db3]
+        record on-db3
+        """)
+    leader = start_all(nodes, db1="slave", db2="slave")
+    everywhere(nodes, "db2", "master")
+    wait_for(lambda: len(read_log(log)) == 3, 30, "three commands")
+    time.sleep(1)
+    assert [(line.split()[0], line.split()[-1]) for line in read_log(log)] == [
+        (leader, "on-leader"), ("db2", "plumb"), ("db3", "on-db3")]
