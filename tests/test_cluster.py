@@ -1,11 +1,12 @@
 """Cluster mode for real: etcd members and hadaemon nodes as processes, killed and cut off."""
 
+import os
 import time
 
 import pytest
 
 from conftest import Home, wait_for
-from etcdkit import ETCD, Etcd, Node, read_log
+from etcdkit import ETCD, Etcd, Network, Node, netns_possible, read_log
 from hadaemon.cluster import combine, split_section, step_node
 
 pytestmark = pytest.mark.slow
@@ -305,3 +306,73 @@ def test_a_section_can_name_the_node_that_runs_it(cluster):
     time.sleep(1)
     assert [(line.split()[0], line.split()[-1]) for line in read_log(log)] == [
         (leader, "on-leader"), ("db2", "plumb"), ("db3", "on-db3")]
+
+
+@pytest.fixture
+def netcluster(tmp_path):
+    if not ETCD:
+        pytest.skip("etcd binary missing: apt-get install etcd-server etcd-client")
+    why = netns_possible()
+    if why:
+        pytest.skip(why)
+    names = ("n1", "n2", "n3")
+    net = Network(f"ha{os.getpid() % 100000}", names)
+    made = []
+    try:
+        (tmp_path / "etcd").mkdir()
+        e = Etcd(tmp_path / "etcd", host="10.77.0.1", netns=net.hub)
+        made.append(e)
+
+        def make(actions):
+            e.start()
+            log = tmp_path / "actions.log"
+            nodes = []
+            for name in names:
+                node = Node(tmp_path / name, name, e.endpoints, TTL, netns=net.ns[name],
+                            log=log, actions=actions)
+                node.script("actions", "slow", SLOW.format(log=log))
+                nodes.append(node)
+                made.append(node)
+            return net, nodes, log
+        yield make
+    finally:
+        for thing in reversed(made):
+            thing.kill9() if isinstance(thing, Node) else thing.close()
+        net.close()
+
+
+def test_a_partitioned_leader_stops_starting_commands_and_the_majority_leads_on(netcluster):
+    net, nodes, log = netcluster("""
+        [slave_to_master]
+        record a
+        slow
+        record c
+        record d
+        """)
+    leader = start_all(nodes, db1="slave")
+    old = next(n for n in nodes if n.name == leader)
+    rest = [n for n in nodes if n is not old]
+    everywhere(nodes, "db1", "master")
+    wait_for(lambda: (old.root / "var/slow.pid").exists(), 30, "slow command running")
+    net.cut(leader)
+    t0 = time.monotonic()
+    new = wait_for(lambda: one_leader(rest) not in (None, leader) and one_leader(rest), 30,
+                   "a leader on the majority side")
+    print(f"partitioned leader {leader}; {new} leads after {time.monotonic() - t0:.2f}s")
+    wait_for(lambda: any(line.endswith(" d") for line in read_log(log)), 30, "sequence done")
+    net.heal(leader)
+    wait_for(lambda: old.cluster().get("leader") == new and not old.cluster().get("stale"), 30,
+             "the old leader follows after healing")
+    time.sleep(2)
+    lines = read_log(log)
+    print("\n".join(lines))
+    assert [line for line in lines if line.split()[-1] in ("a", "c", "d")] == [
+        f"{leader} job=2 db1 slave->master resumed=0 a",
+        f"{new} job=2 db1 slave->master resumed=1 c",
+        f"{new} job=2 db1 slave->master resumed=1 d"]
+    # The documented limit: the command running when the partition began finished there, and
+    # the new holder ran it again, flagged HA_RESUMED=1.
+    assert sorted(line for line in lines if line.endswith("slow")) == sorted([
+        f"{leader} job=2 db1 slave->master resumed=0 slow",
+        f"{new} job=2 db1 slave->master resumed=1 slow"])
+    assert "etcd unreachable" in old.daemon_log()
