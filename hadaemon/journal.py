@@ -52,11 +52,18 @@ class Journal:
             conn.execute("UPDATE jobs SET resumed = 1 WHERE id = ?", (job_id,))
 
     def step_started(self, job_id, idx, resumed):
+        """Claim a step; False if it is already finished (checked under the write lock, so a
+        finished command can never be started again, whatever a caller read before)."""
         with self._store.transaction() as conn:
+            row = conn.execute("SELECT finished FROM steps WHERE job = ? AND idx = ?",
+                               (job_id, idx)).fetchall()
+            if row and row[0][0] is not None:
+                return False
             conn.execute("UPDATE jobs SET state = 'running' WHERE id = ?", (job_id,))
             conn.execute(
                 "INSERT OR REPLACE INTO steps (job, idx, started, resumed) VALUES (?, ?, ?, ?)",
                 (job_id, idx, time.time(), int(resumed)))
+        return True
 
     def step_pid(self, job_id, idx, pid, pid_start):
         """The command runs: its pid (to find a leftover after a crash) and when it started."""

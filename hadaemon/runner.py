@@ -1,5 +1,10 @@
 """The action runner's main: one sequence at a time, FIFO, journalled, resumable.
 
+It is started with fork+exec (python -m hadaemon.runner), never a bare fork: SQLite keeps its
+POSIX lock bookkeeping per process, and a child forked from the supervisor's open connection
+would believe it holds locks it does not, so another process could checkpoint and drop the WAL
+under it and its commits would vanish.
+
 Only one runner works a journal at a time (an flock on var/runner.lock): after a crash of the
 supervisor, a runner left behind finishes and records its current command, then leaves; the next
 one takes the lock and carries on from the first unfinished command.
@@ -10,7 +15,10 @@ import json
 import logging
 import os
 import signal
+import socket
+import sys
 import time
+from pathlib import Path
 
 from . import execute, logsetup
 from .home import Home
@@ -24,7 +32,7 @@ OUTPUT_KEEP = 4096  # bytes of a command's output kept in history
 
 class Runner:
     def __init__(self, home, settings, sock):
-        self.home = Home(home)
+        self.home = Home(Path(home))
         self.settings = settings
         self.sock = sock
         self.parent = os.getppid()
@@ -99,7 +107,10 @@ class Runner:
         log.info("job #%d %s", job["id"], failed or "done")
 
     def run_step(self, job, idx, step, resumed):
-        self.journal.step_started(job["id"], idx, resumed)
+        if not self.journal.step_started(job["id"], idx, resumed):
+            log.error("job #%d: command %d was already finished: not run again", job["id"],
+                      idx + 1)
+            return "ok"
         if step["error"]:
             self.journal.step_finished(job["id"], idx, None, 0.0, "", step["error"])
             log.error("job #%d: %s: %s (%s)", job["id"], step["text"], step["error"], step["where"])
@@ -152,7 +163,26 @@ class Runner:
         self.stop_at = time.monotonic() + self.settings["grace"]
 
 
-def main(sock, home, settings):
+def spawn(home, settings):
+    """Start a runner process; return (pid, the supervisor's end of its socket)."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    os.set_inheritable(child.fileno(), True)
+    argv = [sys.executable, "-m", "hadaemon.runner", str(home), str(child.fileno()),
+            json.dumps(settings)]
+    try:
+        pid = os.posix_spawn(sys.executable, argv, os.environ,
+                             setsigdef=(signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
+    finally:
+        child.close()
+    parent.setblocking(False)
+    return pid, parent
+
+
+def main():
+    home, fd, settings = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    sock = socket.socket(fileno=fd)
+    os.set_inheritable(fd, False)
     Runner(home, settings, sock).main()
 
 
@@ -171,3 +201,7 @@ def _start_time(pid):
             return f.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
+
+
+if __name__ == "__main__":
+    main()

@@ -11,14 +11,12 @@ import logging
 import os
 import selectors
 import signal
-import socket
 import sqlite3
 import time
 
 from . import actions, config as configmod, history, logsetup, protocol, runner
 from .commit import Committer
 from .control import Server
-from .fork import fork_child
 from .inifile import ConfigError
 from .journal import Journal
 from .names import valid_host, valid_status
@@ -30,6 +28,7 @@ from .table import Table
 log = logging.getLogger("hadaemon")
 FLUSH_EVERY = 1.0  # seconds between batched writes of observations (statuses are written at once)
 RUNNER_RESPAWN_DELAY = 1.0
+ERROR_REPEAT = 60.0  # seconds before the same error of one check is logged again
 
 
 class Supervisor:
@@ -40,6 +39,7 @@ class Supervisor:
         self.started = time.time()
         self.jobs_sent = 0
         self.dirty = set()
+        self.check_errors = {}  # check id -> (error, when last logged, repeats not logged)
         self.next_flush = 0.0
         self.record_error = None
         self.runner_pid = None
@@ -198,13 +198,8 @@ class Supervisor:
             self.sel.register(w.sock, selectors.EVENT_READ, self._on_worker)
 
     def _spawn_runner(self):
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.runner_pid = fork_child(runner.main, [child.fileno()], child, self.home.root,
-                                     self._runner_settings())
-        child.close()
-        parent.setblocking(False)
-        self.runner_sock = parent
-        self.sel.register(parent, selectors.EVENT_READ, self._on_runner)
+        self.runner_pid, self.runner_sock = runner.spawn(self.home.root, self._runner_settings())
+        self.sel.register(self.runner_sock, selectors.EVENT_READ, self._on_runner)
 
     def _runner_settings(self):
         d = self.config.daemon
@@ -274,9 +269,26 @@ class Supervisor:
             log.error("check %s: garbled message from worker %d: %s", meta["check"], w.pid, e)
             results = protocol.failed(meta["spec"].host, "garbled worker message")
             message = {}
-        if message.get("error"):
-            log.warning("check %s: %s", meta["check"], message["error"])
+        self._log_check_error(meta["check"], message.get("error"))
         self._finish_check(meta, results, message.get("read_at"))
+
+    def _log_check_error(self, check_id, error):
+        """Log a check's error when it changes, then at most once a minute: a check failing every
+        second must not bury everything else in the log."""
+        now = time.monotonic()
+        last = self.check_errors.get(check_id)
+        if not error:
+            if last:
+                del self.check_errors[check_id]
+                log.info("check %s: works again", check_id)
+            return
+        if last and last[0] == error and now - last[1] < ERROR_REPEAT:
+            self.check_errors[check_id] = (error, last[1], last[2] + 1)
+            return
+        repeats = last[2] if last and last[0] == error else 0
+        again = f" (and {repeats} more time(s) since)" if repeats else ""
+        log.warning("check %s: %s%s", check_id, error, again)
+        self.check_errors[check_id] = (error, now, 0)
 
     def _finish_check(self, meta, results, read_at=None):
         now = time.monotonic()

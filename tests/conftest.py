@@ -78,12 +78,15 @@ class Home:
         return json.loads(self.cli("history", "--json", "--limit", "1000", check=True).stdout)
 
     def log(self):
-        path = self.root / "var/test-daemon.log"
+        path = self.root / "test-daemon.log"
         return path.read_text() if path.exists() else ""
 
 
 class Daemon:
-    """`hadaemon run` as a real child process; its stderr goes to var/test-daemon.log."""
+    """`hadaemon run` as a real child process.
+
+    Its stderr goes to HOME/test-daemon.log, outside var/ (which a test may fill).
+    """
 
     def __init__(self, home, prefix=()):
         self.home = home
@@ -92,7 +95,7 @@ class Daemon:
 
     def start(self, wait_ready=True):
         self.home.root.joinpath("var").mkdir(exist_ok=True)
-        self._err = open(self.home.root / "var/test-daemon.log", "a")
+        self._err = open(self.home.root / "test-daemon.log", "a")
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "hadaemon", "--home", str(self.home.root), "run"],
             stdout=self._err, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,0 +1,421 @@
+"""Fault injection with real processes and real signals: hung, huge and hostile checks, killed
+workers, a killed supervisor in the middle of a sequence, corrupt and full state files, SIGTERM.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import wait_for
+
+FAST = """\
+[daemon]
+interval = 0.1
+timeout = 5
+workers = 2
+"""
+
+# Each run prints the first line of var/queue and drops it; the last line repeats for ever.
+# This makes a sequence of results deterministic whatever the timing.
+QUEUE = """\
+#!/bin/sh
+q="$HA_HOME/var/queue"
+line=$(head -n 1 "$q")
+[ "$(wc -l < "$q")" -gt 1 ] && sed -i 1d "$q"
+echo "$line"
+"""
+
+SLOW_ACTION = """\
+#!/bin/sh
+echo "slow start $* resumed=$HA_RESUMED" >> "$HA_HOME/var/actions.log"
+sleep "$1"
+echo "slow end $* resumed=$HA_RESUMED" >> "$HA_HOME/var/actions.log"
+"""
+
+
+def status_of(home, host):
+    return home.status()["hosts"].get(host, {}).get("status")
+
+
+def daemon_pids(root_pid):
+    """The supervisor and every process below it (workers, runner, checks, commands)."""
+    pids, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def proc_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def alive(pid):
+    return proc_state(pid) not in (None, "Z")
+
+
+def queue(home, *lines):
+    path = home.root / "var/queue"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f'{{"host": "db1", "status": "{s}"}}\n' for s in lines))
+    tmp.rename(path)
+
+
+# -- checks and workers -----------------------------------------------------------------------
+
+def test_hung_check_is_killed_with_everything_it_started(home, daemons):
+    home.write("checks.conf", FAST + "[local]\nhangs\n[check:hangs]\nhost = h1\ntimeout = 0.5\n")
+    home.script("checks", "hangs", """\
+        #!/bin/sh
+        sleep 1000 &
+        echo $! >> "$HA_HOME/var/children"
+        sleep 1000
+        """)
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "h1") == "unknown", 20, "unknown after timeout")
+    assert "timed out after 0.5s" in home.status()["hosts"]["h1"]["details"]["error"]
+    wait_for(lambda: len((home.root / "var/children").read_text().split()) >= 3, 20,
+             "the check ran again: its worker came back")
+    first = [int(p) for p in (home.root / "var/children").read_text().split()][:2]
+    wait_for(lambda: not any(alive(p) for p in first), 10, "background children killed")
+    assert d.proc.poll() is None
+
+
+def test_check_that_leaves_a_daemon_does_not_hold_the_worker(home, daemons):
+    home.write("checks.conf", FAST + "[local]\nforks\n[check:forks]\nhost = h1\ntimeout = 3\n")
+    # The grandchild escapes the check's session (setsid) and keeps stdout open.
+    home.script("checks", "forks", """\
+        #!/bin/sh
+        setsid sleep 30 &
+        echo $! >> "$HA_HOME/var/children"
+        echo '{"host": "h1", "status": "up"}'
+        """)
+    daemons(home)
+    try:
+        wait_for(lambda: status_of(home, "h1") == "up", 20, "h1 up")
+        wait_for(lambda: len((home.root / "var/children").read_text().split()) >= 5, 20,
+                 "five runs, each well inside the 3 s timeout")
+        assert "error" not in home.status()["hosts"]["h1"]["details"]
+        assert "timed out" not in home.log()
+    finally:
+        for p in (home.root / "var/children").read_text().split():
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += int(next(line for line in f if line.startswith("VmRSS")).split()[1])
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+def test_output_is_bounded_and_memory_does_not_grow(home, daemons):
+    home.write("checks.conf", FAST + "[local]\nhuge\n[check:huge]\nhost = h1\n")
+    home.script("checks", "huge", """\
+        #!/bin/sh
+        echo run >> "$HA_HOME/var/runs"
+        head -c 20000000 /dev/zero | tr '\\0' a
+        """)
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "h1") == "unknown", 20, "rejected")
+    assert "output exceeds 65536 bytes" in home.status()["hosts"]["h1"]["details"]["error"]
+    runs = lambda: len((home.root / "var/runs").read_text().split())  # noqa: E731
+    wait_for(lambda: runs() >= 10, 30, "10 runs")
+    early = rss_kib(daemon_pids(d.proc.pid))
+    start = runs()
+    wait_for(lambda: runs() >= start + 30, 60, "30 more runs")
+    late = rss_kib(daemon_pids(d.proc.pid))
+    # Each run offers 20 MB; anything kept per run would show as tens of MB here.
+    assert late - early < 8 * 1024, (early, late)
+
+
+HOSTILE = [
+    ("{not json", "invalid JSON"),
+    ('{"host": 5, "status": "up"}', "missing or non-string 'host'"),
+    ('{"host": "db1"}', "missing or non-string 'status'"),
+    ('{"host": "db1; reboot", "status": "up"}', "unsafe host name 'db1; reboot'"),
+    ('{"host": "$(id)", "status": "up"}', "unsafe host name '$(id)'"),
+    ('{"host": "db1", "status": "up; rm -rf /"}', "unsafe status"),
+    ('{"host": "db1", "status": "up", "x": "\\u0000"}', None),  # details may hold anything JSON
+    ("[" + ",".join(['{"host": "h", "status": "up"}'] * 1500) + "]", "1500 results"),
+    ('[1, 2]', "result 0: expected a JSON object, got int"),
+    ("[]", "empty JSON array"),
+    ("plain text and exit 0", "no JSON on stdout and no host= setting"),
+]
+
+
+def test_hostile_results_are_rejected_and_never_reach_the_table(home, daemons):
+    home.write("checks.conf", FAST + "[local]\nhostile\n")
+    home.write("actions.conf", "[*_to_*]\nrecord %HOST% %TO%\n")
+    home.script("checks", "hostile", "#!/bin/sh\ncat \"$HA_HOME/var/out\"\n")
+    out = home.root / "var/out"
+    out.write_text(HOSTILE[0][0])
+    d = daemons(home)
+    for text, reason in HOSTILE:
+        if reason is None:
+            continue
+        out.write_text(text)
+        wait_for(lambda: f"check hostile: {reason}" in home.log(), 20, reason)
+        assert home.status()["hosts"] == {}
+    out.write_bytes(b'{"host": "db1", "status": "\xff"}')
+    wait_for(lambda: "check hostile: output is not UTF-8" in home.log(), 20, "non-UTF-8")
+    assert home.actions_log() == []
+    assert d.proc.poll() is None
+    # one line per rejection, naming the check
+    assert all(line.count("check hostile:") <= 1 for line in home.log().splitlines())
+    out.write_text('{"host": "db1", "status": "UP", "x": "\\u0000"}')
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "a valid result still counts")
+    assert home.status()["hosts"]["db1"]["details"] == {"x": "\x00"}
+
+
+def test_killed_worker_is_replaced_and_its_check_reported(home, daemons):
+    home.write("checks.conf", FAST + """
+        [local]
+        slow
+        [check:slow]
+        host = h1
+        timeout = 20
+        """)
+    home.script("checks", "slow", """\
+        #!/bin/sh
+        echo $$ > "$HA_HOME/var/check.pid"
+        sleep 2
+        echo '{"host": "h1", "status": "up"}'
+        """)
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "h1") == "up", 20, "h1 up")
+    pidfile = home.root / "var/check.pid"
+    pidfile.unlink()
+    wait_for(pidfile.exists, 20, "the check runs again")
+    check_pid = int(pidfile.read_text())
+    worker = int(open(f"/proc/{check_pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    assert worker in children_of(d.proc.pid)
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: status_of(home, "h1") == "unknown", 20, "in-flight check reported unknown")
+    assert "worker killed by SIGKILL" in home.status()["hosts"]["h1"]["details"]["error"]
+    wait_for(lambda: len(children_of(d.proc.pid)) == 3, 10, "two workers and the runner again")
+    assert worker not in children_of(d.proc.pid)
+    assert not [p for p in children_of(d.proc.pid) if proc_state(p) == "Z"]
+    wait_for(lambda: status_of(home, "h1") == "up", 20, "checks go on")
+
+
+def test_workers_are_recycled_without_zombies(home, daemons):
+    home.write("checks.conf", FAST + "max_jobs = 3\n[local]\nstatus_from_files db1\n")
+    home.set_status("db1", "up")
+    d = daemons(home)
+    seen = set()
+    deadline = time.monotonic() + 20
+    while len(seen) < 8 and time.monotonic() < deadline:
+        kids = children_of(d.proc.pid)
+        seen.update(kids)
+        time.sleep(0.02)
+    assert len(seen) >= 8, seen  # 2 workers x 3 jobs at 10/s: many generations in 20 s
+    time.sleep(0.5)
+    kids = children_of(d.proc.pid)
+    zombies = [p for p in kids if proc_state(p) == "Z"]
+    assert len(zombies) <= 1, zombies  # one may be dying right now, never piling up
+    assert len([p for p in kids if proc_state(p) != "Z"]) == 3
+
+
+def test_confirmations_and_hold_down_suppress_flapping(home, daemons):
+    home.write("checks.conf", FAST + """
+        confirm = 3
+        hold_down = 2
+        [local]
+        queue
+        [check:queue]
+        host = db1
+        """)
+    home.script("checks", "queue", QUEUE)
+    home.write("actions.conf", "[*_to_*]\nrecord %FROM% %TO%\n")
+    # 3 x master commits; the short flaps never reach 3; the long run of downs commits only once
+    # the 2 s hold-down after the first transition is over; the masters after it are held again.
+    queue(home, *["master"] * 3 + ["down", "down", "master", "down", "master", "master"]
+          + ["down"] * 30 + ["master"] * 60)
+    daemons(home)
+    wait_for(lambda: len(home.actions_log()) >= 3, 30, "three transitions")
+    time.sleep(1)
+    names = [line.split(" | ")[0] for line in home.actions_log()]
+    assert names == ["record unknown master", "record master down", "record down master"]
+    log = home.log()
+    assert "db1: down seen 2/3 times" in log
+    assert "down seen 2 time(s), then master again: not committed" in log
+    assert "held down for another" in log
+    times = [h["time"] for h in home.history()]
+    assert times[1] - times[0] >= 2.0 and times[2] - times[1] >= 2.0
+
+
+# -- the supervisor and the state table --------------------------------------------------------
+
+SEQ = """
+    [slave_to_master]
+    record one
+    slow 2 two
+    record three
+    """
+
+
+def _start_sequence(home, daemons, grace="10"):
+    home.write("checks.conf", FAST + f"grace = {grace}\n[local]\nstatus_from_files db1\n")
+    home.write("actions.conf", SEQ)
+    home.script("actions", "slow", SLOW_ACTION)
+    home.set_status("db1", "slave")
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "slave", 20, "slave")
+    home.set_status("db1", "master")
+    wait_for(lambda: any(line.startswith("slow start") for line in home.actions_log()), 20,
+             "the slow command runs")
+    return d
+
+
+def test_supervisor_killed_mid_sequence_resumes_without_repeating(home, daemons):
+    d = _start_sequence(home, daemons)
+    os.kill(d.proc.pid, signal.SIGKILL)  # the supervisor alone: its runner finishes the command
+    d.proc.wait()
+    daemons(home)
+    wait_for(lambda: home.history()[-1]["state"] == "done", 30, "the sequence finished")
+    lines = [line.split(" | ")[0] for line in home.actions_log()]
+    assert lines == ["record one", "slow start 2 two resumed=0", "slow end 2 two resumed=0",
+                     "record three"]
+    assert "resumed=1" in home.actions_log()[-1]
+    job = home.history()[-1]
+    assert job["resumed"] is True
+    assert [c["outcome"] for c in job["commands"]] == ["ok", "ok", "ok"]
+    assert [c["resumed"] for c in job["commands"]] == [False, False, True]
+
+
+def test_whole_daemon_killed_mid_command_reruns_only_that_command(home, daemons):
+    d = _start_sequence(home, daemons)
+    d.kill_all()  # supervisor, runner and workers; the command itself lives in its own session
+    daemons(home)
+    wait_for(lambda: home.history()[-1]["state"] == "done", 30, "the sequence finished")
+    lines = [line.split(" | ")[0] for line in home.actions_log()]
+    # The interrupted command ran to its end on its own; the new runner waited for it instead of
+    # overlapping it, then ran it again (it cannot know its exit code) with HA_RESUMED=1.
+    assert lines == ["record one", "slow start 2 two resumed=0", "slow end 2 two resumed=0",
+                     "slow start 2 two resumed=1", "slow end 2 two resumed=1", "record three"]
+    assert "previous runner still runs: waiting for it" in home.log()
+
+
+def test_interrupted_sequence_is_superseded_when_the_host_moved_on(home, daemons):
+    d = _start_sequence(home, daemons)
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait()
+    home.set_status("db1", "down")
+    home.write("actions.conf", SEQ + "[master_to_down]\nrecord gone-down\n")
+    daemons(home)
+    wait_for(lambda: any("gone-down" in line for line in home.actions_log()), 30, "next job")
+    first, second = [h for h in home.history() if h["to"] in ("master", "down")][-2:]
+    assert first["state"] == "superseded" and "db1 is down now" in first["note"]
+    assert [c["outcome"] for c in first["commands"]] == ["ok", "ok", "not run"]
+    assert second["state"] == "done"
+    assert not any("three" in line for line in home.actions_log())
+
+
+def test_sigterm_gives_a_running_command_its_grace_then_resumes_it(home, daemons):
+    d = _start_sequence(home, daemons, grace="0.5")
+    assert d.stop() == 0
+    assert not (home.root / "var/hadaemon.pid").exists()
+    assert not (home.root / "var/control.sock").exists()
+    assert "interrupted by shutdown" in home.log()
+    assert not any(line.startswith("slow end") for line in home.actions_log())
+    daemons(home)
+    wait_for(lambda: home.history()[-1]["state"] == "done", 30, "resumed after restart")
+    assert home.actions_log()[-1].startswith("record three")
+    assert "slow end 2 two resumed=1" in [line.split(" | ")[0] for line in home.actions_log()]
+
+
+def test_sigterm_lets_a_short_command_finish(home, daemons):
+    d = _start_sequence(home, daemons, grace="10")
+    assert d.stop() == 0
+    assert "slow end 2 two resumed=0" in [line.split(" | ")[0] for line in home.actions_log()]
+    assert not any("three" in line for line in home.actions_log())  # no new command started
+
+
+def test_corrupt_table_is_moved_aside(home, daemons):
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    home.set_status("db1", "up")
+    (home.root / "var/state.db").write_bytes(b"this is not a database" * 100)
+    daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "fresh table works")
+    aside = list((home.root / "var").glob("state.db.corrupt-*"))
+    assert len(aside) == 1
+    assert f"state file unreadable" in home.log() and f"moved aside to {aside[0]}" in home.log()
+    assert "Traceback" not in home.log()
+
+
+def test_corrupt_table_refused_when_configured(home):
+    home.write("checks.conf", FAST + "corrupt_table = refuse\n[local]\nstatus_from_files db1\n")
+    (home.root / "var/state.db").write_bytes(b"garbage" * 1000)
+    r = home.cli("run", timeout=30)
+    assert r.returncode == 1
+    assert "refusing to start (corrupt_table = refuse)" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (home.root / "var/state.db").read_bytes().startswith(b"garbage")
+
+
+def test_full_disk_is_reported_and_checks_go_on(home, daemons):
+    var = home.root / "var"
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(var)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a small tmpfs for var/: {r.stderr.strip()}")
+    try:
+        # The check's input lives outside var/, which is about to be full.
+        state = home.root / "state"
+        state.mkdir()
+        home.script("checks", "outside", """\
+            #!/bin/sh
+            echo "{\\"host\\": \\"db1\\", \\"status\\": \\"$(cat "$HA_HOME/state/db1")\\"}"
+            """)
+        home.write("checks.conf", FAST + "[local]\noutside\n")
+        home.write("actions.conf", "[up_to_down]\nrecord down\n")
+        (state / "db1").write_text("up\n")
+        d = daemons(home)
+        wait_for(lambda: status_of(home, "db1") == "up", 20, "up")
+        filler = var / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+        (state / "db1").write_text("down\n")
+        wait_for(lambda: "cannot record db1: up -> down" in home.log(), 20, "error logged")
+        st = home.status()
+        assert st["hosts"]["db1"]["status"] == "up"  # not committed without a journal
+        assert st["hosts"]["db1"]["observed"] == "down"  # but still checked
+        assert "full" in st["daemon"]["record_error"]
+        assert home.actions_log() == []
+        filler.unlink()
+        wait_for(lambda: status_of(home, "db1") == "down", 20, "committed once there is room")
+        wait_for(lambda: home.actions_log() == [
+            "record down | host=db1 from=up to=down resumed=0"], 20, "action ran once")
+        assert d.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(var)])

@@ -1,0 +1,161 @@
+"""hadaemon runs as root and executes scripts: what it refuses, and who may talk to it."""
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import Home, wait_for
+
+FAST = "[daemon]\ninterval = 0.1\n"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (strict mode, other users)")
+
+
+def status_of(home, host):
+    return home.status()["hosts"].get(host, {}).get("status")
+
+
+@needs_root
+@pytest.mark.parametrize("target", ["checks/status_from_files", "actions/record", "etc/checks.conf",
+                                    "etc/actions.conf", "checks", "."])
+def test_strict_mode_refuses_what_others_can_write(home, target):
+    home.write("checks.conf", "[local]\nstatus_from_files db1\n")
+    home.write("actions.conf", "[*_to_up]\nrecord x\n")
+    path = (home.root / target).resolve()
+    assert home.cli("check-config").returncode == 0
+    path.chmod(path.stat().st_mode | stat.S_IWGRP)
+    r = home.cli("run", timeout=30)
+    assert r.returncode == 1
+    assert f"strict mode: {path} is writable by its group" in r.stderr
+    path.chmod(path.stat().st_mode & ~stat.S_IWGRP | stat.S_IWOTH)
+    r = home.cli("check-config")
+    assert r.returncode == 1 and f"{path} is writable by others" in r.stderr
+    os.chown(path, 65534, -1)
+    path.chmod(path.stat().st_mode & ~stat.S_IWOTH)
+    r = home.cli("check-config")
+    assert r.returncode == 1 and f"{path} is owned by uid 65534" in r.stderr
+    home.write("checks.conf", "[daemon]\nstrict = no\n[local]\nstatus_from_files db1\n")
+    os.chown(home.root / "etc/checks.conf", 0, -1)
+    assert home.cli("check-config").returncode == 0
+
+
+@needs_root
+def test_strict_mode_is_kept_on_reload(home, daemons):
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    home.set_status("db1", "up")
+    daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "up")
+    home.script("checks", "evil", "#!/bin/sh\necho '{\"host\": \"db1\", \"status\": \"down\"}'\n")
+    (home.root / "checks/evil").chmod(0o777)
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\nevil\n[check:evil]\n")
+    r = home.cli("reload")
+    assert r.returncode == 1 and "checks/evil is writable by others" in r.stderr
+    assert "reload refused" in home.log()
+    assert status_of(home, "db1") == "up"
+
+
+@pytest.fixture
+def open_home():
+    """A home every user can read (a pytest tmp dir is root-only), removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="hadaemon-test-"))
+    root.chmod(0o755)
+    yield Home(root / "home")
+    shutil.rmtree(root)
+
+
+@needs_root
+def test_checks_and_actions_run_as_the_configured_user(open_home, daemons):
+    home = open_home
+    home.write("checks.conf", FAST + "user = nobody\n[local]\nwhoami\n")
+    home.script("checks", "whoami",
+                "#!/bin/sh\necho \"{\\\"host\\\": \\\"h\\\", \\\"status\\\": \\\"up\\\", "
+                "\\\"user\\\": \\\"$(id -un)\\\", \\\"groups\\\": \\\"$(id -G)\\\"}\"\n")
+    home.script("actions", "whoami", "#!/bin/sh\nid -un\n")
+    home.write("actions.conf", "[*_to_up]\nwhoami\n")
+    for d in ("", "checks", "actions", "etc"):
+        (home.root / d).chmod(0o755)
+    daemons(home)
+    wait_for(lambda: status_of(home, "h") == "up", 20, "up")
+    details = home.status()["hosts"]["h"]["details"]
+    assert details["user"] == "nobody" and details["groups"] == "65534"
+    wait_for(lambda: home.history() and home.history()[-1]["state"] == "done", 20, "action")
+    assert home.history()[-1]["commands"][0]["output"].strip() == "nobody"
+
+
+def test_minimal_environment(home, daemons, monkeypatch):
+    home.write("checks.conf", FAST + "[local]\nenvcheck\n")
+    home.script("checks", "envcheck", """\
+        #!/bin/sh
+        printf '{"host": "h", "status": "up", "env": "%s"}\\n' "$(env | cut -d= -f1 | sort | tr '\\n' ' ')"
+        """)
+    home.script("actions", "envaction", "#!/bin/sh\nenv | cut -d= -f1 | sort\n")
+    home.write("actions.conf", "[*_to_up]\nenvaction\n")
+    monkeypatch.setenv("SECRET_TOKEN", "do-not-leak")
+    daemons(home)
+    wait_for(lambda: status_of(home, "h") == "up", 20, "up")
+    seen = set(home.status()["hosts"]["h"]["details"]["env"].split())
+    assert seen - {"PWD", "SHLVL", "_"} == {"PATH", "LANG", "HA_HOME", "HA_CHECK", "HA_HOST"}
+    wait_for(lambda: home.history() and home.history()[-1]["state"] == "done", 20, "action")
+    names = set(home.history()[-1]["commands"][0]["output"].split()) - {"PWD", "SHLVL", "_"}
+    assert names == {"PATH", "LANG", "HA_HOME", "HA_HOST", "HA_FROM", "HA_TO", "HA_UP",
+                     "HA_MANUAL", "HA_RESUMED", "HA_JOB"}
+
+
+def test_control_socket_is_private_and_checks_credentials(open_home, daemons):
+    home = open_home
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    daemons(home)
+    sock = home.root / "var/control.sock"
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    (home.root / "var").chmod(0o755)
+    client = ["/usr/bin/python3", "-c", f"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect({str(sock)!r})
+except PermissionError:
+    print("EACCES"); sys.exit()
+try:
+    s.sendall(b'{{"cmd": "status"}}\\n')
+except BrokenPipeError:
+    pass  # refused before the request was read: the answer is waiting anyway
+print(s.recv(65536).decode().strip())
+"""]
+    as_nobody = dict(user="nobody", group="nogroup", extra_groups=[], capture_output=True,
+                     text=True, timeout=30)
+    # The file mode alone keeps others out ...
+    assert subprocess.run(client, **as_nobody).stdout.strip() == "EACCES"
+    # ... and were the mode loosened by mistake, SO_PEERCRED still refuses them.
+    sock.chmod(0o666)
+    out = subprocess.run(client, **as_nobody).stdout.strip()
+    assert json.loads(out) == {"ok": False, "error": "permission denied"}
+    wait_for(lambda: "control socket: refused pid" in home.log() and "uid 65534" in home.log(),
+             10, "refusal logged")
+    assert home.status()["hosts"] is not None  # root still gets in
+
+
+def test_hostile_host_names_never_reach_an_action(home, daemons):
+    home.write("checks.conf", FAST + "[local]\nliar\n")
+    home.script("checks", "liar", """\
+        #!/bin/sh
+        echo '[{"host": "db1", "status": "master"}, {"host": "db1; reboot", "status": "slave"}]'
+        """)
+    home.script("checks", "liar2", "#!/bin/sh\necho '{\"host\": \"$(id)\", \"status\": \"up\"}'\n")
+    home.write("actions.conf", "[*_to_*]\nrecord %HOST% %MASTER% %SLAVE%\n")
+    daemons(home)
+    wait_for(lambda: "unsafe host name 'db1; reboot'" in home.log(), 20, "rejection")
+    home.write("checks.conf", FAST + "[local]\nliar2\n")
+    assert home.cli("reload").returncode == 0
+    wait_for(lambda: "unsafe host name '$(id)'" in home.log(), 20, "rejection")
+    assert home.status()["hosts"] == {}
+    assert home.actions_log() == []
