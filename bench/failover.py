@@ -42,7 +42,7 @@ def one_run(interval, confirm):
         measured = cluster.failover(home)
         history = home.history()
         stages = pgnet.breakdown(history, measured["killed_wall"])
-        actions = sum(c["duration"] for h in history[2:] for c in h["commands"])
+        actions = sum(c["duration"] for h in pgnet.failover_jobs(history) for c in h["commands"])
         return measured["seconds"], stages, actions, check
     finally:
         cluster.down()
@@ -71,12 +71,19 @@ def main():
     interval = args.interval or float(pgnet.setting_in(example, "interval"))
     confirm = args.confirm or int(pgnet.setting_in(example, "confirm"))
 
-    rows = []
+    rows, failed = [], []
     for n in range(1, args.runs + 1):
-        seconds, stages, actions, check = one_run(interval, confirm)
+        try:
+            seconds, stages, actions, check = one_run(interval, confirm)
+        except AssertionError as e:  # counted and shown, never averaged in
+            failed.append(n)
+            print(f"run {n} FAILED: {str(e).strip().splitlines()[-1][:300]}", flush=True)
+            continue
         rows.append((seconds, stages, actions, check))
         print(f"run {n}: {seconds:.2f}s (" + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
               + f"; actions {actions:.2f}s, one check {check:.2f}s)", flush=True)
+    if not rows:
+        sys.exit("every run failed")
 
     times = sorted(r[0] for r in rows)
     actions = statistics.median(r[2] for r in rows)
@@ -85,7 +92,8 @@ def main():
     bound = 2 * (confirm * interval + check) + actions
     expected = 2 * ((confirm - 0.5) * interval + check) + actions
     print(f"\n$ python bench/failover.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}")
-    print(f"interval {interval:g}s, confirm {confirm}, {len(rows)} runs")
+    print(f"interval {interval:g}s, confirm {confirm}, {len(rows)} runs"
+          + (f", {len(failed)} failed (runs {', '.join(map(str, failed))})" if failed else ""))
     print(f"| kill -> first write through the VIP | median {statistics.median(times):.2f}s "
           f"| worst {times[-1]:.2f}s | best {times[0]:.2f}s |")
     for i, stage in enumerate(STAGES):

@@ -166,10 +166,15 @@ def setting_in(checks_conf, key):
     return re.search(rf"(?m)^{key} = (.*)$", checks_conf)[1]
 
 
+def failover_jobs(history):
+    """The two sequences of a failover: the primary's master -> down, the replica's promotion."""
+    return (next(h for h in history if h["from"] == "master" and h["to"] == "down"),
+            next(h for h in history if h["from"] == "slave" and h["to"] == "master"))
+
+
 def breakdown(history, killed_wall):
     """Seconds from the kill to each step of the failover, from the journal's wall-clock stamps."""
-    down = next(h for h in history if h["to"] == "down")
-    master = next(h for h in history if h["from"] == "slave" and h["to"] == "master")
+    down, master = failover_jobs(history)
     return {"primary seen down": down["time"] - killed_wall,
             "replica promoted": down["commands"][-1]["finished"] - killed_wall,
             "replica seen master": master["time"] - killed_wall,
