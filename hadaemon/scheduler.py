@@ -7,7 +7,6 @@ A check slower than its interval runs back to back instead of piling up.
 
 import heapq
 import itertools
-import random
 
 
 class Scheduler:
@@ -30,9 +29,10 @@ class Scheduler:
             if check.id in kept and old[check.id].interval == check.interval:
                 due = kept[check.id]
             else:
-                # Spread first runs over a tenth of the interval so a thousand checks
-                # configured alike do not all fork in the same millisecond.
-                due = now + random.uniform(0, check.interval / 10)
+                # Runs keep the phase of their first run, so first runs are spread evenly over
+                # the whole interval: a burst at start would come back every interval, and
+                # checks due in the same millisecond wait for each other (bench/schedule.py).
+                due = now + check.interval * i / len(checks)
             heapq.heappush(self._heap, (due, next(self._order), check.id))
         self.running &= set(self._checks)
 
