@@ -45,6 +45,13 @@ def mac(ns):
     return json.loads(out)[0]["address"]
 
 
+def neighbour(cluster, address):
+    """The MAC address hademo (the clients' side) has for address."""
+    out = subprocess.run(["ip", "-n", cluster.ns, "-j", "neigh", "show", address],
+                         capture_output=True, text=True, check=True).stdout
+    return " ".join(n.get("lladdr", "?") for n in json.loads(out))
+
+
 def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path, capsys):
     home = cluster.home(tmp_path / "home")
     cluster.start_daemon(home)
@@ -71,9 +78,7 @@ def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path, caps
     assert pgnet.VIP in addresses(db2) and pgnet.VIP not in addresses(db1)
     assert cluster.psql(pgnet.VIP, "SHOW data_directory") == f"{cluster.dir}/{db2}"
     # The gratuitous ARP moved the clients' neighbour entry to db2 at once.
-    neigh = subprocess.run(["ip", "-n", cluster.ns, "-j", "neigh", "show", pgnet.VIP],
-                           capture_output=True, text=True, check=True).stdout
-    assert [n.get("lladdr") for n in json.loads(neigh)] == [mac(db2)]
+    assert neighbour(cluster, pgnet.VIP) == mac(db2)
 
     # Rows committed and replicated before the kill survived; writes go on through the VIP.
     assert cluster.psql(pgnet.VIP, "SELECT string_agg(n::text, ',' ORDER BY n) FROM rows"
@@ -137,6 +142,17 @@ def test_check_and_actions_are_idempotent_on_real_servers(cluster):
     refused = run_action(cluster, "vip_add", vip, "eth0", db1, db2)
     assert refused.returncode == 2 and "refusing" in refused.stderr
     assert pgnet.VIP not in addresses(db1)
+
+    # The announcement replaces a neighbour entry a client already has (here a bogus MAC), for
+    # IPv4 (gratuitous ARP) and IPv6 (unsolicited neighbour advertisement) alike.
+    subprocess.run(["ip", "-n", cluster.ns, "addr", "add", "fd00:231::1/64", "dev", "br0",
+                    "nodad"], check=True)
+    for address, prefix in ((pgnet.VIP, 24), ("fd00:231::100", 64)):
+        subprocess.run(["ip", "-n", cluster.ns, "neigh", "replace", address, "lladdr",
+                        "02:00:00:00:00:01", "dev", "br0", "nud", "stale"], check=True)
+        assert "announced" in twice(cluster, "vip_add", f"{address}/{prefix}", "eth0", db1)
+        wait_for(lambda: neighbour(cluster, address) == mac(db1), 5, f"{address} at db1's MAC")
+        twice(cluster, "vip_del", f"{address}/{prefix}", "eth0", db1)
 
     # service with a configured command (no systemd in a namespace demo): pg_ctl for db1.
     pg_ctl = ["--", "ip", "netns", "exec", db1, "runuser", "-u", "postgres", "--",
