@@ -138,6 +138,8 @@ def _status_text(answer):
     if d:
         lines.append(f"hadaemon pid {d['pid']}, {d['checks']} check(s), {d['workers']} worker(s),"
                      f" {len(answer.get('queue', []))} sequence(s) queued")
+        if d.get("paused"):
+            lines.append("PAUSED: checks go on, no action fires (hadaemon resume)")
         if d.get("record_error"):
             lines.append(f"WARNING: cannot record to var/: {d['record_error']}")
     lines += cli_cluster.status_text(answer)

@@ -36,6 +36,7 @@ class DaemonSettings:
     strict: str = "auto"  # auto (on as root) | yes | no: refuse group/world-writable scripts
     user: str = ""  # run checks and actions as this user
     socket_group: str = ""  # group allowed on the control socket (default: owner only)
+    on_resume: str = "last"  # last | none: what `resume` fires for hosts that changed meanwhile
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,8 @@ def _settings(path, section, cls, defaults, problems):
 
 
 CHOICES = {"on_failure": ("stop", "continue"), "corrupt_table": ("moveaside", "refuse"),
-           "strict": ("auto", "yes", "no"), "log_level": ("debug", "info", "warning", "error")}
+           "strict": ("auto", "yes", "no"), "on_resume": ("last", "none"),
+           "log_level": ("debug", "info", "warning", "error")}
 MINIMUM = {"interval": 0.01, "timeout": 0.01, "workers": 1, "confirm": 1, "hold_down": 0.0,
            "action_timeout": 0.01, "max_jobs": 1, "output_limit": 1024, "grace": 0.0}
 MAXIMUM = {"workers": 256, "output_limit": 256 * 1024}  # a result must fit one message

@@ -56,6 +56,10 @@ class Home:
         return self.var / "runner.lock"
 
     @property
+    def paused(self):
+        return self.var / "paused"
+
+    @property
     def logfile(self):
         return self.var / "hadaemon.log"
 

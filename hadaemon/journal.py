@@ -18,15 +18,19 @@ class Journal:
     def transaction(self):
         return self._store.transaction()
 
-    def enqueue(self, transition, steps, env, now=None, observed_mono=None):
-        state = "queued" if steps else "done"  # a transition with no actions is history only
+    def enqueue(self, transition, steps, env, now=None, observed_mono=None, paused=False,
+                note=None):
+        # A transition with no actions, or committed while paused, is history only.
+        state = "skipped" if steps and paused else "queued" if steps else "done"
+        if state == "skipped":
+            note = note or "paused: no action fired"
         with self._store.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO jobs (host, source, target, manual, created, state, plan, env, finished,"
-                " observed_mono) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " observed_mono, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (transition.host, transition.source, transition.target, int(transition.manual),
                  now or time.time(), state, json.dumps(steps), json.dumps(env),
-                 None if steps else (now or time.time()), observed_mono))
+                 None if state == "queued" else (now or time.time()), observed_mono, note))
             return cur.lastrowid
 
     def open_jobs(self):
@@ -82,5 +86,6 @@ class Journal:
 
     def finish(self, job_id, state, note=None):
         with self._store.transaction() as conn:
-            conn.execute("UPDATE jobs SET state = ?, finished = ?, note = ? WHERE id = ?",
+            conn.execute("UPDATE jobs SET state = ?, finished = ?, note = COALESCE(?, note)"
+                         " WHERE id = ?",
                          (state, time.time(), note, job_id))

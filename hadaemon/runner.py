@@ -51,6 +51,8 @@ class Runner:
         self.resume_check()
         while not self.stopping() and not self.orphaned():
             job = self.journal.next_job()
+            if job is not None and job["state"] != "running" and self.home.paused.exists():
+                job = None  # maintenance: a sequence under way finishes, no new one starts
             if job is None:
                 if not self.wait_for_work():
                     return

@@ -15,11 +15,11 @@ import sqlite3
 import time
 
 from . import actions, config as configmod, history, logsetup, protocol, runner
-from .commit import Committer
+from .commit import Committer, Transition
 from .control import Server
 from .inifile import ConfigError
 from .journal import Journal
-from .names import valid_host, valid_status
+from .names import UNKNOWN, valid_host, valid_status
 from .pool import Pool
 from .scheduler import Scheduler
 from .store import open_store
@@ -45,6 +45,7 @@ class Supervisor:
         self.runner_pid = None
         self.runner_sock = None
         self.runner_due = 0.0
+        self.paused = None  # while paused: {"since", "statuses" at pause time}
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -63,6 +64,7 @@ class Supervisor:
             {h: e["status"] for h, e in entries},
             {h: now - max(0.0, wall - e.get("since", wall)) for h, e in entries})
         self.scheduler = Scheduler(self.config.checks, now)
+        self.paused = self._read_paused()
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w)
@@ -308,7 +310,7 @@ class Supervisor:
 
     # -- transitions ------------------------------------------------------------------------
 
-    def commit(self, transition, now, observed_mono=None):
+    def commit(self, transition, now, observed_mono=None, note=None, write_table=True):
         """Write the status and queue its actions in one transaction, then tell the runner."""
         d = self.config.daemon
         steps, env = actions.plan(self.config.sections, transition, d.action_timeout,
@@ -317,8 +319,10 @@ class Supervisor:
         entry = dict(self.entries.get(transition.host, {}), status=transition.target, since=wall)
         try:
             with self.store.transaction():
-                self.table.set(transition.host, entry)
-                job = self.journal.enqueue(transition, steps, env, wall, observed_mono)
+                if write_table:
+                    self.table.set(transition.host, entry)
+                job = self.journal.enqueue(transition, steps, env, wall, observed_mono,
+                                           paused=self.paused is not None, note=note)
         except sqlite3.Error as e:
             log.error("cannot record %s: %s -> %s in %s (%s): not committed, actions not "
                       "started; the next result tries again", transition.host, transition.source,
@@ -326,12 +330,14 @@ class Supervisor:
             self.record_error = str(e)
             return None
         self.record_error = None
-        self.committer.apply(transition, now)
-        self.entries[transition.host] = entry
-        log.info("transition %s: %s -> %s%s, job #%d with %d command(s)", transition.host,
+        if write_table:
+            self.committer.apply(transition, now)
+            self.entries[transition.host] = entry
+        paused = " (paused: not run)" if self.paused is not None and steps else ""
+        log.info("transition %s: %s -> %s%s, job #%d with %d command(s)%s", transition.host,
                  transition.source, transition.target, " (manual)" if transition.manual else "",
-                 job, len(steps))
-        if steps:
+                 job, len(steps), paused)
+        if steps and not paused:
             self._wake_runner()
         return job
 
@@ -413,7 +419,71 @@ class Supervisor:
             return self.reload()
         if cmd == "ping":
             return {"ok": True, "pid": os.getpid()}
+        if cmd in ("pause", "resume"):
+            return self.pause() if cmd == "pause" else self.resume()
+        if cmd == "transition":
+            return self.manual(request.get("host"), request.get("status"))
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    # -- maintenance mode and manual transitions -------------------------------------------
+
+    def _read_paused(self):
+        """var/paused holds the maintenance state, so it survives a restart and is plain to see."""
+        try:
+            return json.loads(self.home.paused.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            log.error("%s unreadable (%s): staying paused to be safe", self.home.paused, e)
+            return {"since": time.time(), "statuses": dict(self.committer.committed)}
+
+    def pause(self):
+        if self.paused is not None:
+            return {"ok": True, "note": "already paused"}
+        paused = {"since": time.time(), "statuses": dict(self.committer.committed)}
+        tmp = self.home.paused.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(paused))
+            os.replace(tmp, self.home.paused)
+        except OSError as e:
+            return {"ok": False, "error": f"cannot write {self.home.paused}: {e.strerror}"}
+        self.paused = paused
+        log.warning("paused: checks go on, no action fires until `hadaemon resume`")
+        return {"ok": True}
+
+    def resume(self):
+        if self.paused is None:
+            return {"ok": False, "error": "not paused"}
+        try:
+            self.home.paused.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            return {"ok": False, "error": f"cannot remove {self.home.paused}: {e.strerror}"}
+        before, self.paused = self.paused["statuses"], None
+        fired = []
+        if self.config.daemon.on_resume == "last":
+            now = time.monotonic()
+            for host, status in sorted(self.committer.committed.items()):
+                source = before.get(host, UNKNOWN)
+                if source != status:
+                    t = Transition(host, source, status, dict(self.committer.committed))
+                    if self.commit(t, now, note="fired on resume", write_table=False):
+                        fired.append(f"{host}: {source} -> {status}")
+        log.warning("resumed; fired on resume (on_resume = %s): %s",
+                    self.config.daemon.on_resume, ", ".join(fired) or "nothing")
+        self._wake_runner()  # jobs queued before the pause waited for this
+        return {"ok": True, "fired": fired}
+
+    def manual(self, host, status):
+        if not valid_host(host) or not valid_status(status):
+            return {"ok": False, "error": f"invalid host or status: {host!r} {status!r}"}
+        if self.committer.status(host) == status:
+            return {"ok": False, "error": f"{host} is {status} already"}
+        job = self.commit(self.committer.force(host, status), time.monotonic())
+        if job is None:
+            return {"ok": False, "error": f"cannot record: {self.record_error}"}
+        return {"ok": True, "job": job}
 
     def status(self):
         now = time.monotonic()
@@ -425,7 +495,8 @@ class Supervisor:
                 "daemon": {"pid": os.getpid(), "home": str(self.home.root),
                            "started": self.started, "checks": len(self.config.checks),
                            "workers": len(self.pool.workers), "runner": self.runner_pid,
-                           "record_error": self.record_error},
+                           "record_error": self.record_error,
+                           "paused": self.paused is not None},
                 "queue": self.journal.open_jobs()}
 
 

@@ -1,0 +1,85 @@
+"""Operator commands in single-node mode: pause/resume (maintenance) and manual transitions."""
+
+from conftest import wait_for
+
+FAST = "[daemon]\ninterval = 0.1\n"
+
+
+def status_of(home, host):
+    return home.status()["hosts"].get(host, {}).get("status")
+
+
+def setup(home, on_resume="last"):
+    home.write("checks.conf", FAST + f"on_resume = {on_resume}\n[local]\nstatus_from_files db1 db2\n")
+    home.write("actions.conf", "[*_to_*]\nrecord %HOST% %FROM% %TO%\n")
+    home.set_status("db1", "slave")
+    home.set_status("db2", "slave")
+
+
+def test_pause_keeps_checking_fires_nothing_survives_restart_and_resume_fires_the_net_change(
+        home, daemons):
+    setup(home)
+    d = daemons(home)
+    wait_for(lambda: len(home.actions_log()) == 2, 20, "first statuses fired")
+    assert "pause requested" in home.cli("pause", check=True).stdout
+    assert home.status()["daemon"]["paused"] is True
+    assert "PAUSED" in home.cli("status").stdout
+    home.set_status("db1", "master")
+    wait_for(lambda: status_of(home, "db1") == "master", 20, "committed while paused")
+    job = home.history()[-1]
+    assert job["state"] == "skipped" and job["note"] == "paused: no action fired"
+    assert [c["outcome"] for c in job["commands"]] == ["not run"]
+    assert d.stop() == 0
+    daemons(home)  # still paused after a restart
+    home.set_status("db2", "down")
+    wait_for(lambda: status_of(home, "db2") == "down", 20, "db2 committed")
+    home.set_status("db2", "slave")
+    wait_for(lambda: home.history()[-1]["to"] == "slave", 20, "back to slave, paused")
+    assert len(home.actions_log()) == 2
+    r = home.cli("resume", check=True)
+    assert "resume" in r.stdout
+    # db1 changed during the pause (slave -> master): fired once; db2 is where it was: nothing.
+    wait_for(lambda: len(home.actions_log()) == 3, 20, "net change fired")
+    assert home.actions_log()[2].startswith("record db1 slave master |")
+    assert home.history()[-1]["note"] == "fired on resume"
+    assert home.status()["daemon"]["paused"] is False
+    assert home.cli("resume").returncode == 1  # not paused
+
+
+def test_resume_fires_nothing_when_configured(home, daemons):
+    setup(home, on_resume="none")
+    daemons(home)
+    wait_for(lambda: len(home.actions_log()) == 2, 20, "first statuses fired")
+    home.cli("pause", check=True)
+    home.set_status("db1", "master")
+    wait_for(lambda: status_of(home, "db1") == "master", 20, "committed while paused")
+    home.cli("resume", check=True)
+    wait_for(lambda: "resumed; fired on resume (on_resume = none): nothing" in home.log(), 20,
+             "resume logged")
+    assert len(home.actions_log()) == 2
+
+
+def test_manual_transition_fires_like_an_observed_one(home, daemons):
+    setup(home)
+    home.script("actions", "promote", """\
+        #!/bin/sh
+        echo master > "$HA_HOME/var/status/$1"
+        echo "promoted $1 manual=$HA_MANUAL"
+        """)
+    home.write("actions.conf", "[slave_to_master]\npromote %HOST%\n")
+    daemons(home)
+    wait_for(lambda: status_of(home, "db2") == "slave", 20, "db2 slave")
+    r = home.cli("transition", "db2", "MASTER", check=True)
+    assert "transition db2 -> master requested" in r.stdout
+    wait_for(lambda: home.history()[-1]["state"] == "done", 20, "manual job done")
+    job = home.history()[-1]
+    assert (job["host"], job["from"], job["to"], job["manual"]) == ("db2", "slave", "master", True)
+    assert job["commands"][0]["output"].strip() == "promoted db2 manual=1"
+    assert "(manual)" in home.cli("history").stdout
+    # The action made it true, so the checks agree and nothing flips back.
+    wait_for(lambda: home.status()["hosts"]["db2"].get("observed") == "master", 20, "observed")
+    assert [h["to"] for h in home.history() if h["host"] == "db2"] == ["slave", "master"]
+    bad = home.cli("transition", "db1;x", "master")
+    assert bad.returncode == 1 and "invalid host or status" in bad.stderr
+    same = home.cli("transition", "db2", "master")
+    assert same.returncode == 1 and "db2 is master already" in same.stderr
