@@ -14,8 +14,8 @@ import select
 import signal
 import time
 
-from . import actions, config as configmod, logsetup
-from .cluster import Keys, combine, split_live, step_node
+from . import actions, config as configmod
+from .cluster import Keys, child_logging, combine, split_live, step_node
 from .commit import Transition
 from .etcd import (Etcd, EtcdUnavailable, absent, created_at, delete, jput, put,
                    value_is)
@@ -51,8 +51,7 @@ class Agent:
     # -- the loop -------------------------------------------------------------------------------
 
     def main(self):
-        logsetup.configure(self.home, self.settings["log"], self.settings["log_level"],
-                           self.settings["foreground"])
+        child_logging(self.home, self.settings)
         signal.signal(signal.SIGTERM, self._terminate)
         log.info("cluster agent for node %s: etcd %s, ttl %ds", self.me, self.c.etcd, self.c.ttl)
         next_tick = 0.0

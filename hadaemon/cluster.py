@@ -255,3 +255,15 @@ def status_lines(c):
         votes = " ".join(f"{h}={s}" for h, s in sorted(seen.items())) or "(no results yet)"
         lines.append(f"  node {node}{' (leader)' if node == c.get('leader') else ''}: {votes}")
     return lines
+
+
+def child_logging(home, settings):
+    """Logging for a forked child (agent, cluster runner): the handlers inherited from the
+    supervisor point at descriptors fork_child closed, so they are dropped, not closed."""
+    import logging
+
+    from . import logsetup
+    logger = logging.getLogger("hadaemon")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    logsetup.configure(home, settings["log"], settings["log_level"], settings["foreground"])

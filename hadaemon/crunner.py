@@ -16,8 +16,8 @@ import signal
 import threading
 import time
 
-from . import execute, logsetup
-from .cluster import Keys, split_live
+from . import execute
+from .cluster import Keys, child_logging, split_live
 from .etcd import Etcd, EtcdUnavailable, absent, delete, jput, put, value_is
 from .names import UNKNOWN
 from .runner import OUTPUT_KEEP, Runner
@@ -80,8 +80,7 @@ class ClusterRunner(Runner):
     # -- the loop -------------------------------------------------------------------------------
 
     def main(self):
-        logsetup.configure(self.home, self.settings["log"], self.settings["log_level"],
-                           self.settings["foreground"])
+        child_logging(self.home, self.settings)
         signal.signal(signal.SIGTERM, self._terminate)
         threading.Thread(target=self.keepalive_loop, daemon=True).start()
         while not self.stopping() and not self.orphaned():

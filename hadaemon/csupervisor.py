@@ -126,7 +126,7 @@ class ClusterSupervisor(Supervisor):
 
     # -- this node's opinions ---------------------------------------------------------------------
 
-    def commit(self, transition, now, observed_mono=None):
+    def commit(self, transition, now, observed_mono=None, **_):
         """Here a transition of the local rule is this node's new opinion, for the leader."""
         self.committer.apply(transition, now)
         log.info("node %s sees %s: %s -> %s", self.config.cluster.node, transition.host,

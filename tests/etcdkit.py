@@ -234,8 +234,10 @@ class Node:
                 self.kill9()
 
     def cli(self, *args, timeout=30):
-        return subprocess.run([sys.executable, "-m", "hadaemon", "--home", str(self.root), *args],
-                              capture_output=True, text=True, timeout=timeout)
+        argv = [sys.executable, "-m", "hadaemon", "--home", str(self.root), *args]
+        if self.netns:  # history reads etcd, which is reachable from the node's namespace only
+            argv = ["ip", "netns", "exec", self.netns] + argv
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
     def status(self):
         r = self.cli("status", "--json")
