@@ -383,3 +383,46 @@ def test_status_and_history_json_shapes(home, daemons):
     assert c["exit"] == 0 and c["duration"] >= 0 and c["outcome"] == "ok"
     text = home.cli("status").stdout
     assert "db1" in text and "master" in text and "HOST" in text
+
+
+def test_slow_actions_never_delay_checks_and_sequences_never_interleave(home, daemons):
+    home.write("checks.conf", FAST + "action_timeout = 0.5\n[local]\nstatus_from_files db1 db2\n")
+    home.script("actions", "slow", """\
+        #!/bin/sh
+        echo "start $1" >> "$HA_HOME/var/actions.log"
+        sleep "$2"
+        echo "end $1" >> "$HA_HOME/var/actions.log"
+        """)
+    home.write("actions.conf", """
+        [slave_to_master]
+        -slow %HOST% 2
+        record after-timeout
+        slow %HOST% 0.1
+        """)
+    home.set_status("db1", "slave")
+    home.set_status("db2", "slave")
+    daemons(home)
+    wait_for(lambda: committed(home, "db1", "slave")() and committed(home, "db2", "slave")(), 20,
+             "slaves")
+    home.set_status("db1", "master")
+    wait_for(lambda: "start db1" in home.actions_log(), 20, "db1's sequence started")
+    home.set_status("db2", "master")
+    # While db1's first command sleeps, checks go on and db2's transition is committed ...
+    wait_for(committed(home, "db2", "master"), 20, "db2 committed during db1's sequence")
+    assert "end db1" not in home.actions_log()
+    wait_for(lambda: len(home.history()) == 4 and home.history()[-1]["state"] == "done", 30,
+             "both sequences done")
+    # ... but its commands only start after db1's sequence has ended: never interleaved.
+    names = [line.split(" | ")[0] for line in home.actions_log()]
+    assert names == ["start db1", "record after-timeout", "start db1", "end db1",
+                     "start db2", "record after-timeout", "start db2", "end db2"]
+    first = home.history()[-2]["commands"][0]
+    assert first["outcome"] == "error" and first["error"] == "timed out after 0.5s"
+
+
+def test_home_from_the_environment(home, tmp_path):
+    home.write("checks.conf", "[local]\nstatus_from_files db1\n")
+    env = dict(os.environ, HADAEMON_HOME=str(home.root))
+    r = subprocess.run([sys.executable, "-m", "hadaemon", "check-config"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and str(home.root / "etc") in r.stdout
