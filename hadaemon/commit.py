@@ -66,6 +66,10 @@ class Committer:
         statuses = {v[0] for v in latest.values()}
         return statuses.pop() if len(statuses) == 1 else None
 
+    def in_conflict(self, host):
+        """True while the fresh results for host disagree (as last seen by observe)."""
+        return host in self._conflicted
+
     def forget_check(self, check_id):
         """A reload removed a check: its results no longer vote."""
         for latest in self._latest.values():

@@ -486,11 +486,8 @@ class Supervisor:
         return {"ok": True, "job": job}
 
     def status(self):
-        now = time.monotonic()
-        hosts = {}
-        for host, e in sorted(self.entries.items()):
-            hosts[host] = dict(e, conflict=self.committer.observation(host, now) is None
-                               and host in self.committer._latest)
+        hosts = {host: dict(e, conflict=self.committer.in_conflict(host))
+                 for host, e in sorted(self.entries.items())}
         return {"ok": True, "hosts": hosts,
                 "daemon": {"pid": os.getpid(), "home": str(self.home.root),
                            "started": self.started, "checks": len(self.config.checks),
