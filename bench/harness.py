@@ -32,12 +32,16 @@ TRIVIAL = """\
 echo "{\\"host\\": \\"$1\\", \\"status\\": \\"up\\"}"
 """
 
-# A check that reports the opposite of its last result each run: every run is a transition.
+# A check that reports the opposite of its last result each run, so every run is a transition,
+# once its state file exists; until then it says up.
 FLIP = """\
 #!/bin/sh
-read s < "$2" 2>/dev/null
-if [ "$s" = up ]; then s=down; else s=up; fi
-echo $s > "$2"
+s=up
+if [ -e "$2" ]; then
+  read s < "$2"
+  if [ "$s" = up ]; then s=down; else s=up; fi
+  echo $s > "$2"
+fi
 echo "{\\"host\\": \\"$1\\", \\"status\\": \\"$s\\"}"
 """
 
@@ -71,8 +75,10 @@ def machine():
                                capture_output=True, text=True).stdout.strip()
     except OSError:
         commit, dirty = "?", ""
+    # The load average says how much else ran on the machine meanwhile.
     return (f"commit {commit}{'+dirty' if dirty else ''}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, Linux {platform.release()}")
+            f"Python {platform.python_version()}, Linux {platform.release()}, "
+            f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def print_table(title, headers, rows, command):

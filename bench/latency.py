@@ -57,7 +57,8 @@ def run(transitions, background):
         thread = threading.Thread(target=lambda: bare.extend(
             bare_reactions(home, stop, FLIP_INTERVAL)))
         with Daemon(home):
-            time.sleep(1.0)
+            time.sleep(3.0)  # the runner is a fresh interpreter: let it start
+            (home.root / "flip.state").write_text("up\n")
             thread.start()
             deadline = time.monotonic() + transitions * FLIP_INTERVAL * 4 + 30
             while time.monotonic() < deadline and done(home) < transitions + 1:
