@@ -256,7 +256,7 @@ class Agent:
                 return
             before = self.paused.get("statuses", {})
             self.paused = None
-            if self.c.on_resume == "last":
+            if self.config.daemon.on_resume == "last":
                 for host, e in sorted(self.table.items()):
                     if before.get(host, UNKNOWN) != e["status"]:
                         self.commit(host, before.get(host, UNKNOWN), e["status"],

@@ -211,4 +211,4 @@ def _load_quietly(home):
         return None
 
 
-cli_cluster.register(main, _load, _home)
+cli_cluster.register(main, _home)

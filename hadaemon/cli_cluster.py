@@ -1,4 +1,4 @@
-"""Operator commands of cluster mode (pause, resume, transition, handover) and the cluster parts
+"""Operator commands (pause, resume, transition; handover in cluster mode) and the cluster parts
 of `status` and `history`. Registered on the main click group by cli.py."""
 
 import click
@@ -9,7 +9,7 @@ from .cluster import Keys, read_history, status_lines
 NOT_RUNNING = 3
 
 
-def register(main, load, home_of):
+def register(main, home_of):
     def request(ctx, message, done):
         home = home_of(ctx)
         try:

@@ -15,7 +15,6 @@ from .names import valid_host
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 ON_RE = re.compile(r"(.*\S)\s+on\s+(\S+)\Z")  # [FROM_to_TO on NODE]
-RESUME_RULES = ("last", "none")
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,6 @@ class ClusterSettings:
     name: str = "hadaemon"  # cluster name: the key prefix
     ttl: int = 10  # leader lease, seconds
     margin: float = 0.0  # fencing margin, seconds (0: a third of ttl)
-    on_resume: str = "last"  # last | none: what `resume` fires
     fence: str = ""  # optional command the new leader runs before its first sequence
     timeout: float = 0.0  # one etcd request, seconds (0: ttl / 10, at most 1s)
 
@@ -85,7 +83,6 @@ def load(path, problems):
     check("node", valid_host(settings.node), "expected a host-like name (letters, digits, .:_-)")
     check("name", NAME_RE.match(settings.name), "expected letters, digits, '.', '_' and '-'")
     check("ttl", 2 <= settings.ttl <= 3600, "must be between 2 and 3600 seconds")
-    check("on_resume", settings.on_resume in RESUME_RULES, "expected last or none")
     check("margin", settings.fence_margin < settings.ttl, "must be less than ttl")
     return settings if len(problems) == before else None
 
