@@ -89,21 +89,26 @@ def main():
     actions = statistics.median(r[2] for r in rows)
     check = statistics.median(r[3] for r in rows)
     one_stage = confirm * interval + actions
-    bound = 2 * (confirm * interval + check) + actions
+
+    def bound(check, actions):
+        return 2 * (confirm * interval + check) + actions
+    over = [n for n, r in enumerate(rows, 1) if r[0] > bound(r[3], r[2])]
     expected = 2 * ((confirm - 0.5) * interval + check) + actions
     print(f"\n$ python bench/failover.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}")
     print(f"interval {interval:g}s, confirm {confirm}, {len(rows)} runs"
           + (f", {len(failed)} failed (runs {', '.join(map(str, failed))})" if failed else ""))
     print(f"| kill -> first write through the VIP | median {statistics.median(times):.2f}s "
           f"| worst {times[-1]:.2f}s | best {times[0]:.2f}s |")
-    for i, stage in enumerate(STAGES):
+    for stage in STAGES:
         values = [r[1][stage] for r in rows]
         print(f"| {stage:35} | median {statistics.median(values):.2f}s "
               f"| worst {max(values):.2f}s | best {min(values):.2f}s |")
     print(f"actions (vip_del + pg_promote + vip_add): median {actions:.2f}s; "
           f"one check_pg_role run: median {check:.2f}s")
     print(f"interval x confirm + actions = {one_stage:.2f}s (one detection)")
-    print(f"2 x (interval x confirm + check) + actions = {bound:.2f}s (worst case, two detections)")
+    print(f"2 x (interval x confirm + check) + actions = {bound(check, actions):.2f}s "
+          f"(worst case, two detections); runs over it with their own check and action times: "
+          f"{len(over)}{' (runs ' + ', '.join(map(str, over)) + ')' if over else ''}")
     print(f"2 x ((confirm - 1/2) x interval + check) + actions = {expected:.2f}s (average phase)")
 
 

@@ -6,7 +6,6 @@ postmaster. Skipped only where the machine cannot do it (not root, no namespaces
 """
 
 import json
-import os
 import subprocess
 
 import pytest
