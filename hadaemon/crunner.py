@@ -133,11 +133,11 @@ class ClusterRunner(Runner):
                     and not self.progress(job["id"]):
                 continue  # maintenance: nothing new starts; a begun sequence finishes
             progress = self.progress(job["id"])
-            idx = _first_unfinished(job, progress)
+            idx = _next_step(job, progress)[0]
             if self.owner(job, idx, nodes, leader) != self.me:
                 continue
             if self.claim(raw, job):
-                self.run(job, self.progress(job["id"]), nodes)
+                self.run(job)
                 return True
         return False
 
@@ -148,9 +148,10 @@ class ClusterRunner(Runner):
         node = job["plan"][idx].get("node") or leader
         return node if node in nodes else leader
 
-    def progress(self, job_id):
+    def progress(self, job_id, raw=False):
+        """Step records by index: parsed, or as stored (raw bytes, for compares)."""
         prefix = f"{self.keys.steps}{job_id:012d}/"
-        return {int(k[len(prefix):]): json.loads(v)
+        return {int(k[len(prefix):]): v if raw else json.loads(v)
                 for k, (v, _, _) in self.etcd.range(prefix).items()}
 
     def claim(self, raw, job):
@@ -197,30 +198,30 @@ class ClusterRunner(Runner):
 
     # -- one job --------------------------------------------------------------------------------
 
-    def run(self, job, progress, nodes):
+    def run(self, job):
         resumed = job["resumed"]
         log.info("job #%d %s: %s -> %s: %d command(s)%s", job["id"], job["host"], job["source"],
                  job["target"], len(job["plan"]), " (resumed)" if resumed else "")
-        failed = None
-        for idx, step in enumerate(job["plan"]):
-            done = progress.get(idx)
-            if done and done.get("finished") is not None:
-                continue  # finished before: never again
+        while True:
+            raw = self.progress(job["id"], raw=True)
+            progress = {idx: json.loads(v) for idx, v in raw.items()}
+            idx, failed = _next_step(job, progress)
+            if idx is None:
+                self.finish(job, "failed" if failed else "done", failed)
+                return
             live = split_live(self.keys, self.etcd.range(self.keys.live))
             if self.owner(job, idx, live[0], live[2][0] if live[2] else None) != self.me:
                 self.release(job)
                 return
             if self.stopping() or self.orphaned():
                 return
-            result = self.run_step(job, idx, step, resumed)
+            result = self.run_step(job, idx, job["plan"][idx], resumed, raw.get(idx))
             if result in ("fenced", "interrupted"):
                 return
-            if result != "ok" and not step["keep_going"]:
-                failed = f"stopped at command {idx + 1}: {step['text']}"
-                break
-        self.finish(job, "failed" if failed else "done", failed)
+            # "changed": a command's record moved under us (its runner, cut off, recorded the
+            # end late): read the records again rather than run it a second time.
 
-    def run_step(self, job, idx, step, resumed):
+    def run_step(self, job, idx, step, resumed, seen):
         left = self.time_left()
         if left < self.margin:
             log.error("job #%d: not starting %r: lease time left %.1fs is under the fencing "
@@ -230,7 +231,13 @@ class ClusterRunner(Runner):
         key = self.keys.step(job["id"], idx)
         started = {"node": self.me, "started": time.time(), "resumed": resumed,
                    "finished": None}
-        if not self.etcd.txn(self.guard(job), [jput(key, started)]):
+        ok, answer = self.etcd.txn_full(
+            [value_is(key, seen) if seen is not None else absent(key)],
+            [{"request_txn": {"compare": self.guard(job), "success": [jput(key, started)]}}])
+        claimed = ok and answer["responses"][0]["response_txn"].get("succeeded")
+        if not ok:
+            return "changed"
+        if not claimed:
             log.error("job #%d: claim lost before %r: not started", job["id"], step["text"])
             return "fenced"
         rc, duration, output, error = self.execute(job, step, resumed)
@@ -249,7 +256,7 @@ class ClusterRunner(Runner):
         (log.info if ok else log.error)("job #%d: %s exited %s in %.2fs%s", job["id"],
                                         step["text"], rc, duration or 0.0,
                                         f" ({error})" if error else "")
-        return "ok" if ok else "failed"
+        return "ok"
 
     def execute(self, job, step, resumed):
         if step["error"]:
@@ -272,11 +279,15 @@ class ClusterRunner(Runner):
                 outcome.reason())
 
 
-def _first_unfinished(job, progress):
-    for idx in range(len(job["plan"])):
-        if (progress.get(idx) or {}).get("finished") is None:
-            return idx
-    return None
+def _next_step(job, progress):
+    """(index of the next command to run or None, why the job failed or None)."""
+    for idx, step in enumerate(job["plan"]):
+        record = progress.get(idx) or {}
+        if record.get("finished") is None:
+            return idx, None
+        if (record.get("rc") != 0 or record.get("error")) and not step["keep_going"]:
+            return None, f"stopped at command {idx + 1}: {step['text']}"
+    return None, None
 
 
 def main(sock, home, settings):

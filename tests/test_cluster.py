@@ -380,3 +380,21 @@ def test_a_partitioned_leader_stops_starting_commands_and_the_majority_leads_on(
         f"{leader} job=2 db1 slave->master resumed=0 slow",
         f"{new} job=2 db1 slave->master resumed=1 slow"])
     assert "etcd unreachable" in old.daemon_log()
+
+
+def test_a_failing_command_stops_the_sequence_unless_marked(cluster):
+    nodes, log = cluster(actions="""
+        [unknown_to_down]
+        record one
+        -false
+        record two
+        false
+        record three
+        """)
+    start_all(nodes, db1="down")
+    history = wait_for(lambda: [h for h in __import__("json").loads(
+        nodes[0].cli("history", "--json").stdout) if h["state"] == "failed"], 30, "job failed")
+    assert [line.split()[-1] for line in read_log(log)] == ["one", "two"]
+    assert [c["outcome"] for c in history[0]["commands"]] == [
+        "ok", "failed", "ok", "failed", "not run"]
+    assert "stopped at command 4" in history[0]["note"]
