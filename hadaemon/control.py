@@ -63,8 +63,11 @@ class Server:
         return uid in (0, os.getuid()) or (self.gid is not None and gid == self.gid)
 
     def expire(self, now):
-        for c in [c for c in self.conns.values() if now - c.opened > CLIENT_TIMEOUT]:
+        """Drop stalled clients; return them, for the caller to take out of its selector."""
+        stalled = [c for c in self.conns.values() if now - c.opened > CLIENT_TIMEOUT]
+        for c in stalled:
             self.drop(c)
+        return stalled
 
     def drop(self, c):
         self.conns.pop(c.sock, None)

@@ -106,7 +106,11 @@ class Supervisor:
         if now >= self.next_flush:
             self._flush()
             self.next_flush = now + FLUSH_EVERY
-        self.control.expire(now)
+        for c in self.control.expire(now):
+            # Its fd is closed: left registered, the next client given that fd number could
+            # not be registered and every later control request would fail.
+            if _registered(self.sel, c.sock):
+                self.sel.unregister(c.sock)
         if self.runner_pid is None and not self.stopping and now >= self.runner_due:
             self._spawn_runner()
 

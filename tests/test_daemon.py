@@ -426,3 +426,18 @@ def test_home_from_the_environment(home, tmp_path):
     r = subprocess.run([sys.executable, "-m", "hadaemon", "check-config"], cwd=tmp_path,
                        env=env, capture_output=True, text=True)
     assert r.returncode == 0 and str(home.root / "etc") in r.stdout
+
+
+def test_a_stalled_control_client_does_not_break_the_next_ones(home, daemons):
+    import socket
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    home.set_status("db1", "up")
+    daemons(home)
+    stalled = socket.socket(socket.AF_UNIX)
+    stalled.connect(str(home.root / "var/control.sock"))
+    time.sleep(6)  # past the control socket's client timeout: the daemon drops it
+    try:
+        for _ in range(3):  # each new client may be given the dropped one's fd number
+            assert home.cli("status", "--json").returncode == 0
+    finally:
+        stalled.close()
