@@ -17,8 +17,8 @@ import time
 from . import actions, config as configmod
 from .cluster import Keys, child_logging, combine, split_live, step_node
 from .commit import Transition
-from .etcd import (Etcd, EtcdUnavailable, absent, created_at, delete, jput, put,
-                   value_is)
+from .etcd import Etcd, EtcdUnavailable, absent, created_at, delete, jput, put, value_is
+from .etcdstore import EtcdJournal, EtcdStore, EtcdTable, Refused
 from .home import Home
 from .inifile import ConfigError
 from .names import UNKNOWN
@@ -33,6 +33,8 @@ class Agent:
         self.me = self.c.node
         self.keys = Keys(self.c.prefix)
         self.etcd = Etcd(self.c.endpoints(), self.c.request_timeout)
+        self.store = EtcdStore(self.etcd, self.keys)
+        self.etable, self.journal = EtcdTable(self.store), EtcdJournal(self.store)
         self.parent = os.getppid()
         self.stopping = False
         self.lease = None
@@ -97,7 +99,7 @@ class Agent:
             self.ensure_lease(now)
             self.publish()
             live = self.etcd.range(self.keys.live)
-            table = self.etcd.range(self.keys.table)
+            table, broken = self.etable.items()
         except EtcdUnavailable as e:
             self.unreachable(e, now)
             self.report()
@@ -105,7 +107,9 @@ class Agent:
         if self.unreachable_since is not None:
             log.warning("etcd reachable again after %.1fs", now - self.unreachable_since)
         self.error, self.unreachable_since = None, None
-        self.table = {k[len(self.keys.table):]: json.loads(v) for k, (v, _, _) in table.items()}
+        self.table = dict(table)
+        for b in broken:
+            log.error("table entry in etcd unreadable, ignored: %s", b)
         nodes, opinions, leader, paused, handover, requests, _ = split_live(self.keys, live)
         self.nodes, self.results, self.paused = nodes, opinions, paused
         try:
@@ -198,19 +202,18 @@ class Agent:
         that no runner can see this node lead before the fence is queued."""
         previous = self.etcd.get(self.keys.last_leader)
         previous = previous.decode() if previous else None
-        seq = self.etcd.get(self.keys.seq)
-        compare = [absent(self.keys.leader),
-                   value_is(self.keys.seq, seq) if seq is not None else absent(self.keys.seq)]
-        ops = [put(self.keys.leader, self.me, self.lease), put(self.keys.last_leader, self.me)]
-        self.seq = int(seq) if seq else 0
-        fence = None
-        if self.c.fence and previous and previous != self.me and previous not in self.nodes:
-            fence = self.fence_job(previous)
-            ops += fence
-        ok, answer = self.etcd.txn_full(compare, ops)
-        if not ok:
+        seq, self.seq = self.journal.last_id()
+        fence = self.c.fence and previous and previous != self.me and previous not in self.nodes
+        try:
+            with self.store.transaction([absent(self.keys.leader), value_is(self.keys.seq, seq)
+                                         if seq is not None else absent(self.keys.seq)]):
+                self.store.write(put(self.keys.leader, self.me, self.lease),
+                                 put(self.keys.last_leader, self.me))
+                if fence:
+                    self.journal.enqueue(self.fence_job(previous))
+        except Refused:
             return
-        self.leader, self.leader_rev = self.me, int(answer["header"]["revision"])
+        self.leader, self.leader_rev = self.me, int(self.store.answer["header"]["revision"])
         log.warning("node %s is the leader now (previous: %s)", self.me, previous or "none")
         if fence:
             self.seq += 1
@@ -295,15 +298,16 @@ class Agent:
                "plan": steps, "env": env, "leader": self.me, "holder": "", "resumed": False,
                "note": note or ("paused: no action fired" if state == "skipped" else None),
                "finished": None if state == "queued" else time.time()}
-        ops = [jput(self.keys.job(job_id), job), put(self.keys.seq, str(job_id))]
         entry = None
         if write_table:
             entry = dict(self.table.get(host, {}), status=target, since=time.time(),
                          manual=manual)
-            ops.append(jput(self.keys.table + host, entry))
-        if state == "queued":
-            ops.append(put(self.keys.open_job(job_id), ""))
-        if not self.etcd.txn(self.guard(), ops):
+        try:
+            with self.etable.transaction(self.guard()):
+                if entry:
+                    self.etable.set(host, entry)
+                self.journal.enqueue(job)
+        except Refused:
             log.error("commit of %s: %s -> %s refused by etcd: %s is no longer the leader",
                       host, source, target, self.me)
             self.leader, self.leader_rev = None, None
@@ -317,17 +321,14 @@ class Agent:
         return True
 
     def fence_job(self, previous):
-        """The operations that queue the fence command as the next job, for this node."""
-        job_id = self.seq + 1
+        """The fence command as the next job, for this node to run."""
         step = {"section": "fence", "text": self.c.fence, "where": "[cluster] fence",
                 "keep_going": False, "timeout": self.config.daemon.action_timeout,
                 "argv": self.c.fence.split() + [previous], "error": None, "node": self.me}
-        job = {"id": job_id, "kind": "fence", "host": previous, "source": "leader",
-               "target": "fenced", "manual": False, "created": time.time(), "state": "queued",
-               "plan": [step], "env": {"HA_FENCE_NODE": previous}, "leader": self.me,
-               "holder": "", "resumed": False, "note": None, "finished": None}
-        return [jput(self.keys.job(job_id), job), put(self.keys.seq, str(job_id)),
-                put(self.keys.open_job(job_id), "")]
+        return {"id": self.seq + 1, "kind": "fence", "host": previous, "source": "leader",
+                "target": "fenced", "manual": False, "created": time.time(), "state": "queued",
+                "plan": [step], "env": {"HA_FENCE_NODE": previous}, "leader": self.me,
+                "holder": "", "resumed": False, "note": None, "finished": None}
 
     # -- telling the supervisor -----------------------------------------------------------------
 

@@ -18,8 +18,8 @@ import time
 
 from . import execute
 from .cluster import Keys, child_logging, split_live
-from .etcd import Etcd, EtcdUnavailable, absent, delete, jput, put, value_is
-from .names import UNKNOWN
+from .etcd import Etcd, EtcdUnavailable
+from .etcdstore import EtcdJournal, EtcdStore, EtcdTable
 from .runner import OUTPUT_KEEP, Runner
 
 log = logging.getLogger("hadaemon.runner")
@@ -36,6 +36,8 @@ class ClusterRunner(Runner):
         self.keys = Keys(f"/{c['name']}/")
         self.endpoints, self.timeout = c["endpoints"], c["request_timeout"]
         self.etcd = Etcd(self.endpoints, self.timeout)
+        store = EtcdStore(self.etcd, self.keys)
+        self.jobs, self.etable = EtcdJournal(store), EtcdTable(store)
         self.lease = None
         self.valid_until = 0.0
         self.lock = threading.Lock()
@@ -119,22 +121,14 @@ class ClusterRunner(Runner):
         nodes, _, leader, paused, _, _, open_ids = split_live(
             self.keys, self.etcd.range(self.keys.live))
         leader = leader[0] if leader else None
-        claims = self.etcd.range(self.keys.claims)
-        jobs = []
-        for job_id in open_ids:
-            raw = self.etcd.get(self.keys.job(job_id))
-            if raw is not None:
-                jobs.append((raw, json.loads(raw)))
-        jobs.sort(key=lambda j: (j[1].get("kind") != "fence", j[1]["id"]))
-        for raw, job in jobs:
-            if self.keys.claim(job["id"]) in claims:
+        claims = self.jobs.claimed()
+        for raw, job in self.jobs.open_jobs(open_ids):
+            if self.jobs.is_claimed(claims, job["id"]):
                 continue
-            if paused and job.get("kind") != "fence" and job.get("holder") == "" \
-                    and not self.progress(job["id"]):
+            progress = self.jobs.progress(job["id"])
+            if paused and job.get("kind") != "fence" and not job.get("holder") and not progress:
                 continue  # maintenance: nothing new starts; a begun sequence finishes
-            progress = self.progress(job["id"])
-            idx = _next_step(job, progress)[0]
-            if self.owner(job, idx, nodes, leader) != self.me:
+            if self.owner(job, _next_step(job, progress)[0], nodes, leader) != self.me:
                 continue
             if self.claim(raw, job):
                 self.run(job)
@@ -148,53 +142,27 @@ class ClusterRunner(Runner):
         node = job["plan"][idx].get("node") or leader
         return node if node in nodes else leader
 
-    def progress(self, job_id, raw=False):
-        """Step records by index: parsed, or as stored (raw bytes, for compares)."""
-        prefix = f"{self.keys.steps}{job_id:012d}/"
-        return {int(k[len(prefix):]): v if raw else json.loads(v)
-                for k, (v, _, _) in self.etcd.range(prefix).items()}
-
     def claim(self, raw, job):
         taken_over = bool(job.get("holder"))  # its holder's claim vanished without a release
         self.ensure_lease()
-        holder = self.holder()
-        job.update(holder=holder, state="running", resumed=job.get("resumed") or taken_over)
-        ok = self.etcd.txn([absent(self.keys.claim(job["id"])), value_is(self.keys.job(job["id"]),
-                                                                        raw)],
-                           [put(self.keys.claim(job["id"]), holder, self.lease),
-                            jput(self.keys.job(job["id"]), job)])
-        if ok and taken_over:
+        job.update(holder=self.holder(), state="running",
+                   resumed=job.get("resumed") or taken_over)
+        if not self.jobs.claim(raw, job, job["holder"], self.lease):
+            return False
+        if taken_over:
             log.warning("job #%d for %s: its runner is gone: taking it over", job["id"],
                         job["host"])
-            status = self.status_of(job["host"])
+            status = self.etable.status(job["host"])
             if job.get("kind") == "transition" and status != job["target"]:
                 self.finish(job, "superseded", f"{job['host']} is {status} now, "
                             f"not {job['target']}")
                 return False
-        return ok
-
-    def status_of(self, host):
-        raw = self.etcd.get(self.keys.table + host)
-        return json.loads(raw)["status"] if raw else UNKNOWN
-
-    def guard(self, job):
-        return [value_is(self.keys.claim(job["id"]), job["holder"])]
+        return True
 
     def finish(self, job, state, note=None):
-        guard = self.guard(job)
-        job.update(state=state, note=note, finished=time.time(), holder="")
-        if self.etcd.txn(guard, [jput(self.keys.job(job["id"]), job),
-                                 delete(self.keys.open_job(job["id"])),
-                                 delete(self.keys.claim(job["id"]))]):
+        if self.jobs.finish(job, state, note, time.time()):
             log.info("job #%d %s -> %s: %s%s", job["id"], job["host"], job["target"], state,
                      f" ({note})" if note else "")
-
-    def release(self, job):
-        """The next command belongs to another node: hand the job on."""
-        holder = job["holder"]
-        job.update(holder="")
-        self.etcd.txn([value_is(self.keys.claim(job["id"]), holder)],
-                      [jput(self.keys.job(job["id"]), job), delete(self.keys.claim(job["id"]))])
 
     # -- one job --------------------------------------------------------------------------------
 
@@ -203,15 +171,14 @@ class ClusterRunner(Runner):
         log.info("job #%d %s: %s -> %s: %d command(s)%s", job["id"], job["host"], job["source"],
                  job["target"], len(job["plan"]), " (resumed)" if resumed else "")
         while True:
-            raw = self.progress(job["id"], raw=True)
-            progress = {idx: json.loads(v) for idx, v in raw.items()}
-            idx, failed = _next_step(job, progress)
+            raw = self.jobs.progress(job["id"], raw=True)
+            idx, failed = _next_step(job, {i: json.loads(v) for i, v in raw.items()})
             if idx is None:
                 self.finish(job, "failed" if failed else "done", failed)
                 return
             live = split_live(self.keys, self.etcd.range(self.keys.live))
             if self.owner(job, idx, live[0], live[2][0] if live[2] else None) != self.me:
-                self.release(job)
+                self.jobs.release(job)  # the next command is another node's: hand the job on
                 return
             if self.stopping() or self.orphaned():
                 return
@@ -228,16 +195,12 @@ class ClusterRunner(Runner):
                       "margin %.1fs (etcd unreachable?); whoever holds the job next resumes it",
                       job["id"], step["text"], left, self.margin)
             return "fenced"
-        key = self.keys.step(job["id"], idx)
         started = {"node": self.me, "started": time.time(), "resumed": resumed,
                    "finished": None}
-        ok, answer = self.etcd.txn_full(
-            [value_is(key, seen) if seen is not None else absent(key)],
-            [{"request_txn": {"compare": self.guard(job), "success": [jput(key, started)]}}])
-        claimed = ok and answer["responses"][0]["response_txn"].get("succeeded")
-        if not ok:
+        written = self.jobs.step_started(job, idx, seen, started)
+        if written == "changed":
             return "changed"
-        if not claimed:
+        if written == "lost":
             log.error("job #%d: claim lost before %r: not started", job["id"], step["text"])
             return "fenced"
         rc, duration, output, error = self.execute(job, step, resumed)
@@ -247,8 +210,7 @@ class ClusterRunner(Runner):
                     error=error)
         # Guarded by our own start record, not the claim: if nobody restarted this command,
         # its outcome is true and recording it saves a second run.
-        if not self.etcd.txn([value_is(key, json.dumps(started, sort_keys=True))],
-                             [jput(key, done)]):
+        if not self.jobs.step_finished(job, idx, started, done):
             log.error("job #%d: %r finished after another node took the job over",
                       job["id"], step["text"])
             return "fenced"
