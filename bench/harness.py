@@ -23,6 +23,9 @@ sys.path.insert(0, str(ROOT))
 from hadaemon import control  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+# CPU is read per process from /proc: a worker recycled inside the window would take its time
+# along into the supervisor's children time, mixed with its checks'.
+NO_RECYCLING = 10**6
 
 # The trivial check: one JSON result; with a second argument it also appends one byte to that
 # file, so runs are counted without asking the daemon (printf and >> are dash builtins: no fork).

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from harness import Daemon, Home, children, cpu, print_table, pss_kib
+from harness import NO_RECYCLING, Daemon, Home, children, cpu, print_table, pss_kib
 
 CHECKS = 10
 WARMUP = 5.0
@@ -96,7 +96,8 @@ def measure(seconds):
     keepalived = None
     try:
         home.configure([(f"c{i}", "trivial", f"h{i} {home.count}") for i in range(CHECKS)],
-                       interval="1", workers=2, log_level="warning")
+                       interval="1", workers=2, log_level="warning",
+                       max_jobs=NO_RECYCLING)
         keepalived = Keepalived(home)
         with Daemon(home) as d:
             time.sleep(WARMUP)

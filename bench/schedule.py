@@ -78,7 +78,8 @@ def bare(n, interval, cycles):
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                os.posix_spawn(str(stamp), [str(stamp), name, str(log)], {})
+                os.posix_spawn(str(stamp), [str(stamp), name, str(log)], {}, file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
                 _reap()
             else:
                 k += 1

@@ -2,11 +2,14 @@
 """Check throughput: the most trivial checks per second hadaemon sustains, for 1, 2 and 4
 workers, against the machine's limit measured in the same run: as many bare loops as workers,
 each spawning the same check back to back with posix_spawn and reading its output (no daemon).
+Bare and hadaemon take turns, several rounds each, so that a change in what else runs on the
+machine hits both; the ratio is the median of the rounds' ratios.
 
-    python bench/throughput.py [--seconds 10] [--workers 1,2,4]
+    python bench/throughput.py [--seconds 5] [--rounds 3] [--workers 1,2,4]
 """
 
 import argparse
+import statistics
 import sys
 import time
 
@@ -45,16 +48,21 @@ def bare_rate(workers, seconds):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=5.0, help="per round and side")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", default="1,2,4")
     a = ap.parse_args()
     rows = []
     for n in [int(w) for w in a.workers.split(",")]:
-        bare = bare_rate(n, a.seconds)
-        ours = hadaemon_rate(n, a.seconds)
-        rows.append([n, round(bare), round(ours), ours / bare])
+        rounds = [(bare_rate(n, a.seconds), hadaemon_rate(n, a.seconds))
+                  for _ in range(a.rounds)]
+        rows.append([n, round(statistics.median(b for b, _ in rounds)),
+                     round(statistics.median(h for _, h in rounds)),
+                     statistics.median(h / b for b, h in rounds),
+                     min(h / b for b, h in rounds), max(h / b for b, h in rounds)])
     print_table("Check throughput (trivial sh check, checks/s)",
-                ["workers", "bare loops", "hadaemon", "hadaemon / bare"], rows,
+                ["workers", "bare loops", "hadaemon", "hadaemon / bare", "lowest", "highest"],
+                rows,
                 "python bench/throughput.py " + " ".join(sys.argv[1:]))
 
 
