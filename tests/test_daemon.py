@@ -304,7 +304,10 @@ def test_shipped_example_from_a_copy_of_the_repository(tmp_path, daemons):
     (root / "var/role/db1").write_text("slave\n")
     wait_for(committed(home, "db1", "slave"), 30, "db1 slave")
     (root / "var/role/db2").write_text("master\n")
-    wait_for(lambda: (root / "var/example/service1").exists(), 30, "actions ran")
+    # service1 is written by the first command and again by the last: wait for the last.
+    service1 = root / "var/example/service1"
+    wait_for(lambda: service1.exists() and service1.read_text().startswith("running"), 30,
+             "actions ran")
     assert (root / "var/example/vip").read_text().split() == ["db2"]
     jobs = [h for h in home.history() if h["commands"]]
     assert [c["command"] for c in jobs[0]["commands"]] == [
