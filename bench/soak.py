@@ -151,18 +151,20 @@ def _books(home, final):
     jobs = home.journal("SELECT id, host, source, target, state FROM jobs ORDER BY id")
     fired = collections.Counter(int(line.split()[0]) for line in
                                 (home.root / "var/fired.log").read_text().splitlines())
-    lost = doubled = 0
-    last = {}
+    lost, doubled, last = [], [], {}
     for job_id, host, source, target, state in jobs:
         if last.get(host, "unknown") != source:
-            lost += 1  # the chain of this host's transitions is broken
+            lost.append(f"#{job_id} {host}: {source} -> {target} follows {last.get(host)}")
         last[host] = target
         if state != "done" or fired[job_id] == 0:
-            lost += 1
+            lost.append(f"#{job_id} {host}: {source} -> {target} {state}, fired {fired[job_id]}x")
         if fired[job_id] > 1:
-            doubled += 1
-    lost += sum(1 for h, s in final.items() if last.get(h) != s)
-    return lost, doubled, len(jobs)
+            doubled.append(f"#{job_id} {host}: {source} -> {target} fired {fired[job_id]}x")
+    lost += [f"{h}: committed {last.get(h)}, checks say {s}" for h, s in final.items()
+             if last.get(h) != s]
+    for line in (lost + doubled)[:20]:
+        print(line, file=sys.stderr)
+    return len(lost), len(doubled), len(jobs)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ class Journal:
                  None if state == "queued" else (now or time.time()), observed_mono, note))
             return cur.lastrowid
 
+    def last_id(self):
+        return self._store.conn.execute("SELECT max(id) FROM jobs").fetchone()[0] or 0
+
     def open_jobs(self):
         rows = self._store.conn.execute(
             "SELECT id, host, target, state FROM jobs WHERE state IN ('queued', 'running')"

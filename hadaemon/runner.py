@@ -60,10 +60,12 @@ class Runner:
             self.run_job(job)
 
     def resume_check(self):
-        """After a restart: jobs whose transition no longer holds are superseded, not run."""
+        """After a restart: jobs left open by the previous run whose transition no longer holds
+        are superseded, not run. Jobs committed by this run always run, in order, however late
+        this runner starts."""
         for job in self.journal.open_jobs():
             now = self.table.status(job["host"])
-            if now != job["target"]:
+            if job["id"] <= self.settings["resume_upto"] and now != job["target"]:
                 self.journal.finish(job["id"], "superseded",
                                     f"{job['host']} is {now} now, not {job['target']}")
                 log.warning("job #%d %s -> %s superseded: host is %s now", job["id"],

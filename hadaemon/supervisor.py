@@ -65,6 +65,8 @@ class Supervisor:
             {h: now - max(0.0, wall - e.get("since", wall)) for h, e in entries})
         self.scheduler = Scheduler(self.config.checks, now)
         self.paused = self._read_paused()
+        # Jobs left open by an earlier run; only those may be superseded when the runner starts.
+        self.resume_upto = self.journal.last_id()
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w)
@@ -190,6 +192,8 @@ class Supervisor:
             if _registered(self.sel, w.sock):
                 self.sel.unregister(w.sock)
             self.pool.lost(pid)
+            if w.job is not None and (data := self.pool.receive(w)):
+                self._on_result(w, data)  # it answered, then left before we read the answer
             if w.job is not None:
                 meta = w.meta
                 log.error("check %s: worker %d %s while running it", meta["check"], pid, how)
@@ -210,7 +214,8 @@ class Supervisor:
     def _runner_settings(self):
         d = self.config.daemon
         return {"log": d.log, "log_level": d.log_level, "foreground": self.foreground,
-                "grace": d.grace, "user": d.user, "action_timeout": d.action_timeout}
+                "grace": d.grace, "user": d.user, "action_timeout": d.action_timeout,
+                "resume_upto": self.resume_upto}
 
     def _on_runner(self, sock, events):
         try:
@@ -267,6 +272,9 @@ class Supervisor:
         if data is None:
             self.sel.unregister(sock)  # EOF: the worker left; _reap replaces it
             return
+        self._on_result(w, data)
+
+    def _on_result(self, w, data):
         meta = self.pool.finished(w)
         try:
             message = protocol.decode(data)

@@ -419,3 +419,23 @@ def test_full_disk_is_reported_and_checks_go_on(home, daemons):
         assert d.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(var)])
+
+
+def test_a_late_runner_supersedes_nothing_of_its_own_run(home, daemons):
+    """Jobs committed by this run always run in order, however late the runner gets going (here
+    it waits on the runner lock, as it does behind a crash-orphaned runner)."""
+    import fcntl
+    home.write("checks.conf", FAST + "[local]\nqueue\n[check:queue]\nhost = db1\n")
+    home.script("checks", "queue", QUEUE)
+    home.write("actions.conf", "[*_to_*]\nrecord %FROM% %TO%\n")
+    queue(home, *["slave"] * 5 + ["master"] * 5 + ["down"])
+    (home.root / "var").mkdir(exist_ok=True)
+    with open(home.root / "var/runner.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        daemons(home)
+        wait_for(lambda: status_of(home, "db1") == "down", 20, "three transitions committed")
+        assert home.actions_log() == []
+    wait_for(lambda: len(home.actions_log()) == 3, 20, "all three ran once the lock was free")
+    assert [line.split(" | ")[0] for line in home.actions_log()] == [
+        "record unknown slave", "record slave master", "record master down"]
+    assert [h["state"] for h in home.history()] == ["done", "done", "done"]
