@@ -9,6 +9,7 @@ import logging
 import os
 import select
 import signal
+import sqlite3
 import time
 
 import daemon
@@ -63,8 +64,25 @@ def _alive(pid):
         return True
 
 
+def _why_not_writable(path):
+    return f"{path} is not writable" if not os.access(path, os.W_OK) else "see its permissions"
+
+
+def _start_failure(home, e):
+    """One line for a start that failed on var/ (read-only, full, unreadable state file)."""
+    if isinstance(e, StoreError):
+        return str(e)
+    if isinstance(e, sqlite3.Error):
+        return f"cannot open the state file {home.state_db}: {e}"
+    return f"cannot start in {home.root}: {e.strerror or e}" + (
+        f" ({e.filename})" if getattr(e, "filename", None) else "")
+
+
 def _lock(home):
-    home.make_var()
+    try:
+        home.make_var()
+    except OSError as e:
+        raise StartError(f"cannot create {home.var}: {e.strerror}") from None
     if pid := running_pid(home):
         raise StartError(f"hadaemon already runs in {home.root} (pid {pid}, {home.pidfile})")
     return daemon.pidfile.TimeoutPIDLockFile(str(home.pidfile), acquire_timeout=0)
@@ -77,11 +95,13 @@ def run_foreground(home, config):
         pidfile.acquire()
     except lockfile.AlreadyLocked:
         raise StartError(f"hadaemon already runs in {home.root} ({home.pidfile})") from None
+    except lockfile.LockFailed:
+        raise StartError(f"cannot create {home.pidfile}: {_why_not_writable(home.var)}") from None
     try:
         logsetup.configure(home, config.daemon.log, config.daemon.log_level, foreground=True)
         return _supervisor(home, config, True).run()
-    except StoreError as e:
-        raise StartError(str(e)) from None
+    except (StoreError, sqlite3.Error, OSError) as e:
+        raise StartError(_start_failure(home, e)) from None
     finally:
         pidfile.release()
 
@@ -116,6 +136,10 @@ def _daemon_main(home, config, pidfile, ready_w):
     except lockfile.AlreadyLocked:
         os.write(ready_w, f"hadaemon already runs in {home.root} ({home.pidfile})\n".encode())
         return 1
+    except lockfile.LockFailed:
+        os.write(ready_w, f"cannot create {home.pidfile}: {_why_not_writable(home.var)}\n"
+                 .encode())
+        return 1
     except Exception as e:
         os.write(ready_w, f"cannot daemonise: {e}\n".encode())
         return 1
@@ -125,9 +149,10 @@ def _daemon_main(home, config, pidfile, ready_w):
         sup = _supervisor(home, config, False)
         try:
             sup.setup()
-        except (StoreError, OSError) as e:
-            os.write(ready_w, f"{e}\n".encode())
-            log.error("%s", e)
+        except (StoreError, sqlite3.Error, OSError) as e:
+            why = _start_failure(home, e)
+            os.write(ready_w, f"{why}\n".encode())
+            log.error("%s", why)
             return 1
         os.write(ready_w, f"ready {os.getpid()} logging to {where}\n".encode())
         os.close(ready_w)

@@ -384,41 +384,69 @@ def test_corrupt_table_refused_when_configured(home):
     assert (home.root / "var/state.db").read_bytes().startswith(b"garbage")
 
 
-def test_full_disk_is_reported_and_checks_go_on(home, daemons):
+@pytest.fixture
+def small_var(home):
+    """var/ on a 4 MiB tmpfs the test can fill or make read-only; the check reads state/.
+
+    (A file system busy with the daemon's open files cannot be remounted read-only, so the
+    read-only case is tested at start; while running, any failed write takes the path the full
+    disk test takes.)
+    """
     var = home.root / "var"
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(var)],
                        capture_output=True, text=True)
     if r.returncode:
         pytest.skip(f"cannot mount a small tmpfs for var/: {r.stderr.strip()}")
-    try:
-        # The check's input lives outside var/, which is about to be full.
-        state = home.root / "state"
-        state.mkdir()
-        home.script("checks", "outside", """\
-            #!/bin/sh
-            echo "{\\"host\\": \\"db1\\", \\"status\\": \\"$(cat "$HA_HOME/state/db1")\\"}"
-            """)
-        home.write("checks.conf", FAST + "[local]\noutside\n")
-        home.write("actions.conf", "[up_to_down]\nrecord down\n")
-        (state / "db1").write_text("up\n")
-        d = daemons(home)
-        wait_for(lambda: status_of(home, "db1") == "up", 20, "up")
-        filler = var / "filler"
-        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
-        (state / "db1").write_text("down\n")
-        wait_for(lambda: "cannot record db1: up -> down" in home.log(), 20, "error logged")
-        st = home.status()
-        assert st["hosts"]["db1"]["status"] == "up"  # not committed without a journal
-        assert st["hosts"]["db1"]["observed"] == "down"  # but still checked
-        assert "full" in st["daemon"]["record_error"]
-        assert home.actions_log() == []
-        filler.unlink()
-        wait_for(lambda: status_of(home, "db1") == "down", 20, "committed once there is room")
-        wait_for(lambda: home.actions_log() == [
-            "record down | host=db1 from=up to=down resumed=0"], 20, "action ran once")
-        assert d.stop() == 0
-    finally:
-        subprocess.run(["umount", "-l", str(var)])
+    state = home.root / "state"
+    state.mkdir()
+    home.script("checks", "outside", """\
+        #!/bin/sh
+        echo "{\\"host\\": \\"db1\\", \\"status\\": \\"$(cat "$HA_HOME/state/db1")\\"}"
+        """)
+    home.write("checks.conf", FAST + "[local]\noutside\n")
+    home.write("actions.conf", "[up_to_down]\nrecord down\n")
+    (state / "db1").write_text("up\n")
+    yield var, state
+    subprocess.run(["umount", "-l", str(var)])
+
+
+def _cannot_record_then_recover(home, daemons, state, break_var, mend_var, reason):
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "up")
+    break_var()
+    (state / "db1").write_text("down\n")
+    wait_for(lambda: "cannot record db1: up -> down" in home.log(), 20, "error logged")
+    st = home.status()
+    assert st["hosts"]["db1"]["status"] == "up"  # not committed without a journal
+    assert st["hosts"]["db1"]["observed"] == "down"  # but still checked
+    assert reason in st["daemon"]["record_error"]
+    assert "cannot record" in home.cli("status").stdout
+    assert home.actions_log() == []
+    mend_var()
+    wait_for(lambda: status_of(home, "db1") == "down", 20, "committed once var/ works again")
+    wait_for(lambda: home.actions_log() == [
+        "record down | host=db1 from=up to=down resumed=0"], 20, "action ran once")
+    assert d.stop() == 0
+
+
+def test_full_disk_is_reported_and_checks_go_on(home, daemons, small_var):
+    var, state = small_var
+    filler = var / "filler"
+    _cannot_record_then_recover(
+        home, daemons, state,
+        lambda: subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"],
+                               capture_output=True),
+        filler.unlink, "full")
+
+
+def test_start_on_a_read_only_var_is_one_clear_line(home, small_var):
+    var, _ = small_var
+    subprocess.run(["mount", "-o", "remount,ro", str(var)], check=True)
+    for command in ("run", "start"):
+        r = home.cli(command, timeout=30)
+        assert r.returncode == 1
+        assert r.stderr.strip() == (f"hadaemon: cannot create {var}/hadaemon.pid: "
+                                    f"{var} is not writable"), r.stderr
 
 
 def test_a_late_runner_supersedes_nothing_of_its_own_run(home, daemons):
