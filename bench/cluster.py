@@ -12,8 +12,8 @@ append to one log.
 
 At the end the flapping stops, everything heals, open jobs drain, and the log is held against
 the jobs recorded in etcd: a command of a finished job missing from the log is lost, a command
-in the log twice is doubled. A command re-run with HA_RESUMED=1 because its node was cut off
-while running it (the documented limit of fencing) is counted apart, not hidden.
+in the log twice is doubled. A command re-run with HA_RESUMED=1 because its node was cut off or
+killed while running it (the documented limit of fencing) is counted apart, not hidden.
 """
 
 import argparse
@@ -188,8 +188,8 @@ def report(args, why, history, lines, changes, kinds, flips):
           f"h1 flipped {flips} times every {args.flap}s"
           + (f"; loopback only ({why})" if why else "; network namespaces"))
     print(f"jobs: {len(history)} ({dict(states)}); commands logged: {len(lines)}")
-    print(f"lost actions: {lost}   doubled actions: {doubled}   re-run after a cut-off "
-          f"mid-command (HA_RESUMED=1): {rerun}   jobs still open: {open_jobs}")
+    print(f"lost actions: {lost}   doubled actions: {doubled}   re-run because its node was "
+          f"cut off or killed mid-command (HA_RESUMED=1): {rerun}   jobs still open: {open_jobs}")
     if changes:
         s = sorted(changes)
         print(f"leader change: n={len(s)} p50 {statistics.median(s):.2f}s "
