@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import select
+import shlex
 import signal
 import time
 
@@ -324,7 +325,7 @@ class Agent:
         """The fence command as the next job, for this node to run."""
         step = {"section": "fence", "text": self.c.fence, "where": "[cluster] fence",
                 "keep_going": False, "timeout": self.config.daemon.action_timeout,
-                "argv": self.c.fence.split() + [previous], "error": None, "node": self.me}
+                "argv": shlex.split(self.c.fence) + [previous], "error": None, "node": self.me}
         return {"id": self.seq + 1, "kind": "fence", "host": previous, "source": "leader",
                 "target": "fenced", "manual": False, "created": time.time(), "state": "queued",
                 "plan": [step], "env": {"HA_FENCE_NODE": previous}, "leader": self.me,

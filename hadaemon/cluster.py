@@ -5,6 +5,7 @@ command runs). The processes that use them are agent.py (election, commits) and 
 
 import json
 import re
+import shlex
 import socket
 from collections import Counter
 from dataclasses import dataclass
@@ -51,9 +52,10 @@ class ClusterSettings:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def load(path, problems):
+def load(home, problems):
     """The [cluster] section of checks.conf, or None (single-node mode)."""
     from .config import _settings  # config imports this module: import here, not at the top
+    path = home.checks_conf
     try:
         sections = read_sections(path)
     except ConfigError:
@@ -84,6 +86,11 @@ def load(path, problems):
     check("name", NAME_RE.match(settings.name), "expected letters, digits, '.', '_' and '-'")
     check("ttl", 2 <= settings.ttl <= 3600, "must be between 2 and 3600 seconds")
     check("margin", settings.fence_margin < settings.ttl, "must be less than ttl")
+    if settings.fence:
+        try:
+            home.find_action(shlex.split(settings.fence)[0])
+        except (LookupError, ValueError, IndexError) as e:
+            check("fence", False, f"cannot run it ({e})")
     return settings if len(problems) == before else None
 
 

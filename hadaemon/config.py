@@ -94,7 +94,7 @@ def load(home):
         problems += e.problems
     if not problems and security.enabled(daemon.strict):
         problems += security.problems(_trusted_paths(home, checks, sections))
-    cluster = clustermod.load(home.checks_conf, problems)
+    cluster = clustermod.load(home, problems)
     if problems:
         raise ConfigError(problems)
     return Config(daemon, checks, sections, cluster)

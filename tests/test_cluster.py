@@ -106,6 +106,7 @@ def test_check_config_validates_the_cluster_section(tmp_path):
         ttl = 1
         node = bad/name
         colour = blue
+        fence = no-such-fencer
         [local]
         status_from_files db1
         """)
@@ -115,6 +116,7 @@ def test_check_config_validates_the_cluster_section(tmp_path):
     conf, acts = home.root / "etc/checks.conf", home.root / "etc/actions.conf"
     for expected in (f"{conf}:2: etcd: endpoint 'ftp://x'", f"{conf}:3: ttl: must be between",
                      f"{conf}:4: node: expected", f"{conf}:5: unknown setting 'colour'",
+                     f"{conf}:6: fence: cannot run it ('no-such-fencer' is neither",
                      f"{acts}:1: section [slave_to_master on no/node]"):
         assert expected in r.stderr, (expected, r.stderr)
     home.write("checks.conf", "[cluster]\netcd = http://127.0.0.1:2379\n[local]\n"
