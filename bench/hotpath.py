@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Where the time goes: the supervisor under cProfile with a CPU clock (time.process_time), and
 py-spy flame graphs of the supervisor and its workers, under the load of bench/throughput.py
-(64 checks back to back) or of bench/rest.py (10 checks at 1 s).
+(64 checks back to back) or of bench/rest.py (10 checks at 1 s); or (--load worker) a worker's
+part of a check, run_job, profiled in this process.
 
 py-spy cannot tell a process waiting in epoll or recv from one running here, so its graphs show
 where each process spends its wall time (waiting included); the cProfile table is CPU only.
 
-    python bench/hotpath.py [--load throughput|rest] [--seconds 20] [--out docs/profiles]
+    python bench/hotpath.py [--load throughput|rest|worker] [--seconds 20] [--out docs/profiles]
 """
 
 import argparse
@@ -39,6 +40,37 @@ def supervisor_under_cprofile(argv, out):
         prof.disable()
         if os.getpid() == me:
             prof.dump_stats(out)
+
+
+def worker_run_job(out, n=3000):
+    """A worker's part of one check, in this process: hadaemon.worker.run_job back to back."""
+    from hadaemon import worker
+    home = Home("profile-worker")
+    try:
+        os.chdir(home.root)  # as a worker does
+        job = {"job": 1, "check": "c1", "argv": [str(home.root / "checks/trivial"), "h1"],
+               "timeout": 5, "limit": 65536, "host": "h1", "user": ""}
+        for _ in range(200):
+            worker.run_job(job, str(home.root))
+        t0 = time.process_time()
+        for _ in range(n):
+            worker.run_job(job, str(home.root))
+        bare = (time.process_time() - t0) / n
+        prof = cProfile.Profile(time.process_time)
+        prof.enable()
+        for _ in range(n):
+            worker.run_job(job, str(home.root))
+        prof.disable()
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
+        head = (f"$ python bench/hotpath.py --load worker\n{n} runs of worker.run_job on the "
+                f"trivial check; {1e6 * bare:.0f} us CPU per run without the profiler\n")
+        with open(f"{out}/worker-run_job.txt", "w") as f:
+            f.write(head + text.getvalue().replace(str(ROOT) + "/", ""))
+        print(head)
+    finally:
+        os.chdir(ROOT)
+        home.remove()
 
 
 def run(load, seconds, out):
@@ -81,12 +113,15 @@ def main():
     if sys.argv[1:2] == ["--supervisor"]:
         return supervisor_under_cprofile(sys.argv[3:], sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--load", choices=LOADS, default="throughput")
+    ap.add_argument("--load", choices=list(LOADS) + ["worker"], default="throughput")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--out", default=str(ROOT / "docs/profiles"))
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    run(a.load, a.seconds, a.out)
+    if a.load == "worker":
+        worker_run_job(a.out)
+    else:
+        run(a.load, a.seconds, a.out)
 
 
 if __name__ == "__main__":
