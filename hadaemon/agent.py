@@ -49,6 +49,7 @@ class Agent:
         self.table, self.sent_table = {}, None
         self.nodes, self.results, self.paused = {}, {}, None
         self.seq = None
+        self.pruned = 0  # job ids up to this one are pruned from etcd
         self.error, self.unreachable_since = None, None
 
     # -- the loop -------------------------------------------------------------------------------
@@ -111,12 +112,13 @@ class Agent:
         self.table = dict(table)
         for b in broken:
             log.error("table entry in etcd unreadable, ignored: %s", b)
-        nodes, opinions, leader, paused, handover, requests, _ = split_live(self.keys, live)
+        nodes, opinions, leader, paused, handover, requests, open_ids = split_live(self.keys, live)
         self.nodes, self.results, self.paused = nodes, opinions, paused
         try:
             self.leadership(leader, handover)
             if self.leading():
                 self.lead(opinions, requests)
+                self.prune(open_ids)
         except EtcdUnavailable as e:
             self.unreachable(e, now)
         self.report()
@@ -320,6 +322,20 @@ class Agent:
                  " (manual)" if manual else "", job_id, len(steps),
                  " (paused: not run)" if state == "skipped" else "")
         return True
+
+    def prune(self, open_ids):
+        """Drop the records of old finished jobs: all below the oldest open job and the last
+        `keep_jobs` ids."""
+        floor = min([self.seq - self.c.keep_jobs + 1] + open_ids)
+        if floor <= self.pruned + 1 or not self.leading():
+            return
+        try:
+            with self.store.transaction(self.guard()):
+                self.journal.forget_below(floor)
+        except Refused:
+            return
+        self.pruned = floor - 1
+        log.debug("job records below #%d pruned", floor)
 
     def fence_job(self, previous):
         """The fence command as the next job, for this node to run."""

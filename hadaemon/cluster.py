@@ -27,6 +27,7 @@ class ClusterSettings:
     margin: float = 0.0  # fencing margin, seconds (0: a third of ttl)
     fence: str = ""  # optional command the new leader runs before its first sequence
     timeout: float = 0.0  # one etcd request, seconds (0: ttl / 10, at most 1s)
+    keep_jobs: int = 1000  # finished jobs kept in etcd (history); older ones are pruned
 
     @property
     def prefix(self):
@@ -85,6 +86,7 @@ def load(home, problems):
     check("node", valid_host(settings.node), "expected a host-like name (letters, digits, .:_-)")
     check("name", NAME_RE.match(settings.name), "expected letters, digits, '.', '_' and '-'")
     check("ttl", 2 <= settings.ttl <= 3600, "must be between 2 and 3600 seconds")
+    check("keep_jobs", settings.keep_jobs >= 1, "must be at least 1")
     check("margin", settings.fence_margin < settings.ttl, "must be less than ttl")
     if settings.fence:
         try:

@@ -79,6 +79,11 @@ def delete(key):
     return {"request_delete_range": {"key": _b64(key)}}
 
 
+def delete_range(start, end):
+    """Every key from start (included) to end (excluded)."""
+    return {"request_delete_range": {"key": _b64(start), "range_end": _b64(end)}}
+
+
 def jput(key, obj, lease=None):
     return put(key, json.dumps(obj, sort_keys=True), lease)
 

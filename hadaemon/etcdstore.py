@@ -11,7 +11,7 @@ is raised. Outside a transaction each write is applied alone.
 import contextlib
 import json
 
-from .etcd import absent, delete, jput, put, value_is
+from .etcd import absent, delete, delete_range, jput, put, value_is
 from .names import UNKNOWN
 
 
@@ -92,6 +92,12 @@ class EtcdJournal:
                           put(self._keys.seq, str(job["id"])))
         if job["state"] == "queued":
             self._store.write(put(self._keys.open_job(job["id"]), ""))
+
+    def forget_below(self, floor):
+        """Delete the job and command records of every id below floor."""
+        self._store.write(delete_range(self._keys.job(0), self._keys.job(floor)),
+                          delete_range(self._keys.steps + f"{0:012d}",
+                                       self._keys.steps + f"{floor:012d}"))
 
     def last_id(self):
         raw = self._etcd.get(self._keys.seq)

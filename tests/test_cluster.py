@@ -400,3 +400,16 @@ def test_a_failing_command_stops_the_sequence_unless_marked(cluster):
     assert [c["outcome"] for c in history[0]["commands"]] == [
         "ok", "failed", "ok", "failed", "not run"]
     assert "stopped at command 4" in history[0]["note"]
+
+
+def test_old_job_records_are_pruned_from_etcd(cluster):
+    nodes, log = cluster(names=("solo",), actions="[*_to_*]\nrecord %HOST%\n",
+                         cluster_extra="keep_jobs = 2")
+    start_all(nodes, db1="up")
+    for i, status in enumerate(("down", "up", "down", "up"), start=2):
+        nodes[0].set_status("db1", status)
+        wait_for(lambda: len(read_log(log)) == i, 30, f"transition {i}")
+    ids = wait_for(lambda: (lambda h: h if len(h) == 2 else None)(
+        [j["id"] for j in __import__("json").loads(nodes[0].cli("history", "--json").stdout)]),
+        30, "two jobs left")
+    assert ids == [4, 5]
