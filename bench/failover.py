@@ -15,6 +15,7 @@ confirm x interval after the event plus one check's run time, plus the actions' 
 
 import argparse
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,10 +32,10 @@ STAGES = ("primary seen down", "replica promoted", "replica seen master", "addre
 
 def one_run(interval, confirm):
     cluster = pgnet.Cluster()
+    scratch = tempfile.mkdtemp(prefix="hadaemon-failover-")
     try:
         cluster.up()
-        home = cluster.home(Path(tempfile.mkdtemp(prefix="hadaemon-failover-")) / "home",
-                            interval, confirm)
+        home = cluster.home(Path(scratch) / "home", interval, confirm)
         cluster.start_daemon(home)
         wait_for(lambda: any(h["to"] == "master" and h["state"] == "done"
                              for h in home.history()), 60, "start-up vip_add done")
@@ -46,6 +47,7 @@ def one_run(interval, confirm):
         return measured["seconds"], stages, actions, check
     finally:
         cluster.down()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def check_seconds(cluster):

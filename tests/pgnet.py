@@ -94,6 +94,7 @@ class Cluster:
     def down(self):
         if self.daemon:
             self.daemon.kill_all()
+            self.daemon._err.close()
         self.demo("down", check=False)
 
     def in_ns(self, *argv):
