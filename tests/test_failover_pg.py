@@ -107,8 +107,9 @@ def run_action(cluster, name, *args):
                           capture_output=True, text=True, timeout=120)
 
 
-def check_role(cluster, host):
-    p = subprocess.run(cluster.in_ns(str(ROOT / "checks/check_pg_role"), "-h", host, "-t", "2"),
+def check_role(cluster, host, *args):
+    p = subprocess.run(cluster.in_ns(str(ROOT / "checks/check_pg_role"), "-h", host, "-t", "2",
+                                     *args),
                        env=MINIMAL_ENV, capture_output=True, text=True, timeout=30)
     return json.loads(p.stdout)["status"], p.returncode
 
@@ -127,6 +128,8 @@ def test_check_and_actions_are_idempotent_on_real_servers(cluster):
     db1, db2 = cluster.db1, cluster.db2
     assert check_role(cluster, db1) == ("master", 0)
     assert check_role(cluster, db2) == ("slave", 0)
+    # Answering, but the role cannot be read: a configuration problem, not a dead server.
+    assert check_role(cluster, db1, "-U", "nosuchuser") == ("unknown", 3)
 
     assert "already a primary" in twice(cluster, "pg_promote", "-h", db2)
     assert check_role(cluster, db2) == ("master", 0)
