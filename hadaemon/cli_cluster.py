@@ -17,6 +17,10 @@ def register(main, home_of):
         except control.ControlError as e:
             click.echo(f"hadaemon: {e}", err=True)
             raise SystemExit(NOT_RUNNING)
+        if answer.get("error", "").startswith("unknown command"):
+            click.echo(f"hadaemon: {message['cmd']} needs cluster mode (a [cluster] section in "
+                       f"{home.checks_conf})", err=True)
+            raise SystemExit(1)
         if not answer.get("ok"):
             click.echo(f"hadaemon: {answer.get('error')}", err=True)
             raise SystemExit(1)

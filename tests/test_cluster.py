@@ -413,3 +413,24 @@ def test_old_job_records_are_pruned_from_etcd(cluster):
         [j["id"] for j in __import__("json").loads(nodes[0].cli("history", "--json").stdout)]),
         30, "two jobs left")
     assert ids == [4, 5]
+
+
+def test_reload_reaches_the_leader_and_handover_needs_a_cluster(cluster, tmp_path):
+    nodes, log = cluster(names=("solo",))
+    start_all(nodes, db1="up")
+    (nodes[0].root / "etc/actions.conf").write_text("[up_to_down]\nrecord reloaded %HOST%\n")
+    r = nodes[0].cli("reload")
+    assert r.returncode == 0, r.stderr
+    time.sleep(1)  # the agent reads the new config on its next look
+    nodes[0].set_status("db1", "down")
+    wait_for(lambda: read_log(log), 30, "the reloaded section fired")
+    assert read_log(log)[0].endswith("up->down resumed=0 reloaded db1")
+    single = Home(tmp_path / "single")
+    single.write("checks.conf", "[daemon]\ninterval = 0.1\n[local]\nstatus_from_files db1\n")
+    from conftest import Daemon
+    d = Daemon(single).start()
+    try:
+        r = single.cli("handover")
+        assert r.returncode == 1 and "handover needs cluster mode" in r.stderr
+    finally:
+        d.stop()
