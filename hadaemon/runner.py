@@ -42,6 +42,7 @@ class Runner:
         logsetup.configure(self.home, self.settings["log"], self.settings["log_level"],
                            self.settings["foreground"])
         signal.signal(signal.SIGTERM, self._terminate)
+        os.chdir(self.home.root)  # commands run in the home: no per-run cwd, so posix_spawn
         lock = open(self.home.runner_lock, "a")
         if _try_lock(lock) is False:
             log.warning("waiting for the previous action runner to finish its command")
@@ -129,7 +130,7 @@ class Runner:
             job["env"], HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"])))
         log.info("job #%d: running %s", job["id"], " ".join(step["argv"]))
         outcome = execute.run(
-            argv, step["timeout"], OUTPUT_KEEP, env, cwd=self.home.root, merge_output=True,
+            argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
             kill_leftovers=False, user=self.settings.get("user") or None,
             on_start=lambda pid: self.journal.step_pid(job["id"], idx, pid, _start_time(pid)),
             deadline_hook=lambda: self.stop_at)
