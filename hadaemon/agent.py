@@ -57,6 +57,7 @@ class Agent:
     def main(self):
         child_logging(self.home, self.settings)
         signal.signal(signal.SIGTERM, self._terminate)
+        self.sock.setblocking(False)  # a report the loop cannot take now is dropped, not waited on
         log.info("cluster agent for node %s: etcd %s, ttl %ds", self.me, self.c.etcd, self.c.ttl)
         next_tick = 0.0
         while not self.stopping and os.getppid() == self.parent:
@@ -77,7 +78,7 @@ class Agent:
     def receive(self):
         try:
             data = self.sock.recv(1 << 20)
-        except InterruptedError:
+        except (InterruptedError, BlockingIOError):
             return True
         except OSError:
             return False

@@ -434,3 +434,38 @@ def test_reload_reaches_the_leader_and_handover_needs_a_cluster(cluster, tmp_pat
         assert r.returncode == 1 and "handover needs cluster mode" in r.stderr
     finally:
         d.stop()
+
+
+def test_a_deposed_leaders_commit_fails_instead_of_landing(etcd):
+    from hadaemon.cluster import Keys
+    from hadaemon.etcd import Etcd as Client, absent, created_at, parse_endpoints, put, value_is
+    from hadaemon.etcdstore import EtcdJournal, EtcdStore, EtcdTable, Refused
+    client = Client(parse_endpoints(etcd.endpoints))
+    keys = Keys("/deposed/")
+    store = EtcdStore(client, keys)
+    table, journal = EtcdTable(store), EtcdJournal(store)
+
+    def elect(name):
+        lease = client.grant(5)
+        ok, answer = client.txn_full([absent(keys.leader)], [put(keys.leader, name, lease)])
+        assert ok
+        rev = int(answer["header"]["revision"])
+        return lease, [value_is(keys.leader, name), created_at(keys.leader, rev)]
+
+    lease_a, guard_a = elect("a")
+    with table.transaction(guard_a):
+        table.set("db1", {"status": "up"})
+    client.revoke(lease_a)  # a's lease ends (expiry or a cut-off look the same to etcd)
+    lease_b, _ = elect("b")
+    with pytest.raises(Refused):
+        with table.transaction(guard_a):
+            table.set("db1", {"status": "down"})
+            journal.enqueue({"id": 1, "state": "queued"})
+    assert table.status("db1") == "up" and journal.last_id()[1] == 0
+    # the same name elected again is another leader key: the old guard still fails
+    client.revoke(lease_b)
+    elect("a")
+    with pytest.raises(Refused):
+        with table.transaction(guard_a):
+            table.set("db1", {"status": "down"})
+    assert table.status("db1") == "up"
