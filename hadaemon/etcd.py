@@ -158,5 +158,13 @@ class Etcd:
 
 
 def _short(e):
+    """One line: etcd's own error text when it gave one ('requested lease not found')."""
     text = str(e) if e else "no endpoint"
+    detail = getattr(e, "detail_text", None)
+    if detail:
+        try:
+            detail = json.loads(detail).get("error") or detail
+        except (ValueError, AttributeError):
+            pass
+        text = f"{text}: {detail}" if text else str(detail)
     return text.splitlines()[0][:200] if text else type(e).__name__
