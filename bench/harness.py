@@ -85,7 +85,7 @@ def machine():
 
 
 def print_table(title, headers, rows, command):
-    print(f"\n{title}\n{machine()}\n$ {command}\n")
+    print(f"\n{title}\n{machine()}\n$ {command.rstrip()}\n")
     cells = [headers] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     numeric = [all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(headers))]
