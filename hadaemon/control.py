@@ -160,6 +160,8 @@ def request(path, message, timeout=10.0):
             chunks.append(chunk)
     except socket.timeout:
         raise ControlError(f"no answer from hadaemon within {timeout:g}s on {path}") from None
+    except OSError as e:  # reset or broken pipe: the daemon went away mid-answer
+        raise ControlError(f"connection to hadaemon lost on {path}: {e.strerror or e}") from None
     finally:
         s.close()
     try:

@@ -44,16 +44,17 @@ def base_environment(home, extra):
 
 
 def run(argv, timeout, limit, env, cwd=None, merge_output=False, kill_leftovers=True,
-        user=None, on_start=None, deadline_hook=None):
+        user=None, on_start=None, deadline_hook=None, pass_fds=()):
     """Run argv; return an Outcome. Never raises for a failure of the program itself.
 
     deadline_hook() may return a new absolute monotonic deadline (SIGTERM grace in the runner).
+    pass_fds: descriptors the program keeps; they must be inheritable (os.set_inheritable).
     Without cwd and user the program is started with posix_spawn: it inherits only inheritable
     descriptors (Python opens every descriptor non-inheritable) and the caller's directory.
     """
     start = time.monotonic()
     try:
-        child = _start(argv, env, cwd, merge_output, user)
+        child = _start(argv, env, cwd, merge_output, user, pass_fds)
     except (OSError, ValueError, KeyError) as e:
         return Outcome(None, b"", b"", time.monotonic() - start, error=f"cannot start: {e}")
     if on_start:
@@ -132,7 +133,7 @@ class _Child:
 _RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def _start(argv, env, cwd, merge_output, user):
+def _start(argv, env, cwd, merge_output, user, pass_fds):
     """Start argv in a session of its own, stdin /dev/null, stdout (and stderr) on pipes.
 
     posix_spawn runs no Python between fork and exec and costs the caller a third of what
@@ -147,7 +148,7 @@ def _start(argv, env, cwd, merge_output, user):
         if user or cwd is not None:
             popen = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=cwd, env=env,
-                start_new_session=True, close_fds=True, user=user or None,
+                start_new_session=True, close_fds=True, pass_fds=pass_fds, user=user or None,
                 group=_group_of(user), extra_groups=[] if user else None)
             pid = popen.pid
         else:

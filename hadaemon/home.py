@@ -56,6 +56,10 @@ class Home:
         return self.var / "runner.lock"
 
     @property
+    def command_lock(self):
+        return self.var / "command.lock"
+
+    @property
     def paused(self):
         return self.var / "paused"
 

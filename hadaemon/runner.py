@@ -47,6 +47,11 @@ class Runner:
         if _try_lock(lock) is False:
             log.warning("waiting for the previous action runner to finish its command")
             fcntl.flock(lock, fcntl.LOCK_EX)
+        # Every command inherits this descriptor and its lock: the lock outlives a killed runner
+        # for as long as the command it started runs, which is how the next runner knows.
+        self.command_lock = open(self.home.command_lock, "a")
+        os.set_inheritable(self.command_lock.fileno(), True)
+        _try_lock(self.command_lock)
         store = Store(self.home.state_db)
         self.journal, self.table = Journal(store), Table(store)
         self.resume_check()
@@ -101,7 +106,7 @@ class Runner:
                 return
             resumed = job["resumed"]
             if progress:
-                self.wait_for_leftover(progress[2], progress[3])
+                self.wait_for_leftover()
             result = self.run_step(job, idx, step, resumed)
             if result == "interrupted":
                 return
@@ -132,6 +137,7 @@ class Runner:
         outcome = execute.run(
             argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
             kill_leftovers=False, user=self.settings.get("user") or None,
+            pass_fds=(self.command_lock.fileno(),),
             on_start=lambda pid: self.journal.step_pid(job["id"], idx, pid, _start_time(pid)),
             deadline_hook=lambda: self.stop_at)
         output = outcome.output.decode("utf-8", "replace")
@@ -148,15 +154,26 @@ class Runner:
                                         f" ({error})" if error else "")
         return "ok" if ok else "failed"
 
-    def wait_for_leftover(self, pid, pid_start):
-        """A command of a dead runner may still run: never let two copies overlap."""
-        if not pid or _start_time(pid) != pid_start:
+    def wait_for_leftover(self):
+        """A command of a dead runner may still run: never let two copies overlap.
+
+        It holds command.lock through the descriptor it inherited, from its first instruction
+        on (a pid recorded after the spawn could be missing). Waiting is bounded by
+        action_timeout: a daemon an action started that kept the descriptor must not block the
+        journal for ever.
+        """
+        if _try_lock(self.command_lock):
             return
-        log.warning("command pid %d of the previous runner still runs: waiting for it", pid)
-        deadline = time.monotonic() + self.settings["action_timeout"]
-        while _start_time(pid) == pid_start and time.monotonic() < deadline:
+        limit = self.settings["action_timeout"]
+        log.warning("a command of the previous runner still runs: waiting for it (at most %gs)",
+                    limit)
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if _try_lock(self.command_lock):
+                return
             time.sleep(0.1)
-        execute.signal_group(pid, signal.SIGKILL)
+        log.error("%s still held after %gs (by a process an action left behind?): going on",
+                  self.home.command_lock, limit)
 
     def stopping(self):
         return self.stop_at is not None
