@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ROOT, Home, wait_for
 
 FAST = """\
@@ -288,6 +290,11 @@ def test_check_config_names_file_and_line(home):
 def test_check_config_ok_and_the_repository_is_a_valid_home():
     r = subprocess.run([sys.executable, "-m", "hadaemon", "--home", str(ROOT), "check-config"],
                        capture_output=True, text=True)
+    above = [line for line in r.stderr.splitlines()
+             if "strict mode:" in line and not line.split("strict mode: ")[1].startswith(str(ROOT))]
+    if r.returncode and above and len(above) == len(r.stderr.splitlines()):
+        pytest.skip(f"this clone lies below a directory others may write, which strict mode "
+                    f"rightly refuses: {above[0]}")
     assert r.returncode == 0, r.stderr
     assert "2 check(s), 1 action section(s)" in r.stdout
 
