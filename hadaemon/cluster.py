@@ -88,6 +88,11 @@ def load(home, problems):
     check("ttl", 2 <= settings.ttl <= 3600, "must be between 2 and 3600 seconds")
     check("keep_jobs", settings.keep_jobs >= 1, "must be at least 1")
     check("margin", settings.fence_margin < settings.ttl, "must be less than ttl")
+    try:
+        import etcd3gw  # noqa: F401  (cluster mode's one extra dependency)
+    except ImportError:
+        problems.append(f"{path}:{section.lineno}: [cluster] needs the etcd3gw package: "
+                        f"pip install 'hadaemon[cluster]'")
     if settings.fence:
         try:
             home.find_action(shlex.split(settings.fence)[0])
