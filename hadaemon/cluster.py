@@ -3,6 +3,7 @@ command runs). The processes that use them are agent.py (election, commits) and 
 (the jobs); docs/cluster.md describes the whole.
 """
 
+import importlib.util
 import json
 import re
 import shlex
@@ -88,9 +89,7 @@ def load(home, problems):
     check("ttl", 2 <= settings.ttl <= 3600, "must be between 2 and 3600 seconds")
     check("keep_jobs", settings.keep_jobs >= 1, "must be at least 1")
     check("margin", settings.fence_margin < settings.ttl, "must be less than ttl")
-    try:
-        import etcd3gw  # noqa: F401  (cluster mode's one extra dependency)
-    except ImportError:
+    if importlib.util.find_spec("etcd3gw") is None:  # cluster mode's one extra dependency
         problems.append(f"{path}:{section.lineno}: [cluster] needs the etcd3gw package: "
                         f"pip install 'hadaemon[cluster]'")
     if settings.fence:
