@@ -1,6 +1,7 @@
 """The hadaemon command. Only argument handling and printing live here."""
 
 import json
+import sqlite3
 import sys
 import time
 
@@ -118,14 +119,25 @@ def status(ctx, as_json):
     sys.exit(code)
 
 
-def _offline_status(home, why):
-    hosts = {}
-    if home.state_db.exists():
-        store = Store(home.state_db)
+def _offline(home, read, empty):
+    """read(store) on the state file, read-only, when no daemon answers; empty if there is none.
+
+    An unreadable file is one line of error: the daemon moves it aside at its next start.
+    """
+    if not home.state_db.exists():
+        return empty
+    try:
+        store = Store(home.state_db, readonly=True)
         try:
-            hosts = dict(Table(store).items()[0])
+            return read(store)
         finally:
             store.close()
+    except sqlite3.Error as e:
+        _fail(f"cannot read {home.state_db}: {e}")
+
+
+def _offline_status(home, why):
+    hosts = _offline(home, lambda store: dict(Table(store).items()[0]), {})
     return {"ok": True, "running": False, "note": f"{why}; last recorded state shown",
             "hosts": hosts}
 
@@ -181,11 +193,7 @@ def history_cmd(ctx, as_json, limit, host):
     except control.ControlError:
         if not home.state_db.exists():
             _fail(f"no history: {home.state_db} does not exist", NOT_RUNNING)
-        store = Store(home.state_db)
-        try:
-            entries = history.read(store, limit, host)
-        finally:
-            store.close()
+        entries = _offline(home, lambda store: history.read(store, limit, host), [])
     if as_json:
         click.echo(json.dumps(entries, indent=2))
     elif entries:

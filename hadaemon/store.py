@@ -31,12 +31,15 @@ class StoreError(Exception):
 
 
 class Store:
-    def __init__(self, path, timeout=5.0):
+    def __init__(self, path, timeout=5.0, readonly=False):
+        """readonly: for readers beside (or without) the daemon, which never write or create."""
         self.path = str(path)
-        self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                                    check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
+        target, uri = (f"file:{self.path}?mode=ro", True) if readonly else (self.path, False)
+        self.conn = sqlite3.connect(target, timeout=timeout, isolation_level=None,
+                                    check_same_thread=False, uri=uri)
+        if not readonly:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
         self._depth = 0
 
     @contextlib.contextmanager

@@ -381,6 +381,11 @@ def test_corrupt_table_refused_when_configured(home):
     assert "refusing to start (corrupt_table = refuse)" in r.stderr
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    for command in ("status", "history"):  # read by the CLI itself: no daemon runs
+        r = home.cli(command)
+        assert r.returncode == 1
+        assert r.stderr.strip() == (f"hadaemon: cannot read {home.root}/var/state.db: "
+                                    f"file is not a database")
     assert (home.root / "var/state.db").read_bytes().startswith(b"garbage")
 
 
