@@ -244,11 +244,20 @@ def cpu(pids):
 
 
 def pss_kib(pids):
+    return _kib(pids, "smaps_rollup", "Pss:")
+
+
+def rss_kib(pids):
+    return _kib(pids, "status", "VmRSS:")
+
+
+def _kib(pids, name, field):
+    """The sum of one kB field of /proc/PID/NAME over pids (gone ones count 0)."""
     total = 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+            with open(f"/proc/{pid}/{name}") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith(field))
         except (OSError, StopIteration):
             pass
     return total

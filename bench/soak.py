@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 
-from harness import Daemon, Home, children, pss_kib, print_table, _stat
+from harness import Daemon, Home, _stat, children, print_table, pss_kib, rss_kib
 
 CHECK = """\
 #!/bin/sh
@@ -38,17 +38,6 @@ ACTION = """\
 #!/bin/sh
 echo "$HA_JOB $HA_HOST $HA_FROM $HA_TO" >> "$HA_HOME/var/fired.log"
 """
-
-
-def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-        except (OSError, StopIteration):
-            pass
-    return total
 
 
 def write_status(home, host, status):

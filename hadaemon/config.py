@@ -123,19 +123,7 @@ def _read_checks(home, problems):
     for s in sections:
         if s.name.startswith("check:"):
             cid = s.name[len("check:"):].strip()
-            settings = {}
-            for lineno, text in s.lines:
-                try:
-                    key, value = split_setting(path, lineno, text)
-                except ConfigError as e:
-                    problems += e.problems
-                    continue
-                if key not in CHECK_KEYS:
-                    problems.append(f"{path}:{lineno}: unknown check setting {key!r} "
-                                    f"(known: {', '.join(sorted(CHECK_KEYS))})")
-                    continue
-                settings[key] = (lineno, value)
-            overrides[cid] = (s.lineno, settings)
+            overrides[cid] = (s.lineno, _keys(path, s, sorted(CHECK_KEYS), problems))
         elif s.name not in ("daemon", "cluster") and s.name not in SCOPES:
             problems.append(f"{path}:{s.lineno}: unknown scope [{s.name}] "
                             f"(scopes: {', '.join(SCOPES)}; settings go in [daemon] or [check:NAME])")
@@ -202,9 +190,9 @@ def _check_line(home, path, lineno, text, daemon, overrides, seen, problems):
     return CheckSpec(id=cid, argv=(program,) + args, where=where, **values)
 
 
-def _settings(path, section, cls, defaults, problems):
-    known = {f.name: f for f in fields(cls)}
-    changes = {}
+def _keys(path, section, known, problems):
+    """A settings section -> {key: (lineno, value)}; unknown keys and bad lines are problems."""
+    found = {}
     for lineno, text in section.lines:
         try:
             key, value = split_setting(path, lineno, text)
@@ -215,6 +203,14 @@ def _settings(path, section, cls, defaults, problems):
             problems.append(f"{path}:{lineno}: unknown setting {key!r} in [{section.name}] "
                             f"(known: {', '.join(known)})")
             continue
+        found[key] = (lineno, value)
+    return found
+
+
+def _settings(path, section, cls, defaults, problems):
+    changes = {}
+    for key, (lineno, value) in _keys(path, section, [f.name for f in fields(cls)],
+                                      problems).items():
         try:
             changes[key] = _convert(key, value, type(getattr(defaults, key)))
         except ValueError as e:
