@@ -469,3 +469,25 @@ def test_a_deposed_leaders_commit_fails_instead_of_landing(etcd):
         with table.transaction(guard_a):
             table.set("db1", {"status": "down"})
     assert table.status("db1") == "up"
+
+
+def test_a_dead_holders_job_is_superseded_when_the_host_moved_on(cluster):
+    nodes, log = cluster()
+    leader = start_all(nodes, db1="slave")
+    holder = next(n for n in nodes if n.name != leader)
+    for n in nodes:
+        (n.root / "etc/actions.conf").write_text(
+            f"[slave_to_master on {holder.name}]\nslow\nrecord after\n")
+        assert n.cli("reload").returncode == 0
+    time.sleep(1)  # every agent has the new sections
+    everywhere(nodes, "db1", "master")
+    wait_for(lambda: (holder.root / "var/slow.pid").exists(), 30, "slow running on its node")
+    holder.kill9()
+    rest = [n for n in nodes if n is not holder]
+    everywhere(rest, "db1", "slave")  # the host moves on while the job's claim still stands
+    wait_for(lambda: all(committed(n, "db1", "slave")() for n in rest), 30, "db1 slave")
+    job = wait_for(lambda: [h for h in __import__("json").loads(
+        rest[0].cli("history", "--json").stdout) if h["id"] == 2 and h["state"] == "superseded"],
+        30, "job superseded")[0]
+    assert "db1 is slave now, not master" in job["note"]
+    assert read_log(log) == []  # the killed slow never logged; "after" never ran
