@@ -27,6 +27,7 @@ from .table import Table
 
 log = logging.getLogger("hadaemon")
 FLUSH_EVERY = 1.0  # seconds between batched writes of observations (statuses are written at once)
+SEEN_EVERY = 60.0  # seconds between writes of hosts whose results only confirmed the last one
 RUNNER_RESPAWN_DELAY = 1.0
 ERROR_REPEAT = 60.0  # seconds before the same error of one check is logged again
 
@@ -38,7 +39,9 @@ class Supervisor:
         self.stopping = False
         self.started = time.time()
         self.jobs_sent = 0
-        self.dirty = set()
+        self.dirty = set()  # hosts whose observation changed: written within FLUSH_EVERY
+        self.seen = set()  # hosts only seen again (last_seen moved): written within SEEN_EVERY
+        self.next_seen = 0.0
         self.check_errors = {}  # check id -> (error, when last logged, repeats not logged)
         self.next_flush = 0.0
         self.record_error = None
@@ -105,6 +108,10 @@ class Supervisor:
         self._reap()
         self._dispatch()
         now = time.monotonic()
+        if now >= self.next_seen:
+            self.dirty |= self.seen  # a daemon at rest writes (and fsyncs) once a minute
+            self.seen.clear()
+            self.next_seen = now + SEEN_EVERY
         if now >= self.next_flush:
             self._flush()
             self.next_flush = now + FLUSH_EVERY
@@ -137,6 +144,7 @@ class Supervisor:
                 os.waitpid(pid, 0)
             except (ChildProcessError, ProcessLookupError):
                 pass
+        self.dirty |= self.seen
         self._flush()
         self.control.close()
         self.store.close()
@@ -314,9 +322,11 @@ class Supervisor:
         wall = time.time()
         for r in results:
             entry = self.entries.setdefault(r["host"], {"status": "unknown", "since": wall})
+            same = (entry.get("observed"), entry.get("check"), entry.get("details")) == (
+                r["status"], check.id, r["details"])
             entry.update(observed=r["status"], last_seen=wall, check=check.id,
                          details=r["details"])
-            self.dirty.add(r["host"])
+            (self.seen if same else self.dirty).add(r["host"])
         for t in transitions:
             self.commit(t, now, read_at)
 
