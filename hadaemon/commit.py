@@ -37,6 +37,7 @@ class Committer:
         self._latest = {}  # host -> {check_id: (status, expires)}
         self._candidate = {}  # host -> (status, count)
         self._conflicted = set()
+        self._held = {}  # host -> monotonic time until which a manual status stands
 
     def status(self, host):
         return self.committed.get(host, UNKNOWN)
@@ -79,6 +80,14 @@ class Committer:
         """A manual transition: no confirmation, no hold-down."""
         return self._propose(host, target, manual=True)
 
+    def hold(self, host, until):
+        """Let a manual status stand until `until` (or release): its actions are what make the
+        checks agree, and results taken before they finish would undo it at once."""
+        self._held[host] = until
+
+    def release(self, host):
+        self._held.pop(host, None)
+
     def _decide(self, host, now, notes):
         latest = self._latest[host]
         observed = self.observation(host, now)
@@ -106,6 +115,10 @@ class Committer:
         need = max(v[2] for v in latest.values())
         if count < need:
             notes.append(Note(host, "pending", f"{observed} seen {count}/{need} times"))
+            return None
+        if now < self._held.get(host, 0.0):
+            notes.append(Note(host, "held", f"{current} -> {observed} held: the manual "
+                              f"transition to {current} is still being carried out"))
             return None
         hold_down = max(v[3] for v in latest.values())
         since = self.last_change.get(host)

@@ -115,6 +115,10 @@ class Runner:
                 break
         self.journal.finish(job["id"], "failed" if failed else "done", failed)
         log.info("job #%d %s", job["id"], failed or "done")
+        try:
+            self.sock.send(f"done {job['id']}".encode())
+        except OSError:
+            pass  # the supervisor is gone or busy: a manual hold then ends by its deadline
 
     def run_step(self, job, idx, step, resumed):
         if not self.journal.step_started(job["id"], idx, resumed):

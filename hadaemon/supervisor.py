@@ -49,6 +49,7 @@ class Supervisor:
         self.runner_sock = None
         self.runner_due = 0.0
         self.paused = None  # while paused: {"since", "statuses" at pause time}
+        self.manual_jobs = {}  # job id -> host held by a manual transition until the job ends
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -227,10 +228,17 @@ class Supervisor:
 
     def _on_runner(self, sock, events):
         try:
-            sock.recv(65536)  # the runner only ever closes; EOF is handled when it is reaped
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
         except OSError:
-            pass
-        if _registered(self.sel, sock):
+            data = b""
+        if data.startswith(b"done "):  # a job's sequence has ended
+            host = self.manual_jobs.pop(int(data.split()[1]), None)
+            if host:
+                self.committer.release(host)
+            return
+        if _registered(self.sel, sock):  # EOF: the runner is gone, _reap handles it
             self.sel.unregister(sock)
 
     def _wake_runner(self, data=b"wake"):
@@ -502,9 +510,17 @@ class Supervisor:
             return {"ok": False, "error": f"invalid host or status: {host!r} {status!r}"}
         if self.committer.status(host) == status:
             return {"ok": False, "error": f"{host} is {status} already"}
-        job = self.commit(self.committer.force(host, status), time.monotonic())
+        now = time.monotonic()
+        transition = self.committer.force(host, status)
+        job = self.commit(transition, now)
         if job is None:
             return {"ok": False, "error": f"cannot record: {self.record_error}"}
+        # Until its sequence ends (the runner says so), or could have ended by its timeouts.
+        d = self.config.daemon
+        steps, _ = actions.plan(self.config.sections, transition, d.action_timeout, d.on_failure)
+        if steps and self.paused is None:
+            self.committer.hold(host, now + sum(s["timeout"] for s in steps) + FLUSH_EVERY)
+            self.manual_jobs[job] = host
         return {"ok": True, "job": job}
 
     def status(self):

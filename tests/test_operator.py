@@ -61,8 +61,10 @@ def test_resume_fires_nothing_when_configured(home, daemons):
 
 def test_manual_transition_fires_like_an_observed_one(home, daemons):
     setup(home)
+    # Slow on purpose: ten check results still say slave while it works.
     home.script("actions", "promote", """\
         #!/bin/sh
+        sleep 1
         echo master > "$HA_HOME/var/status/$1"
         echo "promoted $1 manual=$HA_MANUAL"
         """)
@@ -76,8 +78,10 @@ def test_manual_transition_fires_like_an_observed_one(home, daemons):
     assert (job["host"], job["from"], job["to"], job["manual"]) == ("db2", "slave", "master", True)
     assert job["commands"][0]["output"].strip() == "promoted db2 manual=1"
     assert "(manual)" in home.cli("history").stdout
-    # The action made it true, so the checks agree and nothing flips back.
+    # The action made it true, so the checks agree; what they said before it was done did not
+    # flip the host back.
     wait_for(lambda: home.status()["hosts"]["db2"].get("observed") == "master", 20, "observed")
+    assert "db2: master -> slave held: the manual transition to master is still being" in home.log()
     assert [h["to"] for h in home.history() if h["host"] == "db2"] == ["slave", "master"]
     bad = home.cli("transition", "db1;x", "master")
     assert bad.returncode == 1 and "invalid host or status" in bad.stderr
