@@ -126,7 +126,8 @@ def _read_checks(home, problems):
             overrides[cid] = (s.lineno, _keys(path, s, sorted(CHECK_KEYS), problems))
         elif s.name not in ("daemon", "cluster") and s.name not in SCOPES:
             problems.append(f"{path}:{s.lineno}: unknown scope [{s.name}] "
-                            f"(scopes: {', '.join(SCOPES)}; settings go in [daemon] or [check:NAME])")
+                            f"(scopes: {', '.join(SCOPES)}; "
+                            f"settings go in [daemon] or [check:NAME])")
     checks, seen = [], {}
     for scope in SCOPES:
         for lineno, text in by_name[scope].lines if scope in by_name else ():

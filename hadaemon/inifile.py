@@ -52,7 +52,8 @@ def read_sections(path, text=None):
                 continue
             name = stripped[1:-1].strip()
             if name in seen:
-                problems.append(f"{path}:{lineno}: section [{name}] repeated (first at line {seen[name]})")
+                problems.append(f"{path}:{lineno}: section [{name}] repeated "
+                                f"(first at line {seen[name]})")
                 current = discard
                 continue
             seen[name] = lineno

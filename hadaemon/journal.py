@@ -26,8 +26,8 @@ class Journal:
             note = note or "paused: no action fired"
         with self._store.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO jobs (host, source, target, manual, created, state, plan, env, finished,"
-                " observed_mono, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (host, source, target, manual, created, state, plan, env,"
+                " finished, observed_mono, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (transition.host, transition.source, transition.target, int(transition.manual),
                  now or time.time(), state, json.dumps(steps), json.dumps(env),
                  None if state == "queued" else (now or time.time()), observed_mono, note))

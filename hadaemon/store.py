@@ -77,7 +77,8 @@ def open_store(path, corrupt="moveaside"):
             store.close()
         if corrupt == "refuse":
             raise StoreError(f"{path}: state file unreadable ({e}); refusing to start "
-                             f"(corrupt_table = refuse); move it away to start from empty") from None
+                             f"(corrupt_table = refuse); move it away to start from empty"
+                             ) from None
         aside = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(f"{path}{suffix}"):

@@ -1,4 +1,5 @@
-"""The loop that wires it together: scheduler -> workers -> commit rule -> table + journal -> runner.
+"""The loop that wires it together: scheduler -> workers -> commit rule -> table + journal ->
+runner.
 
 The loop never blocks: one selector over the worker sockets, the runner socket, the control socket
 and a wakeup pipe; signal handlers only queue the signal (set_wakeup_fd makes select return).

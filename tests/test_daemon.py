@@ -280,7 +280,8 @@ def test_check_config_names_file_and_line(home):
     r = home.cli("check-config")
     assert r.returncode == 1
     checks, actions = str(home.root / "etc/checks.conf"), str(home.root / "etc/actions.conf")
-    for expected in (f"{checks}:2: interval", f"{checks}:3: workers", f"{checks}:4: unknown setting",
+    for expected in (f"{checks}:2: interval", f"{checks}:3: workers",
+                     f"{checks}:4: unknown setting",
                      f"{checks}:7: check 'no_such_check'", f"{checks}:8: unknown scope [remote]",
                      f"{actions}:3: 'not_a_program_anywhere'", f"{actions}:4: section [sideways]"):
         assert expected in r.stderr, (expected, r.stderr)

@@ -2,7 +2,6 @@
 workers, a killed supervisor in the middle of a sequence, corrupt and full state files, SIGTERM.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -369,7 +368,7 @@ def test_corrupt_table_is_moved_aside(home, daemons):
     wait_for(lambda: status_of(home, "db1") == "up", 20, "fresh table works")
     aside = list((home.root / "var").glob("state.db.corrupt-*"))
     assert len(aside) == 1
-    assert f"state file unreadable" in home.log() and f"moved aside to {aside[0]}" in home.log()
+    assert "state file unreadable" in home.log() and f"moved aside to {aside[0]}" in home.log()
     assert "Traceback" not in home.log()
 
 

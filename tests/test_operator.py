@@ -10,7 +10,8 @@ def status_of(home, host):
 
 
 def setup(home, on_resume="last"):
-    home.write("checks.conf", FAST + f"on_resume = {on_resume}\n[local]\nstatus_from_files db1 db2\n")
+    home.write("checks.conf",
+               FAST + f"on_resume = {on_resume}\n[local]\nstatus_from_files db1 db2\n")
     home.write("actions.conf", "[*_to_*]\nrecord %HOST% %FROM% %TO%\n")
     home.set_status("db1", "slave")
     home.set_status("db2", "slave")

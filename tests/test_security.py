@@ -3,10 +3,8 @@
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
