@@ -49,7 +49,7 @@ class Journal:
         if row is None:
             return None
         done = {r[0]: r for r in self._store.conn.execute(
-            "SELECT idx, finished, pid, pid_start FROM steps WHERE job = ?", (row[0],))}
+            "SELECT idx, finished FROM steps WHERE job = ?", (row[0],))}
         return dict(id=row[0], host=row[1], source=row[2], target=row[3], manual=bool(row[4]),
                     steps=json.loads(row[5]), env=json.loads(row[6]), state=row[7],
                     resumed=bool(row[8]), progress=done)
@@ -72,13 +72,13 @@ class Journal:
                 (job_id, idx, time.time(), int(resumed)))
         return True
 
-    def step_pid(self, job_id, idx, pid, pid_start):
-        """The command runs: its pid (to find a leftover after a crash) and when it started."""
+    def step_pid(self, job_id, idx, pid):
+        """The command runs: its pid (for the operator) and when it started (CLOCK_MONOTONIC)."""
         started_mono = time.monotonic()
         with self._store.transaction() as conn:
-            conn.execute("UPDATE steps SET pid = ?, pid_start = ?, started_mono = ?"
+            conn.execute("UPDATE steps SET pid = ?, started_mono = ?"
                          " WHERE job = ? AND idx = ?",
-                         (pid, pid_start, started_mono, job_id, idx))
+                         (pid, started_mono, job_id, idx))
 
     def step_finished(self, job_id, idx, rc, duration, output, error):
         with self._store.transaction() as conn:

@@ -142,7 +142,7 @@ class Runner:
             argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
             kill_leftovers=False, user=self.settings.get("user") or None,
             pass_fds=(self.command_lock.fileno(),),
-            on_start=lambda pid: self.journal.step_pid(job["id"], idx, pid, _start_time(pid)),
+            on_start=lambda pid: self.journal.step_pid(job["id"], idx, pid),
             deadline_hook=lambda: self.stop_at)
         output = outcome.output.decode("utf-8", "replace")
         if self.stop_at is not None and outcome.timed_out:
@@ -218,15 +218,6 @@ def _try_lock(f):
         return True
     except BlockingIOError:
         return False
-
-
-def _start_time(pid):
-    """Field 22 of /proc/PID/stat: with the pid, it names one process across pid reuse."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 if __name__ == "__main__":

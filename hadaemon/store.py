@@ -22,7 +22,7 @@ CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', '
 CREATE TABLE IF NOT EXISTS steps (
     job INTEGER NOT NULL, idx INTEGER NOT NULL, started REAL NOT NULL, finished REAL,
     rc INTEGER, duration REAL, output TEXT, error TEXT, resumed INTEGER NOT NULL DEFAULT 0,
-    pid INTEGER, pid_start TEXT, started_mono REAL, PRIMARY KEY (job, idx));
+    pid INTEGER, started_mono REAL, PRIMARY KEY (job, idx));
 """
 
 
