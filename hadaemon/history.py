@@ -39,7 +39,7 @@ def _outcome(step):
     if step is None:
         return "not run"
     if step[2] is None:
-        return "running"
+        return "interrupted" if step[6] else "running"
     if step[6]:
         return "error"
     return "ok" if step[3] == 0 else "failed"

@@ -87,6 +87,12 @@ class Journal:
                 " WHERE job = ? AND idx = ?",
                 (time.time(), rc, duration, output, error, job_id, idx))
 
+    def step_interrupted(self, job_id, idx, duration, output, why):
+        """Cut short on purpose: the reason is kept, the step stays unfinished (to resume)."""
+        with self._store.transaction() as conn:
+            conn.execute("UPDATE steps SET duration = ?, output = ?, error = ? WHERE job = ? AND"
+                         " idx = ?", (duration, output, why, job_id, idx))
+
     def finish(self, job_id, state, note=None):
         with self._store.transaction() as conn:
             conn.execute("UPDATE jobs SET state = ?, finished = ?, note = COALESCE(?, note)"

@@ -44,7 +44,7 @@ class Runner:
         signal.signal(signal.SIGTERM, self._terminate)
         os.chdir(self.home.root)  # commands run in the home: no per-run cwd, so posix_spawn
         lock = open(self.home.runner_lock, "a")
-        if _try_lock(lock) is False:
+        if not _try_lock(lock):
             log.warning("waiting for the previous action runner to finish its command")
             fcntl.flock(lock, fcntl.LOCK_EX)
         # Every command inherits this descriptor and its lock: the lock outlives a killed runner
@@ -149,6 +149,8 @@ class Runner:
             # Cut short by shutdown: left unfinished so the next start resumes it.
             log.warning("job #%d: %s interrupted by shutdown after %.1fs; it will be resumed",
                         job["id"], step["text"], outcome.duration)
+            self.journal.step_interrupted(job["id"], idx, outcome.duration, output,
+                                          "interrupted by shutdown; resumed at the next start")
             return "interrupted"
         error = outcome.reason()
         self.journal.step_finished(job["id"], idx, outcome.rc, outcome.duration, output, error)

@@ -347,6 +347,9 @@ def test_sigterm_gives_a_running_command_its_grace_then_resumes_it(home, daemons
     assert not (home.root / "var/control.sock").exists()
     assert "interrupted by shutdown" in home.log()
     assert not any(line.startswith("slow end") for line in home.actions_log())
+    step = home.history()[-1]["commands"][1]  # read from the state file: no daemon runs
+    assert (step["outcome"], step["error"]) == (
+        "interrupted", "interrupted by shutdown; resumed at the next start")
     daemons(home)
     wait_for(lambda: home.history()[-1]["state"] == "done", 30, "resumed after restart")
     assert home.actions_log()[-1].startswith("record three")
