@@ -269,8 +269,9 @@ def test_confirmations_and_hold_down_suppress_flapping(home, daemons):
     assert "db1: down seen 2/3 times" in log
     assert "down seen 2 time(s), then master again: not committed" in log
     assert "held down for another" in log
+    # Hold-down runs on the monotonic clock, history records wall time: allow their drift.
     times = [h["time"] for h in home.history()]
-    assert times[1] - times[0] >= 2.0 and times[2] - times[1] >= 2.0
+    assert times[1] - times[0] >= 1.99 and times[2] - times[1] >= 1.99
 
 
 # -- the supervisor and the state table --------------------------------------------------------
