@@ -204,6 +204,13 @@ def test_kill_9_of_the_leader_mid_sequence_resumes_on_the_next_one(cluster):
     assert [c["outcome"] for c in job["commands"]] == ["ok", "ok", "ok"]
 
 
+def fired(log, n):
+    """Wait until the first n actions have run: a status is committed before its action runs,
+    so a count taken right after start_all could still grow."""
+    wait_for(lambda: len(read_log(log)) >= n, 30, f"{n} first action(s)")
+    return len(read_log(log))
+
+
 def start_all(nodes, **statuses):
     for host, status in statuses.items():
         everywhere(nodes, host, status)
@@ -218,7 +225,7 @@ def start_all(nodes, **statuses):
 def test_etcd_member_loss_changes_nothing_and_an_outage_fires_nothing(cluster, etcd):
     nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
     leader = start_all(nodes, db1="up")
-    lines = len(read_log(log))
+    lines = fired(log, 1)
     etcd.kill(0)  # the first endpoint of every node
     time.sleep(2 * TTL)
     assert one_leader(nodes) == leader
@@ -247,6 +254,7 @@ def test_etcd_member_loss_changes_nothing_and_an_outage_fires_nothing(cluster, e
 def test_a_blip_shorter_than_ttl_changes_nothing(cluster, etcd):
     nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
     leader = start_all(nodes, db1="up")
+    fired(log, 1)
     lines = read_log(log)
     for p in etcd.procs:
         p.send_signal(__import__("signal").SIGSTOP)
@@ -262,7 +270,7 @@ def test_a_blip_shorter_than_ttl_changes_nothing(cluster, etcd):
 def test_pause_resume_manual_transition_and_handover(cluster):
     nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
     leader = start_all(nodes, db1="slave", db2="slave")
-    base = len(read_log(log))
+    base = fired(log, 2)
     assert nodes[2].cli("pause").returncode == 0
     wait_for(lambda: all(n.cluster().get("paused") for n in nodes), 30, "paused everywhere")
     assert "PAUSED" in nodes[0].cli("status").stdout
@@ -284,7 +292,7 @@ def test_pause_resume_manual_transition_and_handover(cluster):
     manual = [h for h in history if h["host"] == "db2" and h["manual"]]
     assert [(h["from"], h["to"]) for h in manual] == [("slave", "master")]
     assert "(manual)" in nodes[0].cli("history").stdout
-    fired = len(read_log(log))
+    count = len(read_log(log))
     # handover to a named node, then to anyone
     other = next(n.name for n in nodes if n.name != leader)
     t0 = time.monotonic()
@@ -294,7 +302,7 @@ def test_pause_resume_manual_transition_and_handover(cluster):
     assert nodes[0].cli("handover").returncode == 0
     wait_for(lambda: one_leader(nodes) not in (None, other), 30, "someone else leads")
     time.sleep(1)
-    assert len(read_log(log)) == fired  # leadership moved, nothing fired
+    assert len(read_log(log)) == count  # leadership moved, nothing fired
 
 
 def test_a_section_can_name_the_node_that_runs_it(cluster):
