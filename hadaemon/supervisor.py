@@ -369,6 +369,12 @@ class Supervisor:
                  transition.source, transition.target, " (manual)" if transition.manual else "",
                  job, len(steps), paused)
         if steps and not paused:
+            if transition.manual:
+                # Its actions make the checks agree: hold contrary results until the sequence
+                # ends (the runner says so) or could have ended by its timeouts.
+                self.committer.hold(transition.host,
+                                    now + sum(s["timeout"] for s in steps) + FLUSH_EVERY)
+                self.manual_jobs[job] = transition.host
             self._wake_runner()
         return job
 
@@ -511,17 +517,9 @@ class Supervisor:
             return {"ok": False, "error": f"invalid host or status: {host!r} {status!r}"}
         if self.committer.status(host) == status:
             return {"ok": False, "error": f"{host} is {status} already"}
-        now = time.monotonic()
-        transition = self.committer.force(host, status)
-        job = self.commit(transition, now)
+        job = self.commit(self.committer.force(host, status), time.monotonic())
         if job is None:
             return {"ok": False, "error": f"cannot record: {self.record_error}"}
-        # Until its sequence ends (the runner says so), or could have ended by its timeouts.
-        d = self.config.daemon
-        steps, _ = actions.plan(self.config.sections, transition, d.action_timeout, d.on_failure)
-        if steps and self.paused is None:
-            self.committer.hold(host, now + sum(s["timeout"] for s in steps) + FLUSH_EVERY)
-            self.manual_jobs[job] = host
         return {"ok": True, "job": job}
 
     def status(self):
