@@ -32,6 +32,17 @@ echo "$(basename "$0") $* | host=$HA_HOST from=$HA_FROM to=$HA_TO resumed=$HA_RE
 """
 
 
+# Two failing commands, one marked '-': the sequence runs one, two, and stops at the second.
+KEEP_GOING = """
+[unknown_to_down]
+record one
+-false
+record two
+false
+record three
+"""
+
+
 class Home:
     """A temporary hadaemon home with its own checks and actions."""
 

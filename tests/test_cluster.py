@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import Home, wait_for
+from conftest import KEEP_GOING, Home, wait_for
 from etcdkit import ETCD, Etcd, Network, Node, netns_possible, read_log
 from hadaemon.cluster import combine, split_section, step_node
 
@@ -393,14 +393,7 @@ def test_a_partitioned_leader_stops_starting_commands_and_the_majority_leads_on(
 
 
 def test_a_failing_command_stops_the_sequence_unless_marked(cluster):
-    nodes, log = cluster(actions="""
-        [unknown_to_down]
-        record one
-        -false
-        record two
-        false
-        record three
-        """)
+    nodes, log = cluster(actions=KEEP_GOING)
     start_all(nodes, db1="down")
     history = wait_for(lambda: [h for h in __import__("json").loads(
         nodes[0].cli("history", "--json").stdout) if h["state"] == "failed"], 30, "job failed")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Home, wait_for
+from conftest import KEEP_GOING, ROOT, Home, wait_for
 
 FAST = """\
 [daemon]
@@ -136,14 +136,7 @@ def test_unset_variable_stops_the_sequence_with_a_recorded_error(home, daemons):
 
 def test_failing_command_stops_unless_marked_to_keep_going(home, daemons):
     home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
-    home.write("actions.conf", """
-        [unknown_to_down]
-        record one
-        -false
-        record two
-        false
-        record three
-        """)
+    home.write("actions.conf", KEEP_GOING)
     home.set_status("db1", "down")
     daemons(home)
     wait_for(lambda: home.history() and home.history()[-1]["state"] == "failed", 20, "failed")
