@@ -42,6 +42,7 @@ class ClusterRunner(Runner):
         self.valid_until = 0.0
         self.lock = threading.Lock()
         self.error = None
+        self.held_back = None  # id of the job whose next command waits for the lease
 
     # -- lease ----------------------------------------------------------------------------------
 
@@ -55,24 +56,29 @@ class ClusterRunner(Runner):
                 self.lease = self.etcd.grant(self.ttl)
                 self.valid_until = t0 + self.ttl
 
+    def renew(self, etcd):
+        """One keepalive through `etcd` (each thread has its own client)."""
+        with self.lock:
+            lease = self.lease
+        if lease is None:
+            return
+        t0 = time.monotonic()
+        try:
+            ttl = etcd.keepalive(lease)
+        except EtcdUnavailable:
+            return
+        with self.lock:
+            if ttl <= 0 and self.lease == lease:
+                log.error("runner lease %x expired: its claims are gone", lease)
+                self.lease = None
+            elif ttl > 0:
+                self.valid_until = max(self.valid_until, t0 + ttl)
+
     def keepalive_loop(self):
         """Renews in its own thread, so a long command does not let the claim expire."""
         etcd = Etcd(self.endpoints, self.timeout)
         while True:
-            with self.lock:
-                lease = self.lease
-            if lease is not None:
-                t0 = time.monotonic()
-                try:
-                    ttl = etcd.keepalive(lease)
-                except EtcdUnavailable:
-                    ttl = None
-                with self.lock:
-                    if ttl is not None and ttl <= 0 and self.lease == lease:
-                        log.error("runner lease %x expired: its claims are gone", lease)
-                        self.lease = None
-                    elif ttl:
-                        self.valid_until = t0 + ttl
+            self.renew(etcd)
             time.sleep(max(0.1, min(self.poll, self.ttl / 5.0)))
 
     def time_left(self):
@@ -121,9 +127,14 @@ class ClusterRunner(Runner):
         nodes, _, leader, paused, _, _, open_ids = split_live(
             self.keys, self.etcd.range(self.keys.live))
         leader = leader[0] if leader else None
-        claims = self.jobs.claimed()
+        claims = self.jobs.claims()
         for raw, job in self.jobs.open_jobs(open_ids):
-            if self.jobs.is_claimed(claims, job["id"]):
+            holder = self.jobs.holder(claims, job["id"])
+            if holder is not None:
+                if self.lease is not None and holder == self.holder() == job.get("holder"):
+                    # Ours already: a command was held back by the fencing margin (etcd was
+                    # away); the claim outlived that, so go on from the next command.
+                    return self.run(job)
                 continue
             progress = self.jobs.progress(job["id"])
             if paused and job.get("kind") != "fence" and not job.get("holder") and not progress:
@@ -131,8 +142,7 @@ class ClusterRunner(Runner):
             if self.owner(job, _next_step(job, progress)[0], nodes, leader) != self.me:
                 continue
             if self.claim(raw, job):
-                self.run(job)
-                return True
+                return self.run(job)
         return False
 
     def owner(self, job, idx, nodes, leader):
@@ -167,34 +177,45 @@ class ClusterRunner(Runner):
     # -- one job --------------------------------------------------------------------------------
 
     def run(self, job):
+        """Run the job's commands from its first unfinished one; False if none could start."""
         resumed = job["resumed"]
-        log.info("job #%d %s: %s -> %s: %d command(s)%s", job["id"], job["host"], job["source"],
-                 job["target"], len(job["plan"]), " (resumed)" if resumed else "")
+        if self.held_back != job["id"]:
+            log.info("job #%d %s: %s -> %s: %d command(s)%s", job["id"], job["host"],
+                     job["source"], job["target"], len(job["plan"]),
+                     " (resumed)" if resumed else "")
         while True:
             raw = self.jobs.progress(job["id"], raw=True)
             idx, failed = _next_step(job, {i: json.loads(v) for i, v in raw.items()})
             if idx is None:
                 self.finish(job, "failed" if failed else "done", failed)
-                return
+                return True
             live = split_live(self.keys, self.etcd.range(self.keys.live))
             if self.owner(job, idx, live[0], live[2][0] if live[2] else None) != self.me:
                 self.jobs.release(job)  # the next command is another node's: hand the job on
-                return
+                return True
             if self.stopping() or self.orphaned():
-                return
+                return True
             result = self.run_step(job, idx, job["plan"][idx], resumed, raw.get(idx))
+            if result == "held":
+                return False
             if result in ("fenced", "interrupted"):
-                return
+                return True
             # "changed": a command's record moved under us (its runner, cut off, recorded the
             # end late): read the records again rather than run it a second time.
 
     def run_step(self, job, idx, step, resumed, seen):
+        if self.time_left() < self.margin:
+            self.renew(self.etcd)  # etcd may be back before the keepalive thread has seen it
         left = self.time_left()
         if left < self.margin:
-            log.error("job #%d: not starting %r: lease time left %.1fs is under the fencing "
-                      "margin %.1fs (etcd unreachable?); whoever holds the job next resumes it",
-                      job["id"], step["text"], left, self.margin)
-            return "fenced"
+            if self.held_back != job["id"]:
+                log.error("job #%d: not starting %r: lease time left %.1fs is under the "
+                          "fencing margin %.1fs (etcd unreachable?); it starts once the lease "
+                          "is renewed, or whoever holds the job next resumes it",
+                          job["id"], step["text"], left, self.margin)
+            self.held_back = job["id"]
+            return "held"
+        self.held_back = None
         started = {"node": self.me, "started": time.time(), "resumed": resumed,
                    "finished": None}
         written = self.jobs.step_started(job, idx, seen, started)
@@ -208,9 +229,7 @@ class ClusterRunner(Runner):
             return "interrupted"
         done = dict(started, finished=time.time(), rc=rc, duration=duration, output=output,
                     error=error)
-        # Guarded by our own start record, not the claim: if nobody restarted this command,
-        # its outcome is true and recording it saves a second run.
-        if not self.jobs.step_finished(job, idx, started, done):
+        if not self.record_finished(job, idx, started, done):
             log.error("job #%d: %r finished after another node took the job over",
                       job["id"], step["text"])
             return "fenced"
@@ -219,6 +238,24 @@ class ClusterRunner(Runner):
                                         step["text"], rc, duration or 0.0,
                                         f" ({error})" if error else "")
         return "ok"
+
+    def record_finished(self, job, idx, started, done):
+        """Record a command's end, waiting out an etcd outage: the outcome is known here only.
+        Guarded by our own start record, not the claim: if nobody restarted the command, its
+        outcome is true and recording it late still saves a second run. False if somebody did."""
+        waiting = False
+        while True:
+            try:
+                return self.jobs.step_finished(job, idx, started, done)
+            except EtcdUnavailable as e:
+                if not waiting:
+                    log.warning("job #%d: cannot record the end of %r yet (%s): retrying",
+                                job["id"], job["plan"][idx]["text"], e)
+                waiting = True
+                if self.orphaned() or not self.wait(self.poll):
+                    raise
+                if self.stopping() and time.monotonic() > self.stop_at:
+                    raise
 
     def execute(self, job, step, resumed):
         if step["error"]:

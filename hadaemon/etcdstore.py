@@ -114,11 +114,13 @@ class EtcdJournal:
                 jobs.append((raw, json.loads(raw)))
         return sorted(jobs, key=lambda j: (j[1].get("kind") != "fence", j[1]["id"]))
 
-    def claimed(self):
-        return set(self._etcd.range(self._keys.claims))
+    def claims(self):
+        """{claim key: holder} of every claimed job."""
+        return {k: v.decode() for k, (v, _, _) in self._etcd.range(self._keys.claims).items()}
 
-    def is_claimed(self, claims, job_id):
-        return self._keys.claim(job_id) in claims
+    def holder(self, claims, job_id):
+        """Who holds job_id per `claims`, or None."""
+        return claims.get(self._keys.claim(job_id))
 
     def progress(self, job_id, raw=False):
         """Command records by index: parsed, or as stored (bytes, for compares)."""

@@ -43,6 +43,10 @@ def cluster(tmp_path, etcd):
     yield make
     for node in made:
         node.kill9()
+        # pytest shows this only when the test failed: what each node did, for CI's log
+        print(f"--- {node.name}: last lines of its daemon log")
+        print("\n".join(line[:240] for line in node.daemon_log().splitlines()[-40:]
+                        if " DEBUG " not in line))
 
 
 SLOW = """#!/bin/sh
@@ -249,6 +253,28 @@ def test_etcd_member_loss_changes_nothing_and_an_outage_fires_nothing(cluster, e
     time.sleep(1)
     assert len(read_log(log)) == lines + 2
     assert read_log(log)[-1].endswith("down->up resumed=0 db1")
+
+
+def test_a_command_that_ends_while_etcd_is_away_is_recorded_and_not_run_again(cluster, etcd):
+    nodes, log = cluster(actions="[slave_to_master]\nslow\nrecord c\n")
+    leader = start_all(nodes, db1="slave")
+    runner = next(n for n in nodes if n.name == leader)
+    everywhere(nodes, "db1", "master")
+    wait_for(lambda: (runner.root / "var/slow.pid").exists(), 30, "slow command running")
+    for i in range(etcd.n):
+        etcd.kill(i)
+    wait_for(lambda: any("slow" in line for line in read_log(log)), 30, "slow command ended")
+    time.sleep(1)  # its end cannot be recorded now; the next command must not start
+    assert len(read_log(log)) == 1
+    etcd.start()
+    wait_for(lambda: any(" c" in line for line in read_log(log)), 60, "sequence finished")
+    time.sleep(1)
+    assert read_log(log) == [f"{leader} job=2 db1 slave->master resumed=0 slow",
+                             f"{leader} job=2 db1 slave->master resumed=0 c"], read_log(log)
+    assert "cannot record the end of 'slow'" in runner.daemon_log()
+    job = [h for h in __import__("json").loads(runner.cli("history", "--json").stdout)
+           if h["id"] == 2][0]
+    assert job["state"] == "done" and not job["resumed"]
 
 
 def test_a_blip_shorter_than_ttl_changes_nothing(cluster, etcd):
