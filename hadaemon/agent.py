@@ -16,7 +16,8 @@ import signal
 import time
 
 from . import actions, config as configmod
-from .cluster import Keys, child_logging, combine, split_live, step_node
+from .cluster import (Keys, child_logging, combine, identity, is_us, json_or_empty,
+                      split_live, step_node)
 from .commit import Transition
 from .etcd import Etcd, EtcdUnavailable, absent, created_at, delete, jput, put, value_is
 from .etcdstore import EtcdJournal, EtcdStore, EtcdTable, Refused
@@ -25,6 +26,10 @@ from .inifile import ConfigError
 from .names import UNKNOWN
 
 log = logging.getLogger("hadaemon.agent")
+
+
+class NameTaken(Exception):
+    """Another live daemon holds this node's name: joining would merge two nodes' votes."""
 
 
 class Agent:
@@ -51,6 +56,7 @@ class Agent:
         self.seq = None
         self.pruned = 0  # job ids up to this one are pruned from etcd
         self.error, self.unreachable_since = None, None
+        self.not_joined = None  # why this node is not in the cluster (its name is taken)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -107,6 +113,15 @@ class Agent:
             self.unreachable(e, now)
             self.report()
             return
+        except NameTaken as e:
+            if self.not_joined != str(e):
+                log.error("%s", e)
+            self.not_joined = str(e)
+            self.report()
+            return
+        if self.not_joined:
+            log.warning("node %s joined: its name is free again", self.me)
+        self.not_joined = None
         if self.unreachable_since is not None:
             log.warning("etcd reachable again after %.1fs", now - self.unreachable_since)
         self.error, self.unreachable_since = None, None
@@ -141,9 +156,8 @@ class Agent:
         if self.lease is None:
             t0 = time.monotonic()
             lease = self.etcd.grant(self.c.ttl)
+            self.join(lease)
             self.lease, self.valid_until = lease, t0 + self.c.ttl
-            self.etcd.txn([], [jput(self.keys.node(self.me), {
-                "pid": os.getppid(), "started": time.time()}, lease)])
             self.published = None
             self.next_keepalive = t0 + max(self.c.poll, self.c.ttl / 5.0)
             log.info("node %s joined with lease %x", self.me, lease)
@@ -159,6 +173,23 @@ class Agent:
                 return self.ensure_lease(now)
             self.valid_until = t0 + ttl
             self.next_keepalive = t0 + max(self.c.poll, self.c.ttl / 5.0)
+
+    def join(self, lease):
+        """Write our node key on `lease` unless another daemon holds the name (a node killed
+        with -9 holds it until its lease expires); raise NameTaken then."""
+        key = self.keys.node(self.me)
+        value = dict(identity(), started=time.time())
+        if self.etcd.txn([absent(key)], [jput(key, value, lease)]):
+            return
+        raw = self.etcd.get(key)
+        held = json_or_empty(raw)
+        if raw is not None and is_us(held) and self.etcd.txn(
+                [value_is(key, raw)], [jput(key, value, lease)]):
+            return  # our own agent before this one (it was restarted)
+        self.etcd.revoke(lease)
+        raise NameTaken(f"node name {self.me!r} is held by pid {held.get('pid')} on "
+                        f"{held.get('host')}: not joining until it is free (node = in "
+                        "[cluster] must be unique)")
 
     def publish(self):
         if self.opinions != self.published:
@@ -356,11 +387,12 @@ class Agent:
                  "leader": self.leader if self.error is None or self.leading() else None,
                  "lease_left": self.lease_left(), "nodes": self.nodes,
                  "results": self.results, "paused": bool(self.paused),
-                 "stale": self.error is not None, "error": self.error,
+                 "stale": self.error is not None or self.not_joined is not None,
+                 "error": self.error, "not_joined": self.not_joined,
                  "unreachable_for": now - self.unreachable_since
                  if self.unreachable_since is not None else 0.0}
         message = {"cluster": state}
-        if self.error is None and self.table != self.sent_table:
+        if self.error is None and not self.not_joined and self.table != self.sent_table:
             message["table"] = self.table
             self.sent_table = dict(self.table)
         try:
@@ -371,3 +403,4 @@ class Agent:
 
 def main(sock, home, config, settings):
     Agent(home, config, settings, sock).main()
+

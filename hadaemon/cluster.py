@@ -5,6 +5,7 @@ command runs). The processes that use them are agent.py (election, commits) and 
 
 import importlib.util
 import json
+import os
 import re
 import shlex
 import socket
@@ -177,6 +178,19 @@ class Keys:
         return f"{self.open}{job_id:012d}"
 
 
+# -- who holds a node name ----------------------------------------------------------------------
+
+def identity():
+    """This node's daemon, as its node key records it. Called in the agent and the runner, both
+    children of the supervisor, so both give the same answer."""
+    return {"host": socket.gethostname(), "pid": os.getppid()}
+
+
+def is_us(node_value):
+    """Whether a node key's value (split_live's nodes[name]) was written by this daemon."""
+    return bool(node_value) and all(node_value.get(k) == v for k, v in identity().items())
+
+
 def split_live(keys, kvs):
     """A range of live/ -> (nodes, opinions, leader, paused, handover, requests, open ids)."""
     nodes, opinions, requests, open_ids = {}, {}, {}, []
@@ -184,23 +198,26 @@ def split_live(keys, kvs):
     for key, (value, lease, rev) in kvs.items():
         rest = key[len(keys.live):]
         if rest.startswith("node/"):
-            nodes[rest[5:]] = _json(value)
+            nodes[rest[5:]] = json_or_empty(value)
         elif rest.startswith("result/"):
-            opinions[rest[7:]] = _json(value)
+            opinions[rest[7:]] = json_or_empty(value)
         elif rest.startswith("request/"):
-            requests[key] = _json(value)
+            requests[key] = json_or_empty(value)
         elif rest.startswith("open/"):
             open_ids.append(int(rest[5:]))
         elif key == keys.leader:
             leader = (value.decode(), lease, rev)
         elif key == keys.paused:
-            paused = _json(value)
+            paused = json_or_empty(value)
         elif key == keys.handover:
-            handover = _json(value)
+            handover = json_or_empty(value)
     return nodes, opinions, leader, paused, handover, requests, sorted(open_ids)
 
 
-def _json(value):
+def json_or_empty(value):
+    """A stored JSON value, or {} when it is missing or unreadable."""
+    if not value:
+        return {}
     try:
         return json.loads(value)
     except ValueError:
@@ -211,14 +228,14 @@ def _json(value):
 
 def read_history(etcd, keys, limit=100, host=None):
     """Jobs in etcd in the shape of history.read(), oldest first."""
-    jobs = [_json(v) for v, _, _ in etcd.range(keys.jobs).values()]
+    jobs = [json_or_empty(v) for v, _, _ in etcd.range(keys.jobs).values()]
     jobs = sorted((j for j in jobs if j and (not host or j.get("host") == host)),
                   key=lambda j: j["id"])[-int(limit):]
     steps = {}
     if jobs:
         for key, (value, _, _) in etcd.range(keys.steps).items():
             job_id, idx = key[len(keys.steps):].split("/")
-            steps.setdefault(int(job_id), {})[int(idx)] = _json(value)
+            steps.setdefault(int(job_id), {})[int(idx)] = json_or_empty(value)
     result = []
     for j in jobs:
         commands = []
@@ -252,7 +269,10 @@ def step_outcome(s):
 def status_lines(c):
     """The cluster part of `hadaemon status`, as text."""
     lines = []
-    if c.get("stale"):
+    if c.get("not_joined"):
+        lines.append(f"NOT JOINED: {c['not_joined']}; the table below is this node's last "
+                     "mirror")
+    elif c.get("stale"):
         lines.append(f"STALE: etcd unreachable for {c.get('unreachable_for', 0):.0f}s "
                      f"({c.get('error')}); the table below is this node's last mirror")
     left = c.get("lease_left")

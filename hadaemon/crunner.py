@@ -17,7 +17,7 @@ import threading
 import time
 
 from . import execute
-from .cluster import Keys, child_logging, split_live
+from .cluster import Keys, child_logging, is_us, split_live
 from .etcd import Etcd, EtcdUnavailable
 from .etcdstore import EtcdJournal, EtcdStore, EtcdTable
 from .runner import OUTPUT_KEEP, Runner
@@ -127,6 +127,8 @@ class ClusterRunner(Runner):
         nodes, _, leader, paused, _, _, open_ids = split_live(
             self.keys, self.etcd.range(self.keys.live))
         leader = leader[0] if leader else None
+        if not is_us(nodes.get(self.me)):
+            return False  # not joined (yet, or the name is another daemon's): the agent says why
         claims = self.jobs.claims()
         for raw, job in self.jobs.open_jobs(open_ids):
             holder = self.jobs.holder(claims, job["id"])
@@ -190,7 +192,8 @@ class ClusterRunner(Runner):
                 self.finish(job, "failed" if failed else "done", failed)
                 return True
             live = split_live(self.keys, self.etcd.range(self.keys.live))
-            if self.owner(job, idx, live[0], live[2][0] if live[2] else None) != self.me:
+            if (self.owner(job, idx, live[0], live[2][0] if live[2] else None) != self.me
+                    or not is_us(live[0].get(self.me))):
                 self.jobs.release(job)  # the next command is another node's: hand the job on
                 return True
             if self.stopping() or self.orphaned():

@@ -174,6 +174,30 @@ def test_one_node_alone_cannot_move_a_host(cluster):
     assert len(read_log(log)) == 1
 
 
+def test_a_second_daemon_with_a_node_name_in_use_stays_out_until_it_is_free(cluster, etcd,
+                                                                             tmp_path):
+    acts = "[*_to_down]\nrecord down %HOST%\n"
+    nodes, log = cluster(actions=acts)
+    start_all(nodes, db1="up")
+    dup = Node(tmp_path / "dup", "n1", etcd.endpoints, TTL, log=log, actions=acts)
+    try:
+        dup.set_status("db1", "down")
+        nodes[1].set_status("db1", "down")  # counted as n1's vote, dup's would make a majority
+        dup.start()
+        wait_for(lambda: "node name 'n1' is held by pid" in dup.daemon_log(), 30, "refused")
+        time.sleep(2)
+        assert read_log(log) == []
+        assert "NOT JOINED: node name 'n1' is held" in dup.cli("status").stdout
+        assert nodes[2].cluster()["results"]["n1"] == {"db1": "up"}
+        nodes[0].kill9()  # its key expires with its lease; then the name is free
+        wait_for(lambda: "joined: its name is free again" in dup.daemon_log(), 30, "dup joins")
+        wait_for(lambda: read_log(log), 30, "down fired, n1 (now dup) and n2 agreeing")
+        time.sleep(1)
+        assert len(read_log(log)) == 1 and read_log(log)[0].endswith("up->down resumed=0 down db1")
+    finally:
+        dup.kill9()
+
+
 def test_kill_9_of_the_leader_mid_sequence_resumes_on_the_next_one(cluster):
     nodes, log = cluster(actions="""
         [slave_to_master]
