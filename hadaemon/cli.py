@@ -98,6 +98,9 @@ def reload(ctx):
             click.echo(f"error: {p}", err=True)
         raise SystemExit(1)
     click.echo(f"reloaded: {answer['checks']} check(s), {answer['sections']} action section(s)")
+    for what in answer.get("restart_needed", []):
+        click.echo(f"hadaemon: {what} changed: it takes effect at the next restart; the running "
+                   "one is kept", err=True)
 
 
 @main.command()

@@ -14,6 +14,7 @@ import selectors
 import signal
 import sqlite3
 import time
+from dataclasses import replace
 
 from . import actions, config as configmod, history, logsetup, protocol, runner
 from .commit import Committer, Transition
@@ -401,6 +402,9 @@ class Supervisor:
             log.error("reload refused, keeping the running config: %s", "; ".join(e.problems))
             return {"ok": False, "error": "config invalid, running config kept",
                     "problems": e.problems}
+        new, later = _keep_start_only(self.config, new)
+        for what in later:
+            log.warning("reload: %s changed: it takes effect at the next restart", what)
         old_ids = {c.id for c in self.config.checks}
         self.config = new
         d = new.daemon
@@ -413,7 +417,8 @@ class Supervisor:
         self._wake_runner(json.dumps(self._runner_settings()).encode())
         log.info("reloaded: %d check(s), %d action section(s)", len(new.checks),
                  len(new.sections))
-        return {"ok": True, "checks": len(new.checks), "sections": len(new.sections)}
+        return {"ok": True, "checks": len(new.checks), "sections": len(new.sections),
+                "restart_needed": later}
 
     def _on_accept(self, sock, events):
         c = self.control.accept()
@@ -554,3 +559,17 @@ def _exit_text(status):
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exited with status {os.WEXITSTATUS(status)}"
+
+
+def _keep_start_only(running, new):
+    """The new config with the settings only a start applies put back to the running ones
+    (the control socket's group; the cluster, whose agent and runner hold etcd sessions), and
+    what of those changed."""
+    later = []
+    if new.daemon.socket_group != running.daemon.socket_group:
+        later.append("socket_group")
+        new = replace(new, daemon=replace(new.daemon, socket_group=running.daemon.socket_group))
+    if new.cluster != running.cluster:
+        later.append("[cluster]")
+        new = replace(new, cluster=running.cluster)
+    return new, later

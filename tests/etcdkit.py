@@ -168,6 +168,7 @@ class Node:
     def __init__(self, root, name, endpoints, ttl, netns=None, log=None, checks=None,
                  actions=None, extra="", cluster_extra=""):
         self.root, self.name, self.netns = Path(root), name, netns
+        self.cluster_endpoints = endpoints
         self.proc = None
         for d in ("etc", "checks", "actions", "var/status"):
             (self.root / d).mkdir(parents=True, exist_ok=True)

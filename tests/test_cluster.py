@@ -476,6 +476,13 @@ def test_reload_reaches_the_leader_and_handover_needs_a_cluster(cluster, tmp_pat
     nodes[0].set_status("db1", "down")
     wait_for(lambda: read_log(log), 30, "the reloaded section fired")
     assert read_log(log)[0].endswith("up->down resumed=0 reloaded db1")
+    # the agent's etcd session cannot follow a changed [cluster]: kept until the next restart
+    conf = nodes[0].root / "etc/checks.conf"
+    conf.write_text(conf.read_text().replace(f"ttl = {TTL}", "ttl = 7"))
+    r = nodes[0].cli("reload")
+    assert r.returncode == 0 and "[cluster] changed: it takes effect at the next restart" \
+        in r.stderr, r.stderr
+    assert "reload: [cluster] changed" in nodes[0].daemon_log()
     single = Home(tmp_path / "single")
     single.write("checks.conf", "[daemon]\ninterval = 0.1\n[local]\nstatus_from_files db1\n")
     from conftest import Daemon
@@ -483,6 +490,12 @@ def test_reload_reaches_the_leader_and_handover_needs_a_cluster(cluster, tmp_pat
     try:
         r = single.cli("handover")
         assert r.returncode == 1 and "handover needs cluster mode" in r.stderr
+        # nor does single-node mode turn into a cluster node on reload
+        single.write("checks.conf", f"[cluster]\netcd = {nodes[0].cluster_endpoints}\n"
+                                    "[local]\nstatus_from_files db1\n")
+        r = single.cli("reload")
+        assert r.returncode == 0 and "[cluster] changed" in r.stderr, r.stderr
+        assert "cluster" not in single.status()
     finally:
         d.stop()
 
