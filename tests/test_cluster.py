@@ -6,22 +6,25 @@ import time
 import pytest
 
 from conftest import KEEP_GOING, Home, wait_for
-from etcdkit import ETCD, Etcd, Network, Node, netns_possible, read_log
+from etcdkit import SERVERS, Etcd, Network, Node, netns_possible, read_log
 from hadaemon.cluster import combine, split_section, step_node
 
 pytestmark = pytest.mark.slow
 TTL = 3
 
-needs_etcd = pytest.mark.skipif(not ETCD, reason="etcd binary missing: apt-get install "
-                                                 "etcd-server etcd-client")
+
+@pytest.fixture(params=SERVERS or [None], ids=lambda s: f"etcd{s[0]}" if s else "no-etcd")
+def server(request):
+    """Every test that needs etcd runs against each etcd version the machine has (3.4, 3.5)."""
+    return request.param
 
 
 @pytest.fixture
-def etcd(tmp_path):
-    if not ETCD:
+def etcd(tmp_path, server):
+    if not server:
         pytest.skip("etcd binary missing: apt-get install etcd-server etcd-client")
     (tmp_path / "etcd").mkdir()
-    e = Etcd(tmp_path / "etcd")
+    e = Etcd(tmp_path / "etcd", server=server)
     try:
         e.start()
         yield e
@@ -373,8 +376,8 @@ def test_a_section_can_name_the_node_that_runs_it(cluster):
 
 
 @pytest.fixture
-def netcluster(tmp_path):
-    if not ETCD:
+def netcluster(tmp_path, server):
+    if not server:
         pytest.skip("etcd binary missing: apt-get install etcd-server etcd-client")
     why = netns_possible()
     if why:
@@ -384,7 +387,7 @@ def netcluster(tmp_path):
     made = []
     try:
         (tmp_path / "etcd").mkdir()
-        e = Etcd(tmp_path / "etcd", host="10.77.0.1", netns=net.hub)
+        e = Etcd(tmp_path / "etcd", host="10.77.0.1", netns=net.hub, server=server)
         made.append(e)
 
         def make(actions):
