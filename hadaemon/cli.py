@@ -35,7 +35,26 @@ def _fail(message, code=1):
     raise SystemExit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """click's usage errors take four lines; ours are one, naming the command, like the rest."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx else "hadaemon"
+            click.echo(f"{where}: {e.format_message().rstrip('.')} (see {where} --help)",
+                       err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"hadaemon: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("hadaemon: aborted", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(file_okay=False), default=None,
               help="Home directory (default: $HADAEMON_HOME, else the current directory).")
 @click.pass_context

@@ -5,8 +5,18 @@ import click
 
 from . import control
 from .cluster import Keys, read_history, status_lines
+from .names import valid_host, valid_status
 
 NOT_RUNNING = 3
+
+
+def _checked(valid, what):
+    """A click callback refusing what the daemon would refuse, before asking it."""
+    def check(ctx, param, value):
+        if not valid(value.lower() if param.name == "status" else value):
+            raise click.BadParameter(f"{value!r} is not {what}")
+        return value
+    return check
 
 
 def register(main, home_of):
@@ -40,8 +50,10 @@ def register(main, home_of):
         request(ctx, {"cmd": "resume"}, "resume requested")
 
     @main.command()
-    @click.argument("host")
-    @click.argument("status")
+    @click.argument("host", callback=_checked(
+        valid_host, "a host name (letters, digits, '.', '-', '_', ':')"))
+    @click.argument("status", callback=_checked(
+        valid_status, "a status (a letter, then letters, digits, '-')"))
     @click.pass_context
     def transition(ctx, host, status):
         """Commit STATUS for HOST by hand and fire its actions (a manual switchover)."""

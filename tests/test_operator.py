@@ -1,6 +1,7 @@
 """Operator commands in single-node mode: pause/resume (maintenance) and manual transitions."""
 
 from conftest import wait_for
+from hadaemon import control
 
 FAST = "[daemon]\ninterval = 0.1\n"
 
@@ -85,6 +86,25 @@ def test_manual_transition_fires_like_an_observed_one(home, daemons):
     assert "db2: master -> slave held: the manual transition to master is still being" in home.log()
     assert [h["to"] for h in home.history() if h["host"] == "db2"] == ["slave", "master"]
     bad = home.cli("transition", "db1;x", "master")
-    assert bad.returncode == 1 and "invalid host or status" in bad.stderr
+    assert bad.returncode == 2 and "'db1;x' is not a host name" in bad.stderr
+    # the daemon refuses it too, for a client other than ours
+    answer = control.request(home.root / "var/control.sock",
+                             {"cmd": "transition", "host": "db1;x", "status": "master"})
+    assert not answer["ok"] and "invalid host or status" in answer["error"]
     same = home.cli("transition", "db2", "master")
     assert same.returncode == 1 and "db2 is master already" in same.stderr
+
+
+def test_bad_cli_arguments_get_one_line_naming_the_command(home):
+    cases = [(("status", "--bogus"), "hadaemon status: No such option '--bogus'"),
+             (("transition", "db1"), "hadaemon transition: Missing argument 'STATUS'"),
+             (("history", "--limit", "abc"), "hadaemon history: Invalid value for '--limit'"),
+             (("frobnicate",), "hadaemon: No such command 'frobnicate'"),
+             (("transition", "db1;reboot", "up"), "'db1;reboot' is not a host name"),
+             (("transition", "db1", "UP!"), "'UP!' is not a status")]
+    for args, expected in cases:
+        r = home.cli(*args)
+        assert r.returncode == 2 and r.stdout == "", (args, r)
+        assert len(r.stderr.splitlines()) == 1 and expected in r.stderr, (args, r.stderr)
+    # refused before anything is asked of the daemon: no daemon runs here, yet no "not running"
+    assert "not running" not in home.cli("transition", "$(id)", "up").stderr
