@@ -1,8 +1,16 @@
 """The one crash-safe file behind the state table and the action journal.
 
-SQLite in WAL mode with synchronous=FULL: a kill at any moment leaves the last committed
-transaction in place. The host table and the journal share the file so that committing a status
-and queueing its actions is one transaction (WAL makes transactions atomic per file only).
+SQLite in WAL mode: a kill at any moment leaves the last committed transaction in place. The
+host table and the journal share the file so that committing a status and queueing its actions
+is one transaction (WAL makes transactions atomic per file only).
+
+Against power loss: the action runner commits with synchronous=FULL, so the WAL is fsync'd
+before every command starts. The supervisor commits with NORMAL (no fsync of its own). What a
+power cut keeps of a WAL is always a prefix of its commits, and the runner's fsync covers every
+frame before its own, so the commit that queued a job is on disk before the job's first command
+starts. A cut before that loses only commits whose actions never started; the checks see the
+same again after the reboot and commit it again. Manual transitions are fsync'd at once: the
+operator was told they were taken.
 """
 
 import contextlib
@@ -31,46 +39,60 @@ class StoreError(Exception):
 
 
 class Store:
-    def __init__(self, path, timeout=5.0, readonly=False):
-        """readonly: for readers beside (or without) the daemon, which never write or create."""
+    def __init__(self, path, timeout=5.0, readonly=False, fsync_each=True):
+        """readonly: for readers beside (or without) the daemon, which never write or create.
+        fsync_each: synchronous=FULL (else NORMAL; see the module's note for who may)."""
         self.path = str(path)
         target, uri = (f"file:{self.path}?mode=ro", True) if readonly else (self.path, False)
         self.conn = sqlite3.connect(target, timeout=timeout, isolation_level=None,
                                     check_same_thread=False, uri=uri)
+        self.fsync_each = fsync_each
         if not readonly:
             self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
+            self._sync(fsync_each)
         self._depth = 0
 
+    def _sync(self, full):
+        self.conn.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+
     @contextlib.contextmanager
-    def transaction(self):
-        """Nestable: only the outermost level begins and commits."""
-        if self._depth == 0:
+    def transaction(self, durable=False):
+        """Nestable: only the outermost level begins and commits. durable: fsync this commit
+        even where commits are not fsync'd each."""
+        outer = self._depth == 0
+        raise_sync = outer and durable and not self.fsync_each
+        if raise_sync:
+            self._sync(True)
+        if outer:
             self.conn.execute("BEGIN IMMEDIATE")
         self._depth += 1
         try:
-            yield self.conn
-        except BaseException:
+            try:
+                yield self.conn
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self.conn.execute("ROLLBACK")
+                raise
             self._depth -= 1
-            if self._depth == 0:
-                self.conn.execute("ROLLBACK")
-            raise
-        self._depth -= 1
-        if self._depth == 0:
-            self.conn.execute("COMMIT")
+            if outer:
+                self.conn.execute("COMMIT")
+        finally:
+            if raise_sync:
+                self._sync(False)
 
     def close(self):
         self.conn.close()
 
 
-def open_store(path, corrupt="moveaside"):
+def open_store(path, corrupt="moveaside", fsync_each=True):
     """Open (or create) the store; a corrupt file is moved aside or refused, never half-read.
 
     Returns (store, message); message names the moved file when that happened.
     """
     message = None
     try:
-        store = Store(path)
+        store = Store(path, fsync_each=fsync_each)
         _verify(store)
     except sqlite3.DatabaseError as e:
         with contextlib.suppress(Exception):
@@ -84,7 +106,7 @@ def open_store(path, corrupt="moveaside"):
             if os.path.exists(f"{path}{suffix}"):
                 os.replace(f"{path}{suffix}", f"{aside}{suffix}")
         message = f"{path}: state file unreadable ({e}); moved aside to {aside}, starting empty"
-        store = Store(path)
+        store = Store(path, fsync_each=fsync_each)
         _verify(store)
     return store, message
 

@@ -57,7 +57,9 @@ class Supervisor:
 
     def setup(self):
         self.home.make_var()
-        store, moved = open_store(self.home.state_db, self.config.daemon.corrupt_table)
+        # No fsync per commit here: the runner's, before each command, covers ours (store.py).
+        store, moved = open_store(self.home.state_db, self.config.daemon.corrupt_table,
+                                  fsync_each=False)
         if moved:
             log.error("%s", moved)
         self.store, self.table, self.journal = store, Table(store), Journal(store)
@@ -350,7 +352,7 @@ class Supervisor:
         wall = time.time()
         entry = dict(self.entries.get(transition.host, {}), status=transition.target, since=wall)
         try:
-            with self.store.transaction():
+            with self.store.transaction(durable=transition.manual):
                 if write_table:
                     self.table.set(transition.host, entry)
                 job = self.journal.enqueue(transition, steps, env, wall, observed_mono,
