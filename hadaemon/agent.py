@@ -9,6 +9,7 @@ in the supervisor loop: see docs/cluster.md for why a process and not a thread.
 
 import json
 import logging
+import math
 import os
 import select
 import shlex
@@ -52,6 +53,7 @@ class Agent:
         self.requests = []  # from the control socket, to hand to the leader through etcd
         self.request_no = 0
         self.table, self.sent_table = {}, None
+        self.held, self.hold_logged = {}, {}  # host -> create revision of its hold key
         self.nodes, self.results, self.paused = {}, {}, None
         self.seq = None
         self.pruned = 0  # job ids up to this one are pruned from etcd
@@ -129,6 +131,8 @@ class Agent:
         for b in broken:
             log.error("table entry in etcd unreadable, ignored: %s", b)
         nodes, opinions, leader, paused, handover, requests, open_ids = split_live(self.keys, live)
+        self.held = {k[len(self.keys.hold):]: rev for k, (_, _, rev) in live.items()
+                     if k.startswith(self.keys.hold)}
         self.nodes, self.results, self.paused = nodes, opinions, paused
         try:
             self.leadership(leader, handover)
@@ -268,19 +272,24 @@ class Agent:
             self.etcd.txn([], [delete(key)])
             if not self.leading():
                 return
-        hold_down = max([c.hold_down for c in self.config.checks]
-                        + [self.config.daemon.hold_down])
         hosts = sorted({h for o in opinions.values() for h in o})
         for host in hosts:
             target = combine(opinions, host)
             current = self.table.get(host, {}).get("status", UNKNOWN)
             if target is None or target == current:
                 continue
-            since = self.table.get(host, {}).get("since", 0.0)
-            if time.time() - since < hold_down:
+            if host in self.held:
+                if self.hold_logged.get(host) != self.held[host]:
+                    log.info("hold-down: %s stays %s for now, not %s (its last transition was "
+                             "under hold_down = %gs ago)", host, current, target,
+                             self.hold_down())
+                    self.hold_logged[host] = self.held[host]
                 continue
             if not self.commit(host, current, target) or not self.leading():
                 return
+
+    def hold_down(self):
+        return max([c.hold_down for c in self.config.checks] + [self.config.daemon.hold_down])
 
     def serve(self, request):
         cmd = request.get("cmd")
@@ -333,15 +342,21 @@ class Agent:
                "plan": steps, "env": env, "leader": self.me, "holder": "", "resumed": False,
                "note": note or ("paused: no action fired" if state == "skipped" else None),
                "finished": None if state == "queued" else time.time()}
-        entry = None
+        entry, hold = None, None
         if write_table:
             entry = dict(self.table.get(host, {}), status=target, since=time.time(),
                          manual=manual)
+            if self.hold_down() > 0:
+                # Hold-down runs on etcd's clock, not on the nodes' wall clocks: a key on a
+                # lease of hold_down seconds, which outlives a change of leader.
+                hold = self.etcd.grant(math.ceil(self.hold_down()))
         try:
             with self.etable.transaction(self.guard()):
                 if entry:
                     self.etable.set(host, entry)
                 self.journal.enqueue(job)
+                if hold:
+                    self.store.write(jput(self.keys.hold + host, {"job": job_id}, hold))
         except Refused:
             log.error("commit of %s: %s -> %s refused by etcd: %s is no longer the leader",
                       host, source, target, self.me)

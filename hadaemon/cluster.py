@@ -152,6 +152,7 @@ class Keys:
         self.handover = self.live + "handover"
         self.requests = self.live + "request/"
         self.open = self.live + "open/"
+        self.hold = self.live + "hold/"  # hold/HOST: hold-down, on a lease of its own
         self.table = prefix + "table/"
         self.jobs = prefix + "job/"
         self.steps = prefix + "step/"

@@ -1,6 +1,8 @@
 """Cluster mode for real: etcd members and hadaemon nodes as processes, killed and cut off."""
 
+import json
 import os
+import signal
 import time
 
 import pytest
@@ -177,6 +179,32 @@ def test_one_node_alone_cannot_move_a_host(cluster):
     assert len(read_log(log)) == 1
 
 
+def test_hold_down_outlives_the_leader_that_committed(cluster, etcd):
+    nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n", extra="hold_down = 8")
+    leader = start_all(nodes, db1="up")
+    fired(log, 1)
+    t0 = time.monotonic()  # after the commit: the hold-down has at most 8 s left from here
+    held = etcd.ctl("get", "--prefix", "--keys-only", "/hatest/live/hold/").stdout.split()
+    assert held == ["/hatest/live/hold/db1"], held
+    old = next(n for n in nodes if n.name == leader)
+    old.kill9()
+    rest = [n for n in nodes if n is not old]
+    everywhere(rest, "db1", "down")
+    new = wait_for(lambda: one_leader(rest) not in (None, leader) and one_leader(rest), 30,
+                   "a new leader")
+    wait_for(lambda: "hold-down: db1 stays up for now, not down" in
+             next(n for n in rest if n.name == new).daemon_log(), 30, "held back, and said so")
+    assert len(read_log(log)) == 1
+    wait_for(lambda: len(read_log(log)) == 2, 30, "down fired once the hold-down ended")
+    waited = time.monotonic() - t0
+    print(f"down fired {waited:.1f}s after the first commit was seen (hold_down 8 s; leader "
+          f"{leader} killed, {new} led on)")
+    assert read_log(log)[-1] == f"{new} job=2 db1 up->down resumed=0 db1"
+    # a lower bound only (the hold key's lease was granted just before the first commit)
+    jobs = {j["id"]: j for j in json.loads(rest[0].cli("history", "--json").stdout)}
+    assert jobs[2]["time"] - jobs[1]["time"] >= 7.5, jobs
+
+
 def test_a_second_daemon_with_a_node_name_in_use_stays_out_until_it_is_free(cluster, etcd,
                                                                              tmp_path):
     acts = "[*_to_down]\nrecord down %HOST%\n"
@@ -229,7 +257,7 @@ def test_kill_9_of_the_leader_mid_sequence_resumes_on_the_next_one(cluster):
                      f"{new} job=3  -> resumed=0 fence {leader}",
                      f"{new} job=2 db1 slave->master resumed=1 slow",
                      f"{new} job=2 db1 slave->master resumed=1 c"], lines
-    job = [h for h in __import__("json").loads(rest[0].cli("history", "--json").stdout)
+    job = [h for h in json.loads(rest[0].cli("history", "--json").stdout)
            if h["id"] == 2][0]
     assert job["state"] == "done" and job["resumed"]
     assert [c["outcome"] for c in job["commands"]] == ["ok", "ok", "ok"]
@@ -299,7 +327,7 @@ def test_a_command_that_ends_while_etcd_is_away_is_recorded_and_not_run_again(cl
     assert read_log(log) == [f"{leader} job=2 db1 slave->master resumed=0 slow",
                              f"{leader} job=2 db1 slave->master resumed=0 c"], read_log(log)
     assert "cannot record the end of 'slow'" in runner.daemon_log()
-    job = [h for h in __import__("json").loads(runner.cli("history", "--json").stdout)
+    job = [h for h in json.loads(runner.cli("history", "--json").stdout)
            if h["id"] == 2][0]
     assert job["state"] == "done" and not job["resumed"]
 
@@ -310,10 +338,10 @@ def test_a_blip_shorter_than_ttl_changes_nothing(cluster, etcd):
     fired(log, 1)
     lines = read_log(log)
     for p in etcd.procs:
-        p.send_signal(__import__("signal").SIGSTOP)
+        p.send_signal(signal.SIGSTOP)
     time.sleep(TTL / 3)
     for p in etcd.procs:
-        p.send_signal(__import__("signal").SIGCONT)
+        p.send_signal(signal.SIGCONT)
     time.sleep(2 * TTL)
     assert one_leader(nodes) == leader
     assert read_log(log) == lines
@@ -341,7 +369,7 @@ def test_pause_resume_manual_transition_and_handover(cluster):
              "manual transition fired")
     everywhere(nodes, "db2", "master")  # what the switchover made the checks see
     wait_for(lambda: all(committed(n, "db2", "master")() for n in nodes), 30, "db2 master")
-    history = __import__("json").loads(nodes[0].cli("history", "--json").stdout)
+    history = json.loads(nodes[0].cli("history", "--json").stdout)
     manual = [h for h in history if h["host"] == "db2" and h["manual"]]
     assert [(h["from"], h["to"]) for h in manual] == [("slave", "master")]
     assert "(manual)" in nodes[0].cli("history").stdout
@@ -448,7 +476,7 @@ def test_a_partitioned_leader_stops_starting_commands_and_the_majority_leads_on(
 def test_a_failing_command_stops_the_sequence_unless_marked(cluster):
     nodes, log = cluster(actions=KEEP_GOING)
     start_all(nodes, db1="down")
-    history = wait_for(lambda: [h for h in __import__("json").loads(
+    history = wait_for(lambda: [h for h in json.loads(
         nodes[0].cli("history", "--json").stdout) if h["state"] == "failed"], 30, "job failed")
     assert [line.split()[-1] for line in read_log(log)] == ["one", "two"]
     assert [c["outcome"] for c in history[0]["commands"]] == [
@@ -464,7 +492,7 @@ def test_old_job_records_are_pruned_from_etcd(cluster):
         nodes[0].set_status("db1", status)
         wait_for(lambda: len(read_log(log)) == i, 30, f"transition {i}")
     ids = wait_for(lambda: (lambda h: h if len(h) == 2 else None)(
-        [j["id"] for j in __import__("json").loads(nodes[0].cli("history", "--json").stdout)]),
+        [j["id"] for j in json.loads(nodes[0].cli("history", "--json").stdout)]),
         30, "two jobs left")
     assert ids == [4, 5]
 
@@ -553,7 +581,7 @@ def test_a_dead_holders_job_is_superseded_when_the_host_moved_on(cluster):
     rest = [n for n in nodes if n is not holder]
     everywhere(rest, "db1", "slave")  # the host moves on while the job's claim still stands
     wait_for(lambda: all(committed(n, "db1", "slave")() for n in rest), 30, "db1 slave")
-    job = wait_for(lambda: [h for h in __import__("json").loads(
+    job = wait_for(lambda: [h for h in json.loads(
         rest[0].cli("history", "--json").stdout) if h["id"] == 2 and h["state"] == "superseded"],
         30, "job superseded")[0]
     assert "db1 is slave now, not master" in job["note"]
