@@ -100,8 +100,10 @@ class Agent:
         if message.get("reload"):
             try:
                 self.config = configmod.load(self.home)
-            except ConfigError:
-                pass  # the supervisor refused it too and said why
+            except ConfigError as e:
+                # The supervisor took the files a moment ago; they changed again since.
+                log.error("reload: the config changed again and is broken now, the cluster "
+                          "agent keeps the one it had: %s", "; ".join(e.problems))
         return True
 
     def tick(self):
