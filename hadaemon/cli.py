@@ -1,6 +1,7 @@
 """The hadaemon command. Only argument handling and printing live here."""
 
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -8,7 +9,7 @@ import time
 import click
 
 from . import config as configmod
-from . import cli_cluster, control, daemonize, history
+from . import cli_cluster, control, daemonize, history, protocol, worker
 from .home import Home
 from .inifile import ConfigError
 from .store import Store
@@ -232,6 +233,41 @@ def check_config(ctx):
     config = _load(home)
     click.echo(f"{home.etc}: OK: {len(config.checks)} check(s), "
                f"{len(config.sections)} action section(s)")
+
+
+@main.command()
+@click.argument("checks", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def probe(ctx, checks, as_json):
+    """Run CHECKS (default: every configured check) once, as a worker would, and show what the
+    daemon would take from each. Nothing is recorded; no action fires."""
+    home = _home(ctx)
+    config = _load(home)
+    by_id = {c.id: c for c in config.checks}
+    unknown = [name for name in checks if name not in by_id]
+    if unknown:
+        click.echo(f"hadaemon probe: no check {unknown[0]!r} in {home.checks_conf} (checks: "
+                   f"{', '.join(by_id) or 'none'})", err=True)
+        raise SystemExit(2)
+    os.chdir(home.root)  # where the workers run checks
+    answers = []
+    for n, check in enumerate([by_id[name] for name in checks] or config.checks, start=1):
+        a = worker.run_job(protocol.check_job(check, config.daemon, n), str(home.root))
+        answers.append({k: a[k] for k in ("check", "results", "error", "duration")})
+    if as_json:
+        click.echo(json.dumps(answers, indent=2))
+    else:
+        for a in answers:
+            click.echo(f"{a['check']} ({a['duration'] or 0:.2f}s): "
+                       + ("; ".join(f"{r['host']} {r['status']}" for r in a["results"])
+                          or "no result"))
+            if a["error"]:
+                click.echo(f"  rejected: {a['error']}")
+            for r in a["results"]:
+                if r["details"]:
+                    click.echo(f"  {r['host']}: {json.dumps(r['details'], sort_keys=True)}")
+    raise SystemExit(1 if any(a["error"] for a in answers) else 0)
 
 
 def _load_quietly(home):

@@ -67,6 +67,12 @@ def validate(item, index=None):
     return {"host": host, "status": status, "details": details}
 
 
+def check_job(check, daemon, number):
+    """The message that asks a worker to run `check` once (config.CheckSpec, DaemonSettings)."""
+    return {"job": number, "check": check.id, "argv": list(check.argv), "timeout": check.timeout,
+            "limit": daemon.output_limit, "host": check.host, "user": daemon.user}
+
+
 def failed(host, reason):
     """The results of a check that could not produce any: unknown for its host, if it has one."""
     return [{"host": host, "status": UNKNOWN, "details": {"error": reason}}] if host else []

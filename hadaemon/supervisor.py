@@ -273,9 +273,7 @@ class Supervisor:
         for check, due in self.scheduler.pop_due(now):
             w = idle.pop()
             self.jobs_sent += 1
-            job = {"job": self.jobs_sent, "check": check.id, "argv": list(check.argv),
-                   "timeout": check.timeout, "limit": d.output_limit, "host": check.host,
-                   "user": d.user}
+            job = protocol.check_job(check, d, self.jobs_sent)
             if not self.pool.send(w, job, {"check": check.id, "due": due, "spec": check,
                                            "sent": now}):
                 self.scheduler.push_back(check, due)

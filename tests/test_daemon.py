@@ -281,6 +281,36 @@ def test_check_config_names_file_and_line(home):
     assert r.stderr.count("\n") == 7
 
 
+def test_probe_runs_checks_once_as_a_worker_would_and_records_nothing(home):
+    home.script("checks", "exit2", "#!/bin/sh\necho 'CRITICAL - db3 unreachable'\nexit 2\n")
+    home.script("checks", "garbage", "#!/bin/sh\necho '{oops'\n")
+    home.write("checks.conf", """\
+        [local]
+        status_from_files db1 db2
+        exit2
+        garbage
+        [check:exit2]
+        host = db3
+        """)
+    home.write("actions.conf", "[*_to_*]\nrecord %HOST%\n")
+    home.set_status("db1", "master")
+    home.set_status("db2", "slave")
+    r = home.cli("probe")
+    assert r.returncode == 1, r.stderr  # one check's output is unusable
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("status_from_files (") and lines[0].endswith("db1 master; db2 slave")
+    assert any(line.startswith("exit2 (") and line.endswith("db3 down") for line in lines)
+    assert '  db3: {"exit": 2, "output": "CRITICAL - db3 unreachable"}' in lines
+    assert "  rejected: invalid JSON" in r.stdout
+    one = json.loads(home.cli("probe", "exit2", "--json").stdout)
+    assert [(a["check"], a["results"][0]["status"], a["error"]) for a in one] == [
+        ("exit2", "down", "")]
+    assert home.cli("probe", "exit2").returncode == 0
+    r = home.cli("probe", "nope")
+    assert r.returncode == 2 and "no check 'nope'" in r.stderr
+    assert not (home.root / "var/state.db").exists() and home.actions_log() == []
+
+
 def test_check_config_ok_and_the_repository_is_a_valid_home():
     r = subprocess.run([sys.executable, "-m", "hadaemon", "--home", str(ROOT), "check-config"],
                        capture_output=True, text=True)
