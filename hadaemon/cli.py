@@ -62,6 +62,9 @@ class Commands(click.Group):
 def main(ctx, home):
     """hadaemon: watch hosts with checks, run actions when their status changes."""
     ctx.obj = Home.resolve(home)
+    if not ctx.obj.root.is_dir():
+        _fail(f"home {ctx.obj.root} is not a directory (a home holds etc/, checks/, actions/; "
+              "set it with --home or $HADAEMON_HOME)", 2)
 
 
 @main.command()

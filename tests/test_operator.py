@@ -106,5 +106,8 @@ def test_bad_cli_arguments_get_one_line_naming_the_command(home):
         r = home.cli(*args)
         assert r.returncode == 2 and r.stdout == "", (args, r)
         assert len(r.stderr.splitlines()) == 1 and expected in r.stderr, (args, r.stderr)
+    r = home.cli("--home", str(home.root / "nowhere"), "status")
+    assert r.returncode == 2 and r.stderr.startswith("hadaemon: home ") and \
+        len(r.stderr.splitlines()) == 1, r.stderr
     # refused before anything is asked of the daemon: no daemon runs here, yet no "not running"
     assert "not running" not in home.cli("transition", "$(id)", "up").stderr
