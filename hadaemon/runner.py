@@ -51,7 +51,9 @@ class Runner:
         # for as long as the command it started runs, which is how the next runner knows.
         self.command_lock = open(self.home.command_lock, "a")
         os.set_inheritable(self.command_lock.fileno(), True)
-        _try_lock(self.command_lock)
+        # Not held: a command of a killed runner still runs. Whatever job comes next, its first
+        # command waits for that one (wait_for_leftover).
+        self.leftover = not _try_lock(self.command_lock)
         store = Store(self.home.state_db)
         self.journal, self.table = Journal(store), Table(store)
         self.resume_check()
@@ -105,7 +107,7 @@ class Runner:
             if self.stopping() or self.orphaned():
                 return
             resumed = job["resumed"]
-            if progress:
+            if self.leftover:
                 self.wait_for_leftover()
             result = self.run_step(job, idx, step, resumed)
             if result == "interrupted":
@@ -168,6 +170,7 @@ class Runner:
         action_timeout: a daemon an action started that kept the descriptor must not block the
         journal for ever.
         """
+        self.leftover = False  # from here on the lock is ours, or waiting for it was given up
         if _try_lock(self.command_lock):
             return
         limit = self.settings["action_timeout"]

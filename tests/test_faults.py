@@ -341,6 +341,27 @@ def test_interrupted_sequence_is_superseded_when_the_host_moved_on(home, daemons
     assert not any("three" in line for line in home.actions_log())
 
 
+def test_a_command_left_running_by_a_killed_daemon_delays_even_the_next_jobs_commands(
+        home, daemons):
+    """Its job is superseded (the host moved on), but its command still runs: the next job's
+    commands wait for it, so actions never overlap."""
+    import fcntl
+    d = _start_sequence(home, daemons)
+    d.kill_all()  # the slow command lives on in its own session, holding command.lock
+    home.set_status("db1", "down")
+    home.write("actions.conf", SEQ + "[master_to_down]\nrecord gone-down\n")
+    with open(home.root / "var/runner.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the runner starts late: down is committed first
+        daemons(home)
+        wait_for(lambda: status_of(home, "db1") == "down", 20, "down committed")
+    wait_for(lambda: any("gone-down" in line for line in home.actions_log()), 30, "next job")
+    lines = [line.split(" | ")[0] for line in home.actions_log()]
+    assert lines == ["record one", "slow start 2 two resumed=0", "slow end 2 two resumed=0",
+                     "record gone-down"], lines
+    assert [h["state"] for h in home.history() if h["to"] in ("master", "down")][-2:] == [
+        "superseded", "done"]
+
+
 def test_sigterm_gives_a_running_command_its_grace_then_resumes_it(home, daemons):
     d = _start_sequence(home, daemons, grace="0.5")
     assert d.stop() == 0
