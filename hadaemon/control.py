@@ -62,12 +62,10 @@ class Server:
     def allowed(self, uid, gid):
         return uid in (0, os.getuid()) or (self.gid is not None and gid == self.gid)
 
-    def expire(self, now):
-        """Drop stalled clients; return them, for the caller to take out of its selector."""
-        stalled = [c for c in self.conns.values() if now - c.opened > CLIENT_TIMEOUT]
-        for c in stalled:
-            self.drop(c)
-        return stalled
+    def stalled(self, now):
+        """Clients that have taken too long: the caller takes them out of its selector, then
+        drops them."""
+        return [c for c in self.conns.values() if now - c.opened > CLIENT_TIMEOUT]
 
     def drop(self, c):
         self.conns.pop(c.sock, None)

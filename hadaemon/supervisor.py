@@ -120,11 +120,8 @@ class Supervisor:
         if now >= self.next_flush:
             self._flush()
             self.next_flush = now + FLUSH_EVERY
-        for c in self.control.expire(now):
-            # Its fd is closed: left registered, the next client given that fd number could
-            # not be registered and every later control request would fail.
-            if _registered(self.sel, c.sock):
-                self.sel.unregister(c.sock)
+        for c in self.control.stalled(now):
+            self._drop_client(c)
         if self.runner_pid is None and not self.stopping and now >= self.runner_due:
             self._spawn_runner()
 
@@ -365,11 +362,11 @@ class Supervisor:
         if write_table:
             self.committer.apply(transition, now)
             self.entries[transition.host] = entry
-        paused = " (paused: not run)" if self.paused is not None and steps else ""
+        run = bool(steps) and self.paused is None
         log.info("transition %s: %s -> %s%s, job #%d with %d command(s)%s", transition.host,
                  transition.source, transition.target, " (manual)" if transition.manual else "",
-                 job, len(steps), paused)
-        if steps and not paused:
+                 job, len(steps), " (paused: not run)" if steps and not run else "")
+        if run:
             if transition.manual:
                 # Its actions make the checks agree: hold contrary results until the sequence
                 # ends (the runner says so) or could have ended by its timeouts.
@@ -425,21 +422,25 @@ class Supervisor:
         if c:
             self.sel.register(c.sock, selectors.EVENT_READ, self._on_control)
 
+    def _drop_client(self, c):
+        # Out of the selector before its fd is closed: a closed fd left registered would keep
+        # the next client given that number from being registered.
+        self.sel.unregister(c.sock)
+        self.control.drop(c)
+
     def _on_control(self, sock, events):
         c = self.control.conns.get(sock)
         if c is None:
             return
         if events & selectors.EVENT_WRITE:
             if c.write():
-                self.sel.unregister(sock)
-                self.control.drop(c)
+                self._drop_client(c)
             return
         request = c.read()
         if request is None:
             return
         if request == "eof":
-            self.sel.unregister(sock)
-            self.control.drop(c)
+            self._drop_client(c)
             return
         c.reply(self.answer(request))
         self.sel.modify(sock, selectors.EVENT_WRITE, self._on_control)
@@ -477,12 +478,16 @@ class Supervisor:
             return None
         except (OSError, ValueError) as e:
             log.error("%s unreadable (%s): staying paused to be safe", self.home.paused, e)
-            return {"since": time.time(), "statuses": dict(self.committer.committed)}
+            return self._pause_record()
+
+    def _pause_record(self):
+        """What resume needs: when the pause began and every committed status then."""
+        return {"since": time.time(), "statuses": dict(self.committer.committed)}
 
     def pause(self):
         if self.paused is not None:
             return {"ok": True, "note": "already paused"}
-        paused = {"since": time.time(), "statuses": dict(self.committer.committed)}
+        paused = self._pause_record()
         tmp = self.home.paused.with_suffix(".tmp")
         try:
             tmp.write_text(json.dumps(paused))
