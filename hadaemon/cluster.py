@@ -51,9 +51,6 @@ class ClusterSettings:
     def endpoints(self):
         return parse_endpoints(self.etcd)
 
-    def as_dict(self):
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
 
 def load(home, problems):
     """The [cluster] section of checks.conf, or None (single-node mode)."""

@@ -90,6 +90,7 @@ class ClusterRunner(Runner):
     def main(self):
         child_logging(self.home, self.settings)
         signal.signal(signal.SIGTERM, self._terminate)
+        os.chdir(self.home.root)  # commands run in the home: no per-run cwd, so posix_spawn
         threading.Thread(target=self.keepalive_loop, daemon=True).start()
         while not self.stopping() and not self.orphaned():
             try:
@@ -129,6 +130,8 @@ class ClusterRunner(Runner):
         leader = leader[0] if leader else None
         if not is_us(nodes.get(self.me)):
             return False  # not joined (yet, or the name is another daemon's): the agent says why
+        if not open_ids:
+            return False  # the usual case: no claim/ read on every poll
         claims = self.jobs.claims()
         for raw, job in self.jobs.open_jobs(open_ids):
             holder = self.jobs.holder(claims, job["id"])
@@ -271,9 +274,8 @@ class ClusterRunner(Runner):
             job["env"], HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"]),
             HA_NODE=self.me))
         log.info("job #%d: running %s", job["id"], " ".join(step["argv"]))
-        outcome = execute.run(argv, step["timeout"], OUTPUT_KEEP, env, cwd=self.home.root,
-                              merge_output=True, kill_leftovers=False,
-                              user=self.settings.get("user") or None,
+        outcome = execute.run(argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
+                              kill_leftovers=False, user=self.settings.get("user") or None,
                               deadline_hook=lambda: self.stop_at)
         if self.stop_at is not None and outcome.timed_out:
             return "interrupted", None, None, None
