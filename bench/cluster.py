@@ -178,11 +178,10 @@ def report(args, why, history, lines, changes, kinds, flips):
         runs[key] += 1
         if words[4] == "resumed=1" and runs[key] > 1:
             rerun += 1
-    lost = doubled = superseded = 0
+    lost = 0
     states = Counter(h["state"] for h in history)
     for h in history:
         if h["state"] == "superseded" or not h["commands"]:
-            superseded += h["state"] == "superseded"
             continue
         for c in h["commands"]:
             if runs[(f"job={h['id']}", c["command"].split()[1])] == 0:

@@ -53,7 +53,7 @@ def etcd_servers():
 
 
 SERVERS = etcd_servers()
-ETCD, ETCDCTL = (SERVERS[0][1], SERVERS[0][2]) if SERVERS else (None, None)
+ETCD = SERVERS[0][1] if SERVERS else None
 
 # Appends one line per run: node, job, transition, resumed, argument words.
 CLUSTER_RECORD = """\
@@ -144,7 +144,7 @@ class Etcd:
     def endpoints(self):
         return ",".join(f"http://{self.host}:{p}" for p in self.client_ports)
 
-    def start(self, i=None, wait=True):
+    def start(self, i=None):
         for m in range(self.n) if i is None else [i]:
             data = self.base / f"m{m}"
             state = "existing" if data.exists() else "new"
@@ -163,8 +163,7 @@ class Etcd:
             self.procs[m] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                              start_new_session=True)
             log.close()
-        if wait:
-            self.wait_healthy()
+        self.wait_healthy()
 
     def ctl(self, *args, timeout=10):
         argv = [self.etcdctl, "--endpoints", self.endpoints, "--command-timeout=3s", *args]
@@ -186,10 +185,10 @@ class Etcd:
                              + "".join((self.base / f"m{m}.log").read_text()[-2000:]
                                        for m in range(self.n)))
 
-    def kill(self, i, sig=signal.SIGKILL):
+    def kill(self, i):
         p = self.procs[i]
         if p and p.poll() is None:
-            os.killpg(p.pid, sig)
+            os.killpg(p.pid, signal.SIGKILL)
             p.wait()
 
     def close(self):
@@ -260,14 +259,6 @@ class Node:
                 except (ProcessLookupError, PermissionError):
                     pass
             self.proc.wait()
-
-    def stop(self, timeout=30):
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill9()
 
     def cli(self, *args, timeout=30):
         argv = [sys.executable, "-m", "hadaemon", "--home", str(self.root), *args]

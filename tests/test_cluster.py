@@ -18,13 +18,13 @@ TTL = 3
 @pytest.fixture(params=SERVERS or [None], ids=lambda s: f"etcd{s[0]}" if s else "no-etcd")
 def server(request):
     """Every test that needs etcd runs against each etcd version the machine has (3.4, 3.5)."""
+    if not request.param:
+        pytest.skip("etcd binary missing: apt-get install etcd-server etcd-client")
     return request.param
 
 
 @pytest.fixture
 def etcd(tmp_path, server):
-    if not server:
-        pytest.skip("etcd binary missing: apt-get install etcd-server etcd-client")
     (tmp_path / "etcd").mkdir()
     e = Etcd(tmp_path / "etcd", server=server)
     try:
@@ -74,6 +74,12 @@ def leaders(nodes):
 def one_leader(nodes):
     found = leaders(nodes)
     return found.pop() if len(found) == 1 and None not in found else None
+
+
+def new_leader(nodes, old):
+    """The one leader the nodes agree on, if it is not `old`."""
+    found = one_leader(nodes)
+    return found if found not in (None, old) else None
 
 
 def everywhere(nodes, host, status):
@@ -190,7 +196,7 @@ def test_hold_down_outlives_the_leader_that_committed(cluster, etcd):
     old.kill9()
     rest = [n for n in nodes if n is not old]
     everywhere(rest, "db1", "down")
-    new = wait_for(lambda: one_leader(rest) not in (None, leader) and one_leader(rest), 30,
+    new = wait_for(lambda: new_leader(rest, leader), 30,
                    "a new leader")
     wait_for(lambda: "hold-down: db1 stays up for now, not down" in
              next(n for n in rest if n.name == new).daemon_log(), 30, "held back, and said so")
@@ -247,7 +253,7 @@ def test_kill_9_of_the_leader_mid_sequence_resumes_on_the_next_one(cluster):
     old.kill9()
     t0 = time.monotonic()
     rest = [n for n in nodes if n is not old]
-    new = wait_for(lambda: one_leader(rest) not in (None, leader) and one_leader(rest), 30,
+    new = wait_for(lambda: new_leader(rest, leader), 30,
                    "a new leader")
     print(f"leader {leader} killed; {new} leads after {time.monotonic() - t0:.2f}s (ttl {TTL})")
     wait_for(lambda: any(" c" in line for line in read_log(log)), 30, "sequence finished")
@@ -405,8 +411,6 @@ def test_a_section_can_name_the_node_that_runs_it(cluster):
 
 @pytest.fixture
 def netcluster(tmp_path, server):
-    if not server:
-        pytest.skip("etcd binary missing: apt-get install etcd-server etcd-client")
     why = netns_possible()
     if why:
         pytest.skip(why)
@@ -451,7 +455,7 @@ def test_a_partitioned_leader_stops_starting_commands_and_the_majority_leads_on(
     wait_for(lambda: (old.root / "var/slow.pid").exists(), 30, "slow command running")
     net.cut(leader)
     t0 = time.monotonic()
-    new = wait_for(lambda: one_leader(rest) not in (None, leader) and one_leader(rest), 30,
+    new = wait_for(lambda: new_leader(rest, leader), 30,
                    "a leader on the majority side")
     print(f"partitioned leader {leader}; {new} leads after {time.monotonic() - t0:.2f}s")
     wait_for(lambda: any(line.endswith(" d") for line in read_log(log)), 30, "sequence done")
