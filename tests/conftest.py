@@ -43,6 +43,25 @@ record three
 """
 
 
+# A [daemon] section for tests: checks every 0.1 s.
+FAST = """\
+[daemon]
+interval = 0.1
+timeout = 5
+workers = 2
+"""
+
+
+def status_of(home, host):
+    """The committed status of host, None if the daemon has not seen it."""
+    return home.status()["hosts"].get(host, {}).get("status")
+
+
+def committed(home, host, status):
+    """A predicate for wait_for: host's committed status is status."""
+    return lambda: status_of(home, host) == status
+
+
 class Home:
     """A temporary hadaemon home with its own checks and actions."""
 

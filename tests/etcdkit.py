@@ -19,7 +19,6 @@ from pathlib import Path
 from conftest import STATUS_FROM_FILES
 
 
-
 def _version(etcd):
     try:
         out = subprocess.run([etcd, "--version"], capture_output=True, text=True,

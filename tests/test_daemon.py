@@ -10,14 +10,7 @@ import time
 
 import pytest
 
-from conftest import KEEP_GOING, ROOT, Home, wait_for
-
-FAST = """\
-[daemon]
-interval = 0.1
-timeout = 5
-workers = 2
-"""
+from conftest import FAST, KEEP_GOING, ROOT, Home, committed, wait_for
 
 
 def seed_home(home, extra_actions=""):
@@ -32,10 +25,6 @@ def seed_home(home, extra_actions=""):
         record plumb %MASTER%
         record startservice1
         """ + extra_actions)
-
-
-def committed(home, host, status):
-    return lambda: home.status()["hosts"].get(host, {}).get("status") == status
 
 
 def test_seed_example_fires_in_order_with_master_expanded(home, daemons):

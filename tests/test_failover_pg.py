@@ -12,7 +12,7 @@ import pytest
 
 import pgnet
 from hadaemon.home import SAFE_PATH
-from conftest import ROOT, wait_for
+from conftest import ROOT, committed, wait_for
 
 pytestmark = pytest.mark.slow
 MINIMAL_ENV = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}  # what hadaemon gives checks and actions
@@ -26,10 +26,6 @@ def cluster(request):
     c = pgnet.Cluster()
     request.addfinalizer(c.down)  # also after a failed `up`: down cleans up half-made state
     return c.up()
-
-
-def committed(home, host, status):
-    return lambda: home.status()["hosts"].get(host, {}).get("status") == status
 
 
 def addresses(ns):

@@ -9,14 +9,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
-
-FAST = """\
-[daemon]
-interval = 0.1
-timeout = 5
-workers = 2
-"""
+from conftest import FAST, status_of, wait_for
 
 # Each run prints the first line of var/queue and drops it; the last line repeats for ever.
 # This makes a sequence of results deterministic whatever the timing.
@@ -34,10 +27,6 @@ echo "slow start $* resumed=$HA_RESUMED" >> "$HA_HOME/var/actions.log"
 sleep "$1"
 echo "slow end $* resumed=$HA_RESUMED" >> "$HA_HOME/var/actions.log"
 """
-
-
-def status_of(home, host):
-    return home.status()["hosts"].get(host, {}).get("status")
 
 
 def daemon_pids(root_pid):

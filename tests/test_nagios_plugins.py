@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from test_daemon import FAST, committed
-from conftest import wait_for
+from conftest import FAST, committed, wait_for
 
 PLUGINS = "/usr/lib/nagios/plugins"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(

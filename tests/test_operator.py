@@ -1,13 +1,9 @@
 """Operator commands in single-node mode: pause/resume (maintenance) and manual transitions."""
 
-from conftest import wait_for
+from conftest import status_of, wait_for
 from hadaemon import control
 
 FAST = "[daemon]\ninterval = 0.1\n"
-
-
-def status_of(home, host):
-    return home.status()["hosts"].get(host, {}).get("status")
 
 
 def setup(home, on_resume="last"):

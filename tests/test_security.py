@@ -10,15 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Home, wait_for
+from conftest import Home, status_of, wait_for
 
 FAST = "[daemon]\ninterval = 0.1\n"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (strict mode, other users)")
-
-
-def status_of(home, host):
-    return home.status()["hosts"].get(host, {}).get("status")
 
 
 @needs_root
