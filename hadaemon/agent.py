@@ -24,6 +24,7 @@ from .etcd import Etcd, EtcdUnavailable, absent, created_at, delete, jput, put, 
 from .etcdstore import EtcdJournal, EtcdStore, EtcdTable, Refused
 from .home import Home
 from .inifile import ConfigError
+from .journal import initial_state
 from .names import UNKNOWN
 
 log = logging.getLogger("hadaemon.agent")
@@ -338,12 +339,11 @@ class Agent:
         for step in steps:
             step["node"] = step_node(step["section"], vals)
         job_id = self.seq + 1
-        state = "done" if not steps else "skipped" if self.paused else "queued"
+        state, note = initial_state(steps, bool(self.paused), note)
         job = {"id": job_id, "kind": "transition", "host": host, "source": source,
                "target": target, "manual": manual, "created": time.time(), "state": state,
                "plan": steps, "env": env, "leader": self.me, "holder": "", "resumed": False,
-               "note": note or ("paused: no action fired" if state == "skipped" else None),
-               "finished": None if state == "queued" else time.time()}
+               "note": note, "finished": None if state == "queued" else time.time()}
         entry, hold = None, None
         if write_table:
             entry = dict(self.table.get(host, {}), status=target, since=time.time(),

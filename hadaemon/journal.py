@@ -11,6 +11,13 @@ import time
 OPEN = ("queued", "running")
 
 
+def initial_state(steps, paused, note=None):
+    """A new job's state and note (this journal's and cluster mode's): a transition with no
+    actions, or committed while paused, is history only."""
+    state = "skipped" if steps and paused else "queued" if steps else "done"
+    return state, (note or "paused: no action fired") if state == "skipped" else note
+
+
 class Journal:
     def __init__(self, store):
         self._store = store
@@ -20,10 +27,7 @@ class Journal:
 
     def enqueue(self, transition, steps, env, now=None, observed_mono=None, paused=False,
                 note=None):
-        # A transition with no actions, or committed while paused, is history only.
-        state = "skipped" if steps and paused else "queued" if steps else "done"
-        if state == "skipped":
-            note = note or "paused: no action fired"
+        state, note = initial_state(steps, paused, note)
         with self._store.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO jobs (host, source, target, manual, created, state, plan, env,"
