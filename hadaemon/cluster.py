@@ -13,7 +13,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .etcd import parse_endpoints
-from .inifile import ConfigError, read_sections
 from .names import valid_host
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
@@ -52,17 +51,11 @@ class ClusterSettings:
         return parse_endpoints(self.etcd)
 
 
-def load(home, problems):
-    """The [cluster] section of checks.conf, or None (single-node mode)."""
+def load(home, section, problems):
+    """Settings from the [cluster] section of checks.conf, as config.load read it; None if it
+    has problems (added to `problems`)."""
     from .config import _settings  # config imports this module: import here, not at the top
     path = home.checks_conf
-    try:
-        sections = read_sections(path)
-    except ConfigError:
-        return None  # reported by the main reader
-    section = next((s for s in sections if s.name == "cluster"), None)
-    if section is None:
-        return None
     before = len(problems)
     settings = _settings(path, section, ClusterSettings,
                          ClusterSettings(etcd="", node=socket.gethostname().split(".")[0]),

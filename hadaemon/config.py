@@ -82,9 +82,9 @@ CHECK_KEYS = {"script", "args", "host", "interval", "timeout", "confirm", "hold_
 def load(home):
     """Read both files of a home; raise ConfigError with every problem found."""
     problems = []
-    daemon, checks = DaemonSettings(), ()
+    daemon, checks, cluster_section = DaemonSettings(), (), None
     try:
-        daemon, checks = _read_checks(home, problems)
+        daemon, checks, cluster_section = _read_checks(home, problems)
     except ConfigError as e:
         problems += e.problems
     sections = ()
@@ -94,7 +94,7 @@ def load(home):
         problems += e.problems
     if not problems and security.enabled(daemon.strict):
         problems += security.problems(_trusted_paths(home, checks, sections))
-    cluster = clustermod.load(home, problems)
+    cluster = clustermod.load(home, cluster_section, problems) if cluster_section else None
     if problems:
         raise ConfigError(problems)
     return Config(daemon, checks, sections, cluster)
@@ -137,7 +137,7 @@ def _read_checks(home, problems):
     for cid, (lineno, _) in overrides.items():
         if cid not in seen:
             problems.append(f"{path}:{lineno}: [check:{cid}] is not listed in any scope")
-    return daemon, tuple(checks)
+    return daemon, tuple(checks), by_name.get("cluster")
 
 
 def _check_line(home, path, lineno, text, daemon, overrides, seen, problems):
