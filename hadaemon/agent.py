@@ -55,6 +55,7 @@ class Agent:
         self.request_no = 0
         self.table, self.sent_table = {}, None
         self.held, self.hold_logged = {}, {}  # host -> create revision of its hold key
+        self.manual = {}  # host -> id of its open manual job: observations wait for it
         self.nodes, self.results, self.paused = {}, {}, None
         self.seq = None
         self.pruned = 0  # job ids up to this one are pruned from etcd
@@ -140,7 +141,7 @@ class Agent:
         try:
             self.leadership(leader, handover)
             if self.leading():
-                self.lead(opinions, requests)
+                self.lead(opinions, requests, open_ids)
                 self.prune(open_ids)
         except EtcdUnavailable as e:
             self.unreachable(e, now)
@@ -166,7 +167,7 @@ class Agent:
             self.join(lease)
             self.lease, self.valid_until = lease, t0 + self.c.ttl
             self.published = None
-            self.next_keepalive = t0 + max(self.c.poll, self.c.ttl / 5.0)
+            self.next_keepalive = t0 + self.keepalive_every()
             log.info("node %s joined with lease %x", self.me, lease)
         elif now >= self.next_keepalive:
             t0 = time.monotonic()
@@ -179,7 +180,12 @@ class Agent:
                     self.leader = None
                 return self.ensure_lease(now)
             self.valid_until = t0 + ttl
-            self.next_keepalive = t0 + max(self.c.poll, self.c.ttl / 5.0)
+            self.next_keepalive = t0 + self.keepalive_every()
+
+    def keepalive_every(self):
+        """A tenth of ttl: an outage of etcd shorter than ttl minus this (and one request's
+        timeout) never lets the lease expire."""
+        return max(self.c.poll, self.c.ttl / 10.0)
 
     def join(self, lease):
         """Write our node key on `lease` unless another daemon holds the name (a node killed
@@ -223,6 +229,8 @@ class Agent:
         if name == self.me and lease == self.lease:
             if self.leader != self.me:
                 log.info("leading again (leader key %d still ours)", rev)
+                # A commit whose answer was lost may have landed: count from etcd's seq.
+                _, self.seq = self.journal.last_id()
             self.leader, self.leader_rev = name, rev
             return
         if self.leader == self.me:
@@ -269,17 +277,28 @@ class Agent:
 
     # -- what the leader does -------------------------------------------------------------------
 
-    def lead(self, opinions, requests):
+    def lead(self, opinions, requests, open_ids):
+        # A manual status stands while its sequence runs: its actions are what make the checks
+        # agree, as in single-node mode. Open jobs are few; most ticks read none.
+        self.manual = {job["host"]: job["id"] for _, job in self.journal.open_jobs(open_ids)
+                       if job.get("manual")} if open_ids else {}
         for key, request in sorted(requests.items()):
-            self.serve(request)
-            self.etcd.txn([], [delete(key)])
-            if not self.leading():
+            done = self.serve(request)
+            if done:  # else deposed half-way: the request stays for the next leader
+                self.etcd.txn([], [delete(key)])
+            if not done or not self.leading():
                 return
         hosts = sorted({h for o in opinions.values() for h in o})
         for host in hosts:
             target = combine(opinions, host)
             current = self.table.get(host, {}).get("status", UNKNOWN)
             if target is None or target == current:
+                continue
+            if host in self.manual:
+                if self.hold_logged.get(host) != ("manual", self.manual[host]):
+                    log.info("%s stays %s, not %s, while the sequence of its manual transition "
+                             "(job #%d) runs", host, current, target, self.manual[host])
+                    self.hold_logged[host] = ("manual", self.manual[host])
                 continue
             if host in self.held:
                 if self.hold_logged.get(host) != self.held[host]:
@@ -295,81 +314,115 @@ class Agent:
         return max([c.hold_down for c in self.config.checks] + [self.config.daemon.hold_down])
 
     def serve(self, request):
+        """Carry out one operator request; False if this node was deposed before it could."""
         cmd = request.get("cmd")
         log.info("request from %s: %s", request.get("node"), request)
         if cmd == "pause" and not self.paused:
-            statuses = {h: e["status"] for h, e in self.table.items()}
-            self.etcd.txn(self.guard(), [jput(self.keys.paused, {
-                "since": time.time(), "by": request.get("node"), "statuses": statuses})])
+            record = {"since": time.time(), "by": request.get("node"),
+                      "statuses": {h: e["status"] for h, e in self.table.items()}}
+            if not self.etcd.txn(self.guard(), [jput(self.keys.paused, record)]):
+                return False
+            self.paused = record  # commits later in this tick are skipped, not queued
         elif cmd == "resume" and self.paused:
-            if not self.etcd.txn(self.guard(), [delete(self.keys.paused)]):
-                return
             before = self.paused.get("statuses", {})
-            self.paused = None
-            if self.config.daemon.on_resume == "last":
-                for host, e in sorted(self.table.items()):
-                    if before.get(host, UNKNOWN) != e["status"]:
-                        self.commit(host, before.get(host, UNKNOWN), e["status"],
-                                    note="fired on resume", write_table=False)
+            changed = [(host, before.get(host, UNKNOWN), e["status"])
+                       for host, e in sorted(self.table.items())
+                       if before.get(host, UNKNOWN) != e["status"]]
+            if self.config.daemon.on_resume != "last":
+                changed = []
+            # The pause ends in the transaction that queues what it held back: never one
+            # without the other.
+            return self.commit_all([dict(host=h, source=a, target=b, note="fired on resume",
+                                         write_table=False) for h, a, b in changed],
+                                   also=[delete(self.keys.paused)], unpause=True)
         elif cmd == "transition":
             host, status = request["host"], request["status"]
-            self.commit(host, self.table.get(host, {}).get("status", UNKNOWN), status,
-                        manual=True)
+            current = self.table.get(host, {}).get("status", UNKNOWN)
+            if current == status:
+                log.info("transition %s -> %s: it is %s already", host, status, current)
+                return True
+            return self.commit(host, current, status, manual=True)
         elif cmd == "handover":
             to = request.get("to") or ""
             if to and (to not in self.nodes or to == self.me):
                 log.error("handover to %s refused: not a live node other than the leader", to)
-                return
+                return True
             block = self.etcd.grant(self.c.ttl)
-            if self.etcd.txn(self.guard(), [
+            if not self.etcd.txn(self.guard(), [
                     jput(self.keys.handover, {"from": self.me, "to": to}, block),
                     delete(self.keys.leader)]):
-                log.warning("leader %s steps down for %s", self.me, to or "another node")
-                self.leader, self.leader_rev = None, None
+                return False
+            log.warning("leader %s steps down for %s", self.me, to or "another node")
+            self.leader, self.leader_rev = None, None
+        return True
 
     def commit(self, host, source, target, manual=False, note=None, write_table=True):
-        """One guarded transaction: the status, its job, the job counter. False if deposed."""
-        snapshot = {h: e["status"] for h, e in self.table.items()}
-        snapshot[host] = target
-        transition = Transition(host, source, target, snapshot, manual)
+        """One guarded transaction: the status, its job, the job counter. False if refused."""
+        return self.commit_all([dict(host=host, source=source, target=target, manual=manual,
+                                     note=note, write_table=write_table)])
+
+    def commit_all(self, transitions, also=(), unpause=False):
+        """Commit transitions (dicts of commit's arguments) and the ops `also` in one guarded
+        transaction; `unpause`: it ends a pause, so the jobs are queued, not skipped. False if
+        refused: deposed, or the job count fell behind (it is read again)."""
         d = self.config.daemon
-        steps, env = actions.plan(self.config.sections, transition, d.action_timeout,
-                                  d.on_failure)
-        vals = actions.values(transition)
-        for step in steps:
-            step["node"] = step_node(step["section"], vals)
-        job_id = self.seq + 1
-        state, note = initial_state(steps, bool(self.paused), note)
-        job = {"id": job_id, "kind": "transition", "host": host, "source": source,
-               "target": target, "manual": manual, "created": time.time(), "state": state,
-               "plan": steps, "env": env, "leader": self.me, "holder": "", "resumed": False,
-               "note": note, "finished": None if state == "queued" else time.time()}
-        entry, hold = None, None
-        if write_table:
-            entry = dict(self.table.get(host, {}), status=target, since=time.time(),
-                         manual=manual)
-            if self.hold_down() > 0:
-                # Hold-down runs on etcd's clock, not on the nodes' wall clocks: a key on a
-                # lease of hold_down seconds, which outlives a change of leader.
-                hold = self.etcd.grant(math.ceil(self.hold_down()))
+        paused = bool(self.paused) and not unpause
+        table, jobs, entries, holds = dict(self.table), [], {}, {}
+        for i, t in enumerate(transitions):
+            host, source, target = t["host"], t["source"], t["target"]
+            manual = t.get("manual", False)
+            snapshot = {h: e["status"] for h, e in table.items()}
+            snapshot[host] = target
+            transition = Transition(host, source, target, snapshot, manual)
+            steps, env = actions.plan(self.config.sections, transition, d.action_timeout,
+                                      d.on_failure)
+            vals = actions.values(transition)
+            for step in steps:
+                step["node"] = step_node(step["section"], vals)
+            state, note = initial_state(steps, paused, t.get("note"))
+            jobs.append({"id": self.seq + 1 + i, "kind": "transition", "host": host,
+                         "source": source, "target": target, "manual": manual,
+                         "created": time.time(), "state": state, "plan": steps, "env": env,
+                         "leader": self.me, "holder": "", "resumed": False, "note": note,
+                         "finished": None if state == "queued" else time.time()})
+            if t.get("write_table", True):
+                entries[host] = table[host] = dict(table.get(host, {}), status=target,
+                                                   since=time.time(), manual=manual)
+                if self.hold_down() > 0:
+                    # Hold-down runs on etcd's clock, not on the nodes' wall clocks: a key on
+                    # a lease of hold_down seconds, which outlives a change of leader.
+                    holds[host] = (self.etcd.grant(math.ceil(self.hold_down())),
+                                   jobs[-1]["id"])
         try:
             with self.etable.transaction(self.guard()):
-                if entry:
+                for host, entry in entries.items():
                     self.etable.set(host, entry)
-                self.journal.enqueue(job)
-                if hold:
-                    self.store.write(jput(self.keys.hold + host, {"job": job_id}, hold))
+                for job in jobs:
+                    self.journal.enqueue(job)
+                for host, (lease, job_id) in holds.items():
+                    self.store.write(jput(self.keys.hold + host, {"job": job_id}, lease))
+                self.store.write(*also)
         except Refused:
-            log.error("commit of %s: %s -> %s refused by etcd: %s is no longer the leader",
-                      host, source, target, self.me)
-            self.leader, self.leader_rev = None, None
+            what = ", ".join(f"{t['host']}: {t['source']} -> {t['target']}" for t in transitions)
+            log.error("commit of %s refused by etcd: %s is no longer the leader, or its job "
+                      "count fell behind", what or "the end of the pause", self.me)
+            self.leader, self.leader_rev = None, None  # the next tick finds out which
+            _, self.seq = self.journal.last_id()
             return False
-        self.seq = job_id
-        if entry:
-            self.table[host] = entry
-        log.info("transition %s: %s -> %s%s, job #%d with %d command(s)%s", host, source, target,
-                 " (manual)" if manual else "", job_id, len(steps),
-                 " (paused: not run)" if state == "skipped" else "")
+        self.seq += len(jobs)
+        self.table = table
+        if unpause:
+            self.paused = None
+        revision = int(self.store.answer["header"]["revision"])
+        for host in holds:
+            self.held[host] = revision  # no automatic change of it later in this tick either
+        for job in jobs:
+            if job["manual"] and job["state"] == "queued":
+                self.manual[job["host"]] = job["id"]
+            log.info("transition %s: %s -> %s%s, job #%d with %d command(s)%s", job["host"],
+                     job["source"], job["target"], " (manual)" if job["manual"] else "",
+                     job["id"], len(job["plan"]),
+                     " (paused: not run)" if job["state"] == "skipped" else "")
         return True
 
     def prune(self, open_ids):

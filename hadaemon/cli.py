@@ -12,6 +12,7 @@ from . import config as configmod
 from . import cli_cluster, control, daemonize, history, protocol, worker
 from .home import Home
 from .inifile import ConfigError
+from .names import valid_host
 from .store import Store
 from .table import Table
 
@@ -203,7 +204,8 @@ def _when(t):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True,
               help="How many of the latest transitions.")
-@click.option("--host", default=None, help="Only this host.")
+@click.option("--host", default=None, help="Only this host.", callback=cli_cluster.checked(
+    valid_host, cli_cluster.A_HOST))
 @click.pass_context
 def history_cmd(ctx, as_json, limit, host):
     """Show transitions and the outcome of each command, oldest first."""

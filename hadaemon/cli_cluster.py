@@ -8,12 +8,13 @@ from .cluster import Keys, read_history, status_lines
 from .names import valid_host, valid_status
 
 NOT_RUNNING = 3
+A_HOST = "a host name (letters, digits, '.', '-', '_', ':')"
 
 
-def _checked(valid, what):
+def checked(valid, what):
     """A click callback refusing what the daemon would refuse, before asking it."""
     def check(ctx, param, value):
-        if not valid(value.lower() if param.name == "status" else value):
+        if value is not None and not valid(value.lower() if param.name == "status" else value):
             raise click.BadParameter(f"{value!r} is not {what}")
         return value
     return check
@@ -50,9 +51,8 @@ def register(main, home_of):
         request(ctx, {"cmd": "resume"}, "resume requested")
 
     @main.command()
-    @click.argument("host", callback=_checked(
-        valid_host, "a host name (letters, digits, '.', '-', '_', ':')"))
-    @click.argument("status", callback=_checked(
+    @click.argument("host", callback=checked(valid_host, A_HOST))
+    @click.argument("status", callback=checked(
         valid_status, "a status (a letter, then letters, digits, '-')"))
     @click.pass_context
     def transition(ctx, host, status):

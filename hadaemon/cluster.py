@@ -12,6 +12,7 @@ import socket
 from collections import Counter
 from dataclasses import dataclass
 
+from . import history
 from .etcd import parse_endpoints
 from .names import valid_host
 
@@ -227,34 +228,7 @@ def read_history(etcd, keys, limit=100, host=None):
         for key, (value, _, _) in etcd.range(keys.steps).items():
             job_id, idx = key[len(keys.steps):].split("/")
             steps.setdefault(int(job_id), {})[int(idx)] = json_or_empty(value)
-    result = []
-    for j in jobs:
-        commands = []
-        for i, planned in enumerate(j["plan"]):
-            s = steps.get(j["id"], {}).get(i) or {}
-            commands.append({
-                "command": planned["text"], "argv": planned["argv"],
-                "section": planned["section"], "node": s.get("node") or planned.get("node"),
-                "outcome": step_outcome(s), "started": s.get("started"),
-                "finished": s.get("finished"), "exit": s.get("rc"),
-                "duration": s.get("duration"), "output": s.get("output"),
-                "error": s.get("error"), "resumed": bool(s.get("resumed"))})
-        result.append({"id": j["id"], "host": j["host"], "from": j["source"], "to": j["target"],
-                       "manual": j.get("manual", False), "time": j["created"],
-                       "state": j["state"], "resumed": j.get("resumed", False),
-                       "finished": j.get("finished"), "note": j.get("note"),
-                       "leader": j.get("leader"), "commands": commands})
-    return result
-
-
-def step_outcome(s):
-    if not s:
-        return "not run"
-    if s.get("finished") is None:
-        return "running"
-    if s.get("error"):
-        return "error"
-    return "ok" if s.get("rc") == 0 else "failed"
+    return [history.entry(j, steps.get(j["id"], {})) for j in jobs]
 
 
 def status_lines(c):

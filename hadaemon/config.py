@@ -4,12 +4,14 @@ Every problem is collected with its file and line, so check-config and a refused
 all of them at once instead of the first one only.
 """
 
+import grp
 import os
+import pwd
 import re
 import shlex
 from dataclasses import dataclass, fields, replace
 
-from . import cluster as clustermod, security
+from . import cluster as clustermod, logsetup, security
 from .inifile import ConfigError, read_sections, split_setting
 from .names import valid_host, valid_status
 
@@ -118,7 +120,8 @@ def _read_checks(home, problems):
     by_name = {s.name: s for s in sections}
     daemon = DaemonSettings()
     if "daemon" in by_name:
-        daemon = _settings(path, by_name["daemon"], DaemonSettings, daemon, problems)
+        daemon = _settings(path, by_name["daemon"], DaemonSettings, daemon, problems,
+                           _daemon_vet(home))
     overrides = {}
     for s in sections:
         if s.name.startswith("check:"):
@@ -208,15 +211,43 @@ def _keys(path, section, known, problems):
     return found
 
 
-def _settings(path, section, cls, defaults, problems):
+def _settings(path, section, cls, defaults, problems, vet=None):
+    """vet: {key: function(value)} for what a type cannot say (a file, a user): it raises
+    ValueError with the reason."""
     changes = {}
     for key, (lineno, value) in _keys(path, section, [f.name for f in fields(cls)],
                                       problems).items():
         try:
             changes[key] = _convert(key, value, type(getattr(defaults, key)))
+            if vet and key in vet:
+                vet[key](changes[key])
         except ValueError as e:
             problems.append(f"{path}:{lineno}: {key}: {e}")
     return replace(defaults, **changes)
+
+
+def _daemon_vet(home):
+    """The [daemon] settings that name something outside the file, checked before they are
+    used: a reload must not find out by failing half-way through."""
+    def log(value):
+        if value in ("auto", "stderr", "syslog"):
+            return
+        if not value.strip():
+            raise ValueError("empty: auto, stderr, syslog or a file")
+        path = logsetup.log_path(home, value)
+        if not path.parent.is_dir():
+            raise ValueError(f"folder {path.parent} does not exist")
+
+    def known(lookup, what):
+        def vet(value):
+            if value:
+                try:
+                    lookup(value)
+                except KeyError:
+                    raise ValueError(f"no {what} {value!r} on this machine") from None
+        return vet
+    return {"log": log, "user": known(pwd.getpwnam, "user"),
+            "socket_group": known(grp.getgrnam, "group")}
 
 
 CHOICES = {"on_failure": ("stop", "continue"), "corrupt_table": ("moveaside", "refuse"),

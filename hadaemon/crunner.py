@@ -16,11 +16,10 @@ import signal
 import threading
 import time
 
-from . import execute
 from .cluster import Keys, child_logging, is_us, split_live
 from .etcd import Etcd, EtcdUnavailable
 from .etcdstore import EtcdJournal, EtcdStore, EtcdTable
-from .runner import OUTPUT_KEEP, Runner
+from .runner import Runner
 
 log = logging.getLogger("hadaemon.runner")
 
@@ -46,15 +45,17 @@ class ClusterRunner(Runner):
 
     # -- lease ----------------------------------------------------------------------------------
 
-    def holder(self):
-        return f"{self.me}/{os.getpid()}/{self.lease:x}"
+    def holder(self, lease=None):
+        return f"{self.me}/{os.getpid()}/{lease or self.lease:x}"
 
     def ensure_lease(self):
+        """The lease claims go on (the keepalive thread may drop it at any time: read once)."""
         with self.lock:
             if self.lease is None:
                 t0 = time.monotonic()
                 self.lease = self.etcd.grant(self.ttl)
                 self.valid_until = t0 + self.ttl
+            return self.lease
 
     def renew(self, etcd):
         """One keepalive through `etcd` (each thread has its own client)."""
@@ -78,7 +79,10 @@ class ClusterRunner(Runner):
         """Renews in its own thread, so a long command does not let the claim expire."""
         etcd = Etcd(self.endpoints, self.timeout)
         while True:
-            self.renew(etcd)
+            try:
+                self.renew(etcd)
+            except Exception:  # a dead keepalive thread would let every claim expire silently
+                log.exception("runner lease keepalive failed; trying again")
             time.sleep(max(0.1, min(self.poll, self.ttl / 5.0)))
 
     def time_left(self):
@@ -136,7 +140,9 @@ class ClusterRunner(Runner):
         for raw, job in self.jobs.open_jobs(open_ids):
             holder = self.jobs.holder(claims, job["id"])
             if holder is not None:
-                if self.lease is not None and holder == self.holder() == job.get("holder"):
+                with self.lock:
+                    lease = self.lease
+                if lease is not None and holder == self.holder(lease) == job.get("holder"):
                     # Ours already: a command was held back by the fencing margin (etcd was
                     # away); the claim outlived that, so go on from the next command.
                     return self.run(job)
@@ -159,10 +165,10 @@ class ClusterRunner(Runner):
 
     def claim(self, raw, job):
         taken_over = bool(job.get("holder"))  # its holder's claim vanished without a release
-        self.ensure_lease()
-        job.update(holder=self.holder(), state="running",
+        lease = self.ensure_lease()
+        job.update(holder=self.holder(lease), state="running",
                    resumed=job.get("resumed") or taken_over)
-        if not self.jobs.claim(raw, job, job["holder"], self.lease):
+        if not self.jobs.claim(raw, job, job["holder"], lease):
             return False
         if taken_over:
             log.warning("job #%d for %s: its runner is gone: taking it over", job["id"],
@@ -230,9 +236,23 @@ class ClusterRunner(Runner):
         if written == "lost":
             log.error("job #%d: claim lost before %r: not started", job["id"], step["text"])
             return "fenced"
-        rc, duration, output, error = self.execute(job, step, resumed)
-        if rc == "interrupted":
+        if self.time_left() < self.margin:
+            # The write took long enough (etcd slow or failing over) to eat the margin: not
+            # started after all. The record says started; whoever runs it next (this runner
+            # once renewed, or another) runs it, with HA_RESUMED=1 if it is another.
+            log.error("job #%d: not starting %r: recording its start left %.1fs of lease, under "
+                      "the fencing margin %.1fs", job["id"], step["text"], self.time_left(),
+                      self.margin)
+            self.held_back = job["id"]
+            return "held"
+        outcome, error = self.execute(job, step, resumed, {"HA_NODE": self.me})
+        if outcome is None:
+            rc, duration, output = None, 0.0, ""
+        elif self.stop_at is not None and outcome.timed_out:
             return "interrupted"
+        else:
+            rc, duration, error = outcome.rc, outcome.duration, outcome.reason()
+            output = outcome.output.decode("utf-8", "replace")
         done = dict(started, finished=time.time(), rc=rc, duration=duration, output=output,
                     error=error)
         if not self.record_finished(job, idx, started, done):
@@ -262,25 +282,6 @@ class ClusterRunner(Runner):
                     raise
                 if self.stopping() and time.monotonic() > self.stop_at:
                     raise
-
-    def execute(self, job, step, resumed):
-        if step["error"]:
-            return None, 0.0, "", step["error"]
-        try:
-            argv = [self.home.find_action(step["argv"][0])] + step["argv"][1:]
-        except LookupError as e:
-            return None, 0.0, "", str(e)
-        env = execute.base_environment(self.home.root, dict(
-            job["env"], HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"]),
-            HA_NODE=self.me))
-        log.info("job #%d: running %s", job["id"], " ".join(step["argv"]))
-        outcome = execute.run(argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
-                              kill_leftovers=False, user=self.settings.get("user") or None,
-                              deadline_hook=lambda: self.stop_at)
-        if self.stop_at is not None and outcome.timed_out:
-            return "interrupted", None, None, None
-        return (outcome.rc, outcome.duration, outcome.output.decode("utf-8", "replace"),
-                outcome.reason())
 
 
 def _next_step(job, progress):

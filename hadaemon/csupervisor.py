@@ -9,9 +9,7 @@ answers from it when etcd is unreachable. Jobs are run by the cluster runner (cr
 
 import json
 import logging
-import os
 import selectors
-import signal
 import socket
 import time
 
@@ -42,26 +40,6 @@ class ClusterSupervisor(Supervisor):
         if self.agent_pid is None and not self.stopping and time.monotonic() >= self.agent_due:
             self._spawn_agent()
 
-    def shutdown(self):
-        if self.agent_pid:
-            try:
-                os.kill(self.agent_pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        pid = self.agent_pid
-        super().shutdown()
-        deadline = time.monotonic() + 5.0
-        while pid and time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    break
-            except ChildProcessError:
-                break
-            time.sleep(0.05)
-        else:
-            if pid:
-                _kill(pid)
-
     # -- the two children -----------------------------------------------------------------------
 
     def _spawn_agent(self):
@@ -73,6 +51,24 @@ class ClusterSupervisor(Supervisor):
         self.agent_sock = parent
         self.sel.register(parent, selectors.EVENT_READ, self._on_agent)
         self._to_agent({"opinions": dict(self.committer.committed)})
+
+    def _helpers(self):
+        helpers = super()._helpers()
+        if self.agent_pid:
+            helpers[self.agent_pid] = self.agent_sock
+        return helpers
+
+    def _helper_exited(self, pid, how):
+        if pid != self.agent_pid:
+            return super()._helper_exited(pid, how)
+        self._close(self.agent_sock)
+        self.agent_pid, self.agent_sock = None, None
+        if not self.stopping:
+            log.error("cluster agent %d %s; a new one joins in %.0fs", pid, how,
+                      AGENT_RESPAWN_DELAY)
+            self.agent_due = time.monotonic() + AGENT_RESPAWN_DELAY
+        self.cluster.update(stale=True, error="cluster agent restarting", leader=None)
+        return True
 
     def _spawn_runner(self):
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -107,16 +103,9 @@ class ClusterSupervisor(Supervisor):
             return
         except OSError:
             data = b""
-        if not data:  # the agent is gone (it is reaped by the loop): a new one after a pause
+        if not data:  # EOF: the agent is gone, _reap handles it
             if _registered(self.sel, sock):
                 self.sel.unregister(sock)
-            sock.close()
-            if not self.stopping:
-                log.error("cluster agent %s left; a new one joins in %.0fs", self.agent_pid,
-                          AGENT_RESPAWN_DELAY)
-            self.agent_pid, self.agent_sock = None, None
-            self.agent_due = time.monotonic() + AGENT_RESPAWN_DELAY
-            self.cluster.update(stale=True, error="cluster agent restarting", leader=None)
             return
         message = json.loads(data)
         self.cluster = message["cluster"]
@@ -167,10 +156,3 @@ class ClusterSupervisor(Supervisor):
         answer["queue"] = []
         return answer
 
-
-def _kill(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ChildProcessError, ProcessLookupError):
-        pass

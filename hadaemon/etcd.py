@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 
 etcd_errors = None  # etcd3gw.exceptions, once a client exists
+requests = None  # the HTTP library etcd3gw uses, likewise
 
 
 class EtcdUnavailable(Exception):
@@ -90,8 +91,9 @@ def jput(key, obj, lease=None):
 
 class Etcd:
     def __init__(self, endpoints, timeout=1.0):
-        global etcd_errors
+        global etcd_errors, requests
         import etcd3gw  # here, so that single-node mode (and check-config) never needs it
+        import requests
         from etcd3gw import exceptions as etcd_errors
         self._clients = [etcd3gw.client(host=h, port=p, protocol=s, timeout=timeout,
                                         api_path="/v3/") for s, h, p in endpoints]
@@ -108,8 +110,9 @@ class Etcd:
                     etcd_errors.InternalServerError) as e:
                 last = e
                 self._current = (self._current + 1) % len(self._clients)
-            except etcd_errors.Etcd3Exception as e:
-                # e.g. 'etcdserver: request timed out' from a member without quorum
+            except (etcd_errors.Etcd3Exception, requests.RequestException, ValueError) as e:
+                # e.g. 'etcdserver: request timed out' from a member without quorum, a member
+                # that died in mid-answer (ChunkedEncodingError), or an answer cut short (JSON)
                 last = e
                 self._current = (self._current + 1) % len(self._clients)
         raise EtcdUnavailable(f"{path}: {_short(last)}")

@@ -30,15 +30,19 @@ class EtcdStore:
         if self._ops is not None:  # nested: the outermost block commits
             yield self
             return
-        self._ops = []
+        self._ops, self._compares = [], list(guard)
         try:
             yield self
-            ops = self._ops
+            ops, compares = self._ops, self._compares
         finally:
             self._ops = None
-        ok, self.answer = self.etcd.txn_full(list(guard), ops)
+        ok, self.answer = self.etcd.txn_full(compares, ops)
         if not ok:
             raise Refused()
+
+    def require(self, *compares):
+        """Inside a transaction: more compares that must hold for it to apply."""
+        self._compares.extend(compares)
 
     def write(self, *ops):
         if self._ops is None:
@@ -87,7 +91,10 @@ class EtcdJournal:
     # -- the leader's side --------------------------------------------------------------------
 
     def enqueue(self, job):
-        """Queue a job (its id is the next of `seq`); open only if it has something to run."""
+        """Queue a job (its id is the next of `seq`) in a transaction; open only if it has
+        something to run. The id must be free: a leader whose count fell behind (a commit that
+        landed but whose answer was lost) is refused instead of overwriting a job."""
+        self._store.require(absent(self._keys.job(job["id"])))
         self._store.write(jput(self._keys.job(job["id"]), job),
                           put(self._keys.seq, str(job["id"])))
         if job["state"] == "queued":

@@ -16,33 +16,45 @@ def read(store, limit=100, host=None):
     rows = store.conn.execute(sql, args).fetchall()
     result = []
     for r in reversed(rows):
-        steps = {s[0]: s for s in store.conn.execute(
+        job = dict(zip(("id", "host", "source", "target", "manual", "created", "state", "plan",
+                        "resumed", "finished", "note"), r))
+        job["plan"] = json.loads(job["plan"])
+        steps = {s[0]: dict(zip(STEP_FIELDS, s[1:])) for s in store.conn.execute(
             "SELECT idx, started, finished, rc, duration, output, error, resumed FROM steps"
             " WHERE job = ?", (r[0],))}
-        commands = []
-        for i, planned in enumerate(json.loads(r[7])):
-            s = steps.get(i)
-            commands.append({
-                "command": planned["text"], "argv": planned["argv"], "section": planned["section"],
-                "outcome": _outcome(s),
-                "started": s[1] if s else None, "finished": s[2] if s else None,
-                "exit": s[3] if s else None, "duration": s[4] if s else None,
-                "output": s[5] if s else None, "error": s[6] if s else None,
-                "resumed": bool(s[7]) if s else False})
-        result.append({"id": r[0], "host": r[1], "from": r[2], "to": r[3], "manual": bool(r[4]),
-                       "time": r[5], "state": r[6], "resumed": bool(r[8]), "finished": r[9],
-                       "note": r[10], "commands": commands})
+        result.append(entry(job, steps))
     return result
 
 
-def _outcome(step):
-    if step is None:
+STEP_FIELDS = ("started", "finished", "rc", "duration", "output", "error", "resumed")
+
+
+def entry(job, steps):
+    """One history entry from a job record and its steps ({index: step}), whichever store
+    holds them: the single-node journal and the cluster's etcd give the same shape."""
+    commands = []
+    for i, planned in enumerate(job["plan"]):
+        s = steps.get(i) or {}
+        commands.append({
+            "command": planned["text"], "argv": planned["argv"], "section": planned["section"],
+            "node": s.get("node") or planned.get("node"), "outcome": outcome(s),
+            "started": s.get("started"), "finished": s.get("finished"), "exit": s.get("rc"),
+            "duration": s.get("duration"), "output": s.get("output"), "error": s.get("error"),
+            "resumed": bool(s.get("resumed"))})
+    return {"id": job["id"], "host": job["host"], "from": job["source"], "to": job["target"],
+            "manual": bool(job.get("manual")), "time": job["created"], "state": job["state"],
+            "resumed": bool(job.get("resumed")), "finished": job.get("finished"),
+            "note": job.get("note"), "leader": job.get("leader"), "commands": commands}
+
+
+def outcome(step):
+    if not step:
         return "not run"
-    if step[2] is None:
-        return "interrupted" if step[6] else "running"
-    if step[6]:
+    if step.get("finished") is None:
+        return "interrupted" if step.get("error") else "running"
+    if step.get("error"):
         return "error"
-    return "ok" if step[3] == 0 else "failed"
+    return "ok" if step.get("rc") == 0 else "failed"
 
 
 def format_text(entries):

@@ -9,32 +9,46 @@ FORMAT = "%(asctime)s hadaemon[%(process)d] %(levelname)s %(message)s"
 
 
 def configure(home, target, level, foreground):
-    """Replace the handlers of the 'hadaemon' logger; return a one-line description."""
+    """Replace the handlers of the 'hadaemon' logger; return a one-line description.
+    The new handlers are opened first: if one cannot be (OSError), the old ones stay."""
     logger = logging.getLogger("hadaemon")
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-        h.close()
-    logger.setLevel(level.upper())
-    logger.propagate = False
     handlers, where = [], []
     if foreground:
         handlers.append(logging.StreamHandler())
         where.append("stderr")
     if target == "auto" and not foreground:
         target = "syslog" if os.path.exists("/dev/log") else str(home.logfile)
-    if target == "syslog":
-        h = logging.handlers.SysLogHandler("/dev/log", facility="daemon")
-        h.setFormatter(logging.Formatter("hadaemon[%(process)d]: %(levelname)s %(message)s"))
-        logger.addHandler(h)
-        where.append("syslog")
-    elif target not in ("auto", "stderr"):
-        path = Path(target) if os.path.isabs(target) else home.root / target
-        handlers.append(logging.handlers.WatchedFileHandler(path))
-        where.append(str(path))
-    elif target == "stderr" and not foreground:
-        handlers.append(logging.StreamHandler())
-        where.append("stderr")
+    syslog = None
+    try:
+        if target == "syslog":
+            syslog = logging.handlers.SysLogHandler("/dev/log", facility="daemon")
+            syslog.setFormatter(
+                logging.Formatter("hadaemon[%(process)d]: %(levelname)s %(message)s"))
+            where.append("syslog")
+        elif target not in ("auto", "stderr"):
+            path = log_path(home, target)
+            handlers.append(logging.handlers.WatchedFileHandler(path))
+            where.append(str(path))
+        elif target == "stderr" and not foreground:
+            handlers.append(logging.StreamHandler())
+            where.append("stderr")
+    except OSError:
+        for h in handlers:
+            h.close()
+        raise
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    logger.setLevel(level.upper())
+    logger.propagate = False
     for h in handlers:
         h.setFormatter(logging.Formatter(FORMAT))
         logger.addHandler(h)
+    if syslog:
+        logger.addHandler(syslog)
     return ", ".join(where)
+
+
+def log_path(home, target):
+    """The file a `log =` setting other than auto, stderr or syslog names."""
+    return Path(target) if os.path.isabs(target) else home.root / target

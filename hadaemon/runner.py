@@ -127,25 +127,13 @@ class Runner:
             log.error("job #%d: command %d was already finished: not run again", job["id"],
                       idx + 1)
             return "ok"
-        if step["error"]:
-            self.journal.step_finished(job["id"], idx, None, 0.0, "", step["error"])
-            log.error("job #%d: %s: %s (%s)", job["id"], step["text"], step["error"], step["where"])
+        outcome, error = self.execute(
+            job, step, resumed, pass_fds=(self.command_lock.fileno(),),
+            on_start=lambda pid: self.journal.step_pid(job["id"], idx, pid))
+        if outcome is None:
+            self.journal.step_finished(job["id"], idx, None, 0.0, "", error)
+            log.error("job #%d: %s: %s", job["id"], step["text"], error)
             return "error"
-        try:
-            argv = [self.home.find_action(step["argv"][0])] + step["argv"][1:]
-        except LookupError as e:
-            self.journal.step_finished(job["id"], idx, None, 0.0, "", str(e))
-            log.error("job #%d: %s: %s", job["id"], step["text"], e)
-            return "error"
-        env = execute.base_environment(self.home.root, dict(
-            job["env"], HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"])))
-        log.info("job #%d: running %s", job["id"], " ".join(step["argv"]))
-        outcome = execute.run(
-            argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
-            kill_leftovers=False, user=self.settings.get("user") or None,
-            pass_fds=(self.command_lock.fileno(),),
-            on_start=lambda pid: self.journal.step_pid(job["id"], idx, pid),
-            deadline_hook=lambda: self.stop_at)
         output = outcome.output.decode("utf-8", "replace")
         if self.stop_at is not None and outcome.timed_out:
             # Cut short by shutdown: left unfinished so the next start resumes it.
@@ -161,6 +149,23 @@ class Runner:
                                         step["text"], outcome.rc, outcome.duration,
                                         f" ({error})" if error else "")
         return "ok" if ok else "failed"
+
+    def execute(self, job, step, resumed, extra_env=(), **options):
+        """Start one planned command and wait for it: (outcome, None), or (None, why it could
+        not start). The same for both runners; `options` go to execute.run."""
+        if step["error"]:
+            return None, f"{step['error']} ({step['where']})"
+        try:
+            argv = [self.home.find_action(step["argv"][0])] + step["argv"][1:]
+        except LookupError as e:
+            return None, str(e)
+        env = execute.base_environment(self.home.root, dict(
+            job["env"], HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"]),
+            **dict(extra_env)))
+        log.info("job #%d: running %s", job["id"], " ".join(step["argv"]))
+        return execute.run(argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
+                           kill_leftovers=False, user=self.settings.get("user") or None,
+                           deadline_hook=lambda: self.stop_at, **options), None
 
     def wait_for_leftover(self):
         """A command of a dead runner may still run: never let two copies overlap.

@@ -14,7 +14,7 @@ class Scheduler:
         self._checks = {}
         self._heap = []
         self._order = itertools.count()
-        self.running = set()
+        self.running = {}  # check id -> the number of its run in flight
         self.replace(checks, now)
 
     def replace(self, checks, now):
@@ -34,29 +34,31 @@ class Scheduler:
                 # checks due in the same millisecond wait for each other (bench/schedule.py).
                 due = now + check.interval * i / len(checks)
             heapq.heappush(self._heap, (due, next(self._order), check.id))
-        self.running &= set(self._checks)
+        self.running = {cid: run for cid, run in self.running.items() if cid in self._checks}
 
     def next_deadline(self):
         return self._heap[0][0] if self._heap else None
 
     def pop_due(self, now):
-        """Yield (check, due) for every check due at `now`, marking it running."""
+        """Yield (check, due, run) for every check due at `now`, marking it running; `run`
+        names this run when it is done."""
         while self._heap and self._heap[0][0] <= now:
-            due, _, cid = heapq.heappop(self._heap)
-            self.running.add(cid)
-            yield self._checks[cid], due
+            due, run, cid = heapq.heappop(self._heap)
+            self.running[cid] = run
+            yield self._checks[cid], due, run
 
     def push_back(self, check, due):
         """Put a check back without running it (no worker was free)."""
-        self.running.discard(check.id)
+        self.running.pop(check.id, None)
         heapq.heappush(self._heap, (due, next(self._order), check.id))
 
-    def done(self, check_id, due, now):
+    def done(self, check_id, run, due, now):
         """A run of check_id that was due at `due` has finished."""
-        self.running.discard(check_id)
-        check = self._checks.get(check_id)
-        if check is None:
-            return  # removed by a reload while it ran
+        if self.running.get(check_id) != run:
+            # Removed by a reload while it ran (and maybe added again, which queued it anew).
+            return
+        del self.running[check_id]
+        check = self._checks[check_id]
         heapq.heappush(self._heap, (max(due + check.interval, now), next(self._order), check_id))
 
     def get(self, check_id):

@@ -32,6 +32,7 @@ FLUSH_EVERY = 1.0  # seconds between batched writes of observations (statuses ar
 SEEN_EVERY = 60.0  # seconds between writes of hosts whose results only confirmed the last one
 RUNNER_RESPAWN_DELAY = 1.0
 ERROR_REPEAT = 60.0  # seconds before the same error of one check is logged again
+HISTORY_MAX = 100000  # entries one history request may ask for (the CLI allows as many)
 
 
 class Supervisor:
@@ -104,14 +105,9 @@ class Supervisor:
 
     def step(self):
         for key, events in self.sel.select(self._poll_timeout()):
-            try:
-                key.data(key.fileobj, events)
-            except Exception:
-                # A bug in handling one event must not take the daemon down with it.
-                log.exception("internal error while handling %s; carrying on", key.data.__name__)
-        self._handle_signals()
-        self._reap()
-        self._dispatch()
+            _guarded(key.data, key.fileobj, events)
+        for chore in (self._handle_signals, self._reap, self._dispatch):
+            _guarded(chore)
         now = time.monotonic()
         if now >= self.next_seen:
             self.dirty |= self.seen  # a daemon at rest writes (and fsyncs) once a minute
@@ -129,17 +125,18 @@ class Supervisor:
         log.info("stopping: no new checks or actions")
         self.stopping = True
         self.pool.stop()
-        if self.runner_pid:
+        helpers = self._helpers()
+        for pid, sock in helpers.items():
             try:
-                os.kill(self.runner_pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            self.runner_sock.close()  # EOF wakes a runner that waits for work
+            sock.close()  # EOF wakes a helper that waits for work
         grace = self.config.daemon.grace
         deadline = time.monotonic() + grace + 5.0
-        while (self.pool.workers or self.runner_pid) and time.monotonic() < deadline:
+        while (self.pool.workers or self._helpers()) and time.monotonic() < deadline:
             self._reap(block_for=0.05)
-        for pid in list(self.pool.workers) + ([self.runner_pid] if self.runner_pid else []):
+        for pid in list(self.pool.workers) + list(self._helpers()):
             log.warning("child %d did not stop in time: SIGKILL", pid)
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -187,31 +184,50 @@ class Supervisor:
             if pid == 0:
                 return
             how = _exit_text(status)
-            if pid == self.runner_pid:
-                self.runner_pid = None
-                if _registered(self.sel, self.runner_sock):
-                    self.sel.unregister(self.runner_sock)
-                self.runner_sock.close()
-                if not self.stopping:
-                    log.error("action runner %d %s; a new one resumes the journal", pid, how)
-                    self.runner_due = time.monotonic() + RUNNER_RESPAWN_DELAY
+            if self._helper_exited(pid, how):
                 continue
             w = self.pool.workers.get(pid)
             if w is None:
                 continue
+            # It may have answered, then left (recycled) before the loop read the answer: read
+            # it before the socket is closed.
+            data = self.pool.receive(w) if w.job is not None else None
             if _registered(self.sel, w.sock):
                 self.sel.unregister(w.sock)
             self.pool.lost(pid)
-            if w.job is not None and (data := self.pool.receive(w)):
-                self._on_result(w, data)  # it answered, then left before we read the answer
-            if w.job is not None:
+            if w.job is None:
+                if not self.stopping and os.WIFSIGNALED(status):
+                    log.warning("worker %d %s", pid, how)
+            elif self.stopping:
+                pass  # cut short by our own SIGTERM: no observation, and nothing new commits
+            elif data:
+                self._on_result(w, data)
+            else:
                 meta = w.meta
                 log.error("check %s: worker %d %s while running it", meta["check"], pid, how)
                 self._finish_check(meta, protocol.failed(meta["spec"].host, f"worker {how}"))
-            elif not self.stopping and os.WIFSIGNALED(status):
-                log.warning("worker %d %s", pid, how)
             if not self.stopping:
                 self._fill_pool()
+
+    def _helpers(self):
+        """The long-lived children besides the workers, {pid: socket}, for shutdown."""
+        return {self.runner_pid: self.runner_sock} if self.runner_pid else {}
+
+    def _helper_exited(self, pid, how):
+        """Reaped pid: if it is a helper, forget it and plan its successor; True if it was."""
+        if pid != self.runner_pid:
+            return False
+        self.runner_pid = None
+        self._close(self.runner_sock)
+        if not self.stopping:
+            log.error("action runner %d %s; a new one resumes the journal", pid, how)
+            self.runner_due = time.monotonic() + RUNNER_RESPAWN_DELAY
+        return True
+
+    def _close(self, sock):
+        if _registered(self.sel, sock):
+            self.sel.unregister(sock)
+        sock.close()
 
     def _fill_pool(self):
         for w in self.pool.fill():
@@ -267,12 +283,12 @@ class Supervisor:
             return
         d = self.config.daemon
         now = time.monotonic()
-        for check, due in self.scheduler.pop_due(now):
+        for check, due, run in self.scheduler.pop_due(now):
             w = idle.pop()
             self.jobs_sent += 1
             job = protocol.check_job(check, d, self.jobs_sent)
-            if not self.pool.send(w, job, {"check": check.id, "due": due, "spec": check,
-                                           "sent": now}):
+            if not self.pool.send(w, job, {"check": check.id, "due": due, "run": run,
+                                           "spec": check, "sent": now}):
                 self.scheduler.push_back(check, due)
             if not idle:
                 break
@@ -321,7 +337,7 @@ class Supervisor:
 
     def _finish_check(self, meta, results, read_at=None):
         now = time.monotonic()
-        self.scheduler.done(meta["check"], meta["due"], now)
+        self.scheduler.done(meta["check"], meta["run"], meta["due"], now)
         check = meta["spec"]
         transitions, notes = self.committer.observe(check, results, now)
         for n in notes:
@@ -400,17 +416,21 @@ class Supervisor:
             return {"ok": False, "error": "config invalid, running config kept",
                     "problems": e.problems}
         new, later = _keep_start_only(self.config, new)
+        d = new.daemon
+        try:  # the one step that can fail comes first, so a failure changes nothing
+            logsetup.configure(self.home, d.log, d.log_level, self.foreground)
+        except OSError as e:
+            log.error("reload refused, keeping the running config: log %s: %s", d.log, e)
+            return {"ok": False, "error": f"cannot open log {d.log}: {e}; running config kept"}
         for what in later:
             log.warning("reload: %s changed: it takes effect at the next restart", what)
         old_ids = {c.id for c in self.config.checks}
         self.config = new
-        d = new.daemon
         for cid in old_ids - {c.id for c in new.checks}:
             self.committer.forget_check(cid)
         self.scheduler.replace(new.checks, time.monotonic())
         self.pool.resize(d.workers, d.max_jobs)
         self._fill_pool()
-        logsetup.configure(self.home, d.log, d.log_level, self.foreground)
         self._wake_runner(json.dumps(self._runner_settings()).encode())
         log.info("reloaded: %d check(s), %d action section(s)", len(new.checks),
                  len(new.sections))
@@ -442,7 +462,12 @@ class Supervisor:
         if request == "eof":
             self._drop_client(c)
             return
-        c.reply(self.answer(request))
+        try:
+            answer = self.answer(request)
+        except Exception as e:  # the client gets an answer, whatever the bug
+            log.exception("internal error answering %r", request.get("cmd"))
+            answer = {"ok": False, "error": f"internal error: {e}"}
+        c.reply(answer)
         self.sel.modify(sock, selectors.EVENT_WRITE, self._on_control)
 
     def answer(self, request):
@@ -452,12 +477,12 @@ class Supervisor:
         if cmd == "status":
             return self.status()
         if cmd == "history":
-            try:
-                entries = history.read(self.store, int(request.get("limit", 100)),
-                                       request.get("host"))
-            except (TypeError, ValueError) as e:
-                return {"ok": False, "error": f"bad history request: {e}"}
-            return {"ok": True, "history": entries}
+            limit, host = request.get("limit", 100), request.get("host")
+            if not (isinstance(limit, int) and 0 < limit <= HISTORY_MAX) or not (
+                    host is None or valid_host(host)):
+                return {"ok": False, "error": "bad history request: limit must be 1 to "
+                        f"{HISTORY_MAX}, host a host name"}
+            return {"ok": True, "history": history.read(self.store, limit, host)}
         if cmd == "reload":
             return self.reload()
         if cmd == "ping":
@@ -552,11 +577,19 @@ def _checked(r):
     return {"host": r["host"], "status": r["status"], "details": r.get("details", {})}
 
 
+def _guarded(function, *args):
+    """A bug in one event or chore must not take the daemon down with it."""
+    try:
+        function(*args)
+    except Exception:
+        log.exception("internal error in %s; carrying on", function.__name__)
+
+
 def _registered(sel, fileobj):
     try:
         sel.get_key(fileobj)
         return True
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: closed, and not registered
         return False
 
 

@@ -1,5 +1,6 @@
 """A worker's main: take one job, run the check, send one result, until recycled or orphaned."""
 
+import errno
 import os
 import signal
 import time
@@ -26,11 +27,15 @@ def main(sock, home, max_jobs):
         job = protocol.decode(data)
         result = run_job(job, home)
         try:
-            message = protocol.encode(result)
-        except ValueError as e:  # escaping can grow big output past one datagram
-            result.update(results=protocol.failed(job["host"], str(e)), error=str(e))
-            message = protocol.encode(result)
-        sock.send(message)
+            sock.send(protocol.encode(result))
+        except (ValueError, OSError) as e:
+            # Escaping can grow big output past one datagram, or past the socket's buffer where
+            # the kernel caps it (EMSGSIZE): the check's result is lost, the reason is not.
+            if not isinstance(e, ValueError) and e.errno != errno.EMSGSIZE:
+                raise
+            why = f"result too large to pass on: {e}"
+            result.update(results=protocol.failed(job["host"], why), error=why)
+            sock.send(protocol.encode(result))
     # Recycled: leaving is enough, the supervisor reaps us and forks a fresh worker.
 
 

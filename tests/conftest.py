@@ -65,8 +65,11 @@ def committed(home, host, status):
 class Home:
     """A temporary hadaemon home with its own checks and actions."""
 
-    def __init__(self, root):
+    cli_prefix = ()  # e.g. ip netns exec NS, for a CLI that reads etcd (Home.__new__ skips init)
+
+    def __init__(self, root, cli_prefix=()):
         self.root = Path(root)
+        self.cli_prefix = tuple(cli_prefix)
         for d in ("etc", "checks", "actions", "var/status"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         self.script("actions", "record", RECORD)
@@ -93,7 +96,8 @@ class Home:
         return path.read_text().splitlines() if path.exists() else []
 
     def cli(self, *args, check=False, timeout=60):
-        result = subprocess.run([sys.executable, "-m", "hadaemon", "--home", str(self.root), *args],
+        result = subprocess.run([*self.cli_prefix, sys.executable, "-m", "hadaemon", "--home",
+                                 str(self.root), *args],
                                 capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"hadaemon {' '.join(args)} exited {result.returncode}: "

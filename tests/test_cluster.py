@@ -211,6 +211,47 @@ def test_hold_down_outlives_the_leader_that_committed(cluster, etcd):
     assert jobs[2]["time"] - jobs[1]["time"] >= 7.5, jobs
 
 
+def test_a_manual_transition_stands_while_its_sequence_runs(cluster):
+    nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n[slave_to_master]\nslow\n")
+    leader = start_all(nodes, db2="slave")
+    fired(log, 1)
+    runner = next(n for n in nodes if n.name == leader)
+    assert nodes[1].cli("transition", "db2", "master").returncode == 0
+    # The checks say slave until the sequence is half done: held, not taken back.
+    wait_for(lambda: (runner.root / "var/slow.pid").exists(), 30, "the sequence runs")
+    everywhere(nodes, "db2", "master")
+    wait_for(lambda: any(line.endswith(" slow") for line in read_log(log)), 30, "sequence done")
+    time.sleep(1)
+    assert read_log(log)[1:] == [f"{leader} job=2 db2 slave->master resumed=0 db2",
+                                 f"{leader} job=2 db2 slave->master resumed=0 slow"], \
+        read_log(log)
+    assert "db2 stays master, not slave, while the sequence of its manual transition (job #2)" \
+        in runner.daemon_log()
+    moves = [(h["from"], h["to"], h["manual"]) for h in
+             json.loads(runner.cli("history", "--json").stdout)]
+    assert moves == [("unknown", "slave", False), ("slave", "master", True)], moves
+
+
+def test_a_job_id_in_use_is_never_written_over(etcd):
+    """A leader whose count of jobs fell behind (its commit landed, the answer was lost) is
+    refused, and nothing of its transaction is written."""
+    from hadaemon.cluster import Keys
+    from hadaemon.etcd import Etcd as Client, parse_endpoints
+    from hadaemon.etcdstore import EtcdJournal, EtcdStore, EtcdTable, Refused
+    store = EtcdStore(Client(parse_endpoints(etcd.endpoints)), Keys("/hatest/"))
+    journal, table = EtcdJournal(store), EtcdTable(store)
+    job = {"id": 1, "state": "queued", "host": "db1"}
+    with table.transaction():
+        journal.enqueue(job)
+    with pytest.raises(Refused):
+        with table.transaction():
+            table.set("db1", {"status": "down"})
+            journal.enqueue(dict(job, host="db2"))
+    assert json.loads(etcd.ctl("get", "--print-value-only", "/hatest/job/000000000001")
+                      .stdout)["host"] == "db1"
+    assert table.get("db1") is None
+
+
 def test_a_second_daemon_with_a_node_name_in_use_stays_out_until_it_is_free(cluster, etcd,
                                                                              tmp_path):
     acts = "[*_to_down]\nrecord down %HOST%\n"

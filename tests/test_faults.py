@@ -549,3 +549,72 @@ def test_every_command_starts_after_an_fsync_that_covers_its_commit(home, tmp_pa
         d.kill_all()
     starts = wal_unsynced_at_command_starts(trace.read_text(), "record")
     assert len(starts) == 7 and not any(starts), starts
+
+
+# -- workers leaving and the daemon stopping are not observations ------------------------------
+
+def _steady_checks(home, n, extra=""):
+    """n checks of hosts h1..hn, each always up, every 20 ms; every transition fires `record`."""
+    for i in range(1, n + 1):
+        home.set_status(f"h{i}", "up")
+    lines = "\n".join(f"c{i}" for i in range(1, n + 1))
+    sections = "\n".join(f"[check:c{i}]\nscript = status_from_files\nargs = h{i}\nhost = h{i}"
+                         for i in range(1, n + 1))
+    home.write("checks.conf", f"[daemon]\ninterval = 20ms\ntimeout = 5\n{extra}\n[local]\n"
+               f"{lines}\n{sections}\n")
+    home.write("actions.conf", "[*_to_*]\nrecord %HOST%\n")
+
+
+def _only_first_transitions(home, n):
+    """Each host went unknown -> up once and nothing else fired."""
+    moves = sorted((h["host"], h["from"], h["to"]) for h in home.history())
+    assert moves == sorted((f"h{i}", "unknown", "up") for i in range(1, n + 1)), moves
+    assert "while running it" not in home.log()
+
+
+def test_a_recycled_workers_last_result_is_kept(home, daemons):
+    # max_jobs = 1: every worker leaves right after sending its result, so the loop often
+    # reaps it before it has read that result.
+    _steady_checks(home, 6, "workers = 4\nmax_jobs = 1")
+    d = daemons(home)
+    wait_for(lambda: all(status_of(home, f"h{i}") == "up" for i in range(1, 7)), 20, "all up")
+    time.sleep(5)  # some 1500 worker generations
+    d.stop()
+    _only_first_transitions(home, 6)
+
+
+def test_shrinking_the_pool_by_reload_loses_no_check(home, daemons):
+    _steady_checks(home, 6, "workers = 6")
+    daemons(home)
+    wait_for(lambda: all(status_of(home, f"h{i}") == "up" for i in range(1, 7)), 20, "all up")
+    conf = home.root / "etc/checks.conf"
+    for n in range(12):
+        text = conf.read_text()
+        conf.write_text(text.replace("workers = 6", "workers = 1") if n % 2 == 0
+                        else text.replace("workers = 1", "workers = 6"))
+        home.cli("reload", check=True)
+        time.sleep(0.2)
+    _only_first_transitions(home, 6)
+
+
+def test_sigterm_during_a_check_commits_nothing(home, daemons):
+    home.write("checks.conf", FAST + "[local]\nslow\n[check:slow]\nhost = h1\n")
+    home.script("checks", "slow", """\
+        #!/bin/sh
+        touch "$HA_HOME/var/check.running"
+        sleep 1
+        echo '{"host": "h1", "status": "up"}'
+        """)
+    home.write("actions.conf", "[*_to_*]\nrecord %HOST%\n")
+    def up():
+        return status_of(home, "h1") == "up"
+    for _ in range(2):  # stop, start, stop: each stop comes while the check sleeps
+        d = daemons(home)
+        wait_for(up, 20, "h1 up")
+        running = home.root / "var/check.running"
+        running.unlink(missing_ok=True)
+        wait_for(running.exists, 20, "the check runs again")
+        assert d.stop() == 0
+    assert up()
+    assert [(h["from"], h["to"]) for h in home.history()] == [("unknown", "up")]
+    assert len(home.actions_log()) == 1

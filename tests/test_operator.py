@@ -1,5 +1,7 @@
 """Operator commands in single-node mode: pause/resume (maintenance) and manual transitions."""
 
+import signal
+
 from conftest import status_of, wait_for
 from hadaemon import control
 
@@ -107,3 +109,44 @@ def test_bad_cli_arguments_get_one_line_naming_the_command(home):
         len(r.stderr.splitlines()) == 1, r.stderr
     # refused before anything is asked of the daemon: no daemon runs here, yet no "not running"
     assert "not running" not in home.cli("transition", "$(id)", "up").stderr
+    assert "not running" not in home.cli("history", "--host", "a b").stderr
+
+
+def test_settings_naming_what_does_not_exist_are_refused_with_their_line(home):
+    home.write("checks.conf", "[daemon]\nlog = nowhere/hadaemon.log\nuser = nosuchuser\n"
+               "socket_group = nosuchgroup\n[local]\nstatus_from_files db1\n")
+    r = home.cli("check-config")
+    assert r.returncode == 1
+    conf = home.root / "etc/checks.conf"
+    for line, text in ((2, f"log: folder {home.root / 'nowhere'} does not exist"),
+                       (3, "user: no user 'nosuchuser' on this machine"),
+                       (4, "socket_group: no group 'nosuchgroup' on this machine")):
+        assert f"{conf}:{line}: {text}" in r.stderr + r.stdout, (text, r.stderr, r.stdout)
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_a_reload_that_cannot_apply_keeps_everything_and_the_daemon_answers(home, daemons):
+    setup(home)
+    d = daemons(home)
+    wait_for(lambda: len(home.actions_log()) == 2, 20, "first statuses fired")
+    conf = home.root / "etc/checks.conf"
+    good = conf.read_text()
+    # A log "file" that is a folder: the config reads well, opening it fails.
+    (home.root / "logs").mkdir()
+    conf.write_text(good.replace("[local]", "log = logs\n[local]"))
+    r = home.cli("reload")
+    assert r.returncode == 1 and "cannot open log logs" in r.stderr, r
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    d.proc.send_signal(signal.SIGHUP)  # the same through a signal: logged, and the daemon lives
+    wait_for(lambda: home.log().count("reload refused") == 2, 20, "second refusal logged")
+    assert d.proc.poll() is None and "Traceback" not in home.log()
+    conf.write_text(good)
+    home.set_status("db1", "master")
+    wait_for(lambda: len(home.actions_log()) == 3, 20, "checks and actions go on")
+    # Requests the daemon cannot serve get an answer at once, not a dropped connection.
+    sock = home.root / "var/control.sock"
+    for bad in ({"cmd": "history", "limit": 1e400}, {"cmd": "history", "limit": 10 ** 20},
+                {"cmd": "history", "host": ["x"]}, {"cmd": "history", "limit": "5"}):
+        answer = control.request(sock, bad, timeout=3)
+        assert not answer["ok"] and "bad history request" in answer["error"], (bad, answer)
+    assert d.stop() == 0
