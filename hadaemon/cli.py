@@ -11,6 +11,7 @@ import click
 from . import config as configmod
 from . import cli_cluster, control, daemonize, history, protocol, worker
 from .home import Home
+from .config import DAY
 from .inifile import ConfigError
 from .names import valid_host
 from .store import Store
@@ -30,6 +31,12 @@ def _load(home):
         for p in e.problems:
             click.echo(f"error: {p}", err=True)
         raise SystemExit(1)
+
+
+def _number(value):
+    if value != value:  # NaN passes every range check
+        raise click.BadParameter("not a number")
+    return value
 
 
 def _fail(message, code=1):
@@ -94,7 +101,8 @@ def start(ctx):
 
 
 @main.command()
-@click.option("--wait", type=float, default=60.0, show_default=True,
+@click.option("--wait", type=click.FloatRange(0, DAY), default=60.0, show_default=True,
+              callback=lambda ctx, param, value: _number(value),
               help="Seconds to wait for the daemon to exit.")
 @click.pass_context
 def stop(ctx, wait):
@@ -153,13 +161,16 @@ def _offline(home, read, empty):
     """
     if not home.state_db.exists():
         return empty
+    if not home.state_db.is_file():  # a FIFO would block the read for ever
+        _fail(f"cannot read {home.state_db}: not a file (the daemon moves it aside at its "
+              "next start)")
     try:
         store = Store(home.state_db, readonly=True)
         try:
             return read(store)
         finally:
             store.close()
-    except sqlite3.Error as e:
+    except (sqlite3.Error, OSError) as e:
         _fail(f"cannot read {home.state_db}: {e}")
 
 

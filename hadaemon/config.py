@@ -207,6 +207,10 @@ def _keys(path, section, known, problems):
             problems.append(f"{path}:{lineno}: unknown setting {key!r} in [{section.name}] "
                             f"(known: {', '.join(known)})")
             continue
+        if key in found:
+            problems.append(f"{path}:{lineno}: {key} set twice in [{section.name}] (first at "
+                            f"line {found[key][0]})")
+            continue
         found[key] = (lineno, value)
     return found
 
@@ -255,7 +259,12 @@ CHOICES = {"on_failure": ("stop", "continue"), "corrupt_table": ("moveaside", "r
            "log_level": ("debug", "info", "warning", "error")}
 MINIMUM = {"interval": 0.01, "timeout": 0.01, "workers": 1, "confirm": 1, "hold_down": 0.0,
            "action_timeout": 0.01, "max_jobs": 1, "output_limit": 1024, "grace": 0.0}
-MAXIMUM = {"workers": 256, "output_limit": 256 * 1024}  # a result must fit one message
+DAY = 86400.0
+# workers: a pool, not a fork bomb; output_limit: a result must fit one message; the rest: a
+# typo of a few digits is refused rather than obeyed (a check that never runs again).
+MAXIMUM = {"workers": 256, "output_limit": 256 * 1024, "interval": DAY, "timeout": DAY,
+           "hold_down": DAY, "action_timeout": DAY, "grace": DAY, "confirm": 1000,
+           "max_jobs": 10 ** 9}
 
 
 def _convert(key, value, kind):
@@ -324,6 +333,12 @@ def _command(home, where, text, problems):
         return None
     if VARIABLE_RE.search(words[0]):
         problems.append(f"{where}: the program name may not be a variable: {words[0]!r}")
+        return None
+    never = sorted({m for w in words[1:] for m in VARIABLE_RE.findall(w)
+                    if m.upper() not in ("HOST", "FROM", "TO") and not valid_status(m.lower())})
+    if never:
+        problems.append(f"{where}: %{never[0]}% can never have a value (a status is a letter, "
+                        "then up to 31 letters, digits or '-')")
         return None
     try:
         program = home.find_action(words[0])

@@ -109,7 +109,7 @@ class Conn:
             return {"error": "request too long"}
         try:
             request = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             return {"error": "request is not JSON"}
         return request if isinstance(request, dict) else {"error": "request is not an object"}
 
@@ -148,6 +148,9 @@ def request(path, message, timeout=10.0):
         raise ControlError(f"hadaemon is not running (nobody listens on {path})") from None
     except PermissionError:
         raise ControlError(f"permission denied on {path}") from None
+    except OSError as e:  # var/ is not a folder, the path is too long, ...
+        raise ControlError(f"hadaemon is not running (cannot reach {path}: {e.strerror or e})"
+                           ) from None
     try:
         s.sendall((json.dumps(message) + "\n").encode())
         chunks = []

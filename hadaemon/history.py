@@ -18,11 +18,15 @@ def read(store, limit=100, host=None):
     for r in reversed(rows):
         job = dict(zip(("id", "host", "source", "target", "manual", "created", "state", "plan",
                         "resumed", "finished", "note"), r))
-        job["plan"] = json.loads(job["plan"])
         steps = {s[0]: dict(zip(STEP_FIELDS, s[1:])) for s in store.conn.execute(
             "SELECT idx, started, finished, rc, duration, output, error, resumed FROM steps"
             " WHERE job = ?", (r[0],))}
-        result.append(entry(job, steps))
+        try:
+            result.append(entry(dict(job, plan=json.loads(job["plan"])), steps))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            # A damaged record is shown as such; the others still are.
+            result.append(entry(dict(job, plan=[], state="unreadable",
+                                     note=f"record unreadable ({type(e).__name__}: {e})"), {}))
     return result
 
 
@@ -60,7 +64,10 @@ def outcome(step):
 def format_text(entries):
     lines = []
     for e in entries:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+        except (TypeError, ValueError, OverflowError, OSError):
+            when = "(no time)"
         how = " (manual)" if e["manual"] else ""
         note = f" - {e['note']}" if e["note"] else ""
         lines.append(f"#{e['id']} {when} {e['host']}: {e['from']} -> {e['to']}{how}"
@@ -74,5 +81,13 @@ def format_text(entries):
             again = " (resumed)" if c["resumed"] else ""
             lines.append(f"    {c['outcome']:8} {c['command']}{detail}{again}")
             for out in (c["output"] or "").splitlines()[:3]:
-                lines.append(f"             | {out}")
+                lines.append(f"             | {_printable(out)}")
     return "\n".join(lines)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127] if c != 9}
+
+
+def _printable(text):
+    """A command's output may hold anything: no escape sequence reaches the terminal."""
+    return text.translate(_CONTROL)

@@ -76,24 +76,45 @@ class Home:
 
     def find_action(self, word, path=None):
         """actions/NAME if that file exists, else an absolute path, else a program on PATH."""
-        if "/" not in word and (self.actions_dir / word).exists():
+        if not word.strip() or word in (".", ".."):
+            raise LookupError(f"{word!r} is not a program name")
+        if "/" not in word and _exists(self.actions_dir / word):
             return _executable(self.actions_dir / word, word)
         if "/" in word:
             return _executable(Path(word), word)
         found = shutil.which(word, path=path or SAFE_PATH)
         if not found:
-            raise LookupError(f"{word!r} is neither in {self.actions_dir} nor on PATH")
+            raise LookupError(f"{_name(word)} is neither in {self.actions_dir} nor on PATH")
         return found
+
+
+def _name(word):
+    """A program name for a message, cut short if a broken config made it huge."""
+    return f"{word[:60]!r}{'...' if len(word) > 60 else ''}"
+
+
+def _exists(path):
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _executable(path, word):
+    if not word.strip() or word in (".", ".."):
+        raise LookupError(f"{word!r} is not a program name")
     if not path.is_absolute():
         raise LookupError(f"{word!r}: a path must be absolute")
-    if not path.is_file():
-        raise LookupError(f"{path} does not exist")
+    try:
+        if path.is_dir():
+            raise LookupError(f"{path} is a folder, not a program")
+        if not path.is_file():
+            raise LookupError(f"{path} does not exist")
+    except OSError as e:  # a name too long for the file system, ...
+        raise LookupError(f"{_name(word)}: {e.strerror}") from None
     if not os.access(path, os.X_OK):
         raise LookupError(f"{path} is not executable")
     return str(path)

@@ -7,6 +7,8 @@ are read here, line by line, and every item keeps its line number for error mess
 
 from dataclasses import dataclass, field
 
+MAX_LINE = 8192  # longer is a broken file, and would be slow to split (shlex)
+
 
 class ConfigError(Exception):
     """One or more problems, each 'file:line: message'."""
@@ -41,6 +43,10 @@ def read_sections(path, text=None):
     for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped[0] in "#;":
+            continue
+        if len(stripped) > MAX_LINE:
+            problems.append(f"{path}:{lineno}: line of {len(stripped)} characters (at most "
+                            f"{MAX_LINE})")
             continue
         if "\x00" in stripped:
             problems.append(f"{path}:{lineno}: NUL character")

@@ -11,6 +11,7 @@ from .names import UNKNOWN, valid_host, valid_status
 
 NAGIOS = {0: "up", 1: "warning", 2: "down"}  # anything else: unknown
 MAX_RESULTS = 1000  # one check reporting more hosts than this is broken, not big
+MAX_DEPTH = 32  # details nested deeper are a broken check; deep nesting costs every reader
 MAX_MESSAGE = 1 << 20  # one datagram between processes; checks are capped well below this
 
 
@@ -26,9 +27,13 @@ def parse_output(stdout, exit_code, host=""):
         raise Rejected(f"output is not UTF-8 (byte {e.start})") from None
     if text[:1] in ("{", "["):
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_no_constant)
         except ValueError as e:
             raise Rejected(f"invalid JSON: {e}") from None
+        except RecursionError:
+            raise Rejected(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+        if _depth(data) > MAX_DEPTH:
+            raise Rejected(f"JSON nested deeper than {MAX_DEPTH} levels")
         items = data if isinstance(data, list) else [data]
         if len(items) > MAX_RESULTS:
             raise Rejected(f"{len(items)} results in one output (at most {MAX_RESULTS})")
@@ -46,6 +51,19 @@ def parse_output(stdout, exit_code, host=""):
     first = text.splitlines()[0][:200] if text else ""
     return [{"host": host, "status": NAGIOS.get(exit_code, UNKNOWN),
              "details": {"exit": exit_code, "output": first}}]
+
+
+def _no_constant(name):
+    # NaN and Infinity are not JSON: what reads `status --json` must not choke on them.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _depth(value, level=0):
+    """How deeply lists and objects nest in value (counting stops past MAX_DEPTH)."""
+    if not isinstance(value, (dict, list)) or level > MAX_DEPTH:
+        return level
+    children = value.values() if isinstance(value, dict) else value
+    return max((_depth(c, level + 1) for c in children), default=level + 1)
 
 
 def validate(item, index=None):

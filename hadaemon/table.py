@@ -57,12 +57,13 @@ class Table:
     def items(self):
         """(host, entry) sorted by host; an entry that cannot be read is reported, not fatal."""
         result, broken = [], []
-        for key in sorted(self._shelf.keys()):
+        for raw in sorted(self._shelf.dict.keys(), key=repr):
             try:
+                key = raw.decode("utf-8")
                 result.append((key, self._shelf[key]))
-            except Exception as e:  # a damaged pickle: report it, keep the rest
-                broken.append(f"{key}: {e}")
-        return result, broken
+            except Exception as e:  # a damaged key or pickle: report it, keep the rest
+                broken.append(f"{raw!r}: {e}")
+        return sorted(result), broken
 
     def transaction(self):
         return self._store.transaction()

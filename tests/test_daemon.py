@@ -270,6 +270,43 @@ def test_check_config_names_file_and_line(home):
     assert r.stderr.count("\n") == 7
 
 
+def test_check_config_refuses_what_could_only_fail_later(home):
+    long_name = "x" * 300
+    home.write("checks.conf", f"""\
+        [daemon]
+        interval = 2
+        interval = 30
+        timeout = {"9" * 400}
+        confirm = 99999999
+        log =
+        [local]
+        {long_name}
+        """)
+    home.write("actions.conf", """\
+        [slave_to_master]
+        record %NOSUCH_X%
+        /tmp
+        "" x
+        """)
+    r = home.cli("check-config")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    checks, actions = str(home.root / "etc/checks.conf"), str(home.root / "etc/actions.conf")
+    for expected in (f"{checks}:3: interval set twice in [daemon] (first at line 2)",
+                     f"{checks}:4: timeout: must be at most 86400.0",
+                     f"{checks}:5: confirm: must be at most 1000",
+                     f"{checks}:6: log: empty",
+                     f"{checks}:8: check 'xxxxx", "File name too long",
+                     f"{actions}:2: %NOSUCH_X% can never have a value",
+                     f"{actions}:3: /tmp is a folder, not a program",
+                     f"{actions}:4: '' is not a program name"):
+        assert expected in r.stderr, (expected, r.stderr)
+    assert len(r.stderr.splitlines()) == 8, r.stderr
+    home.write("checks.conf", f"[local]\nstatus_from_files {'a' * 9000}\n")
+    r = home.cli("check-config")
+    assert r.stderr.splitlines()[0] == f"error: {checks}:2: line of 9018 characters (at most " \
+        "8192)", r.stderr
+
+
 def test_probe_runs_checks_once_as_a_worker_would_and_records_nothing(home):
     home.script("checks", "exit2", "#!/bin/sh\necho 'CRITICAL - db3 unreachable'\nexit 2\n")
     home.script("checks", "garbage", "#!/bin/sh\necho '{oops'\n")

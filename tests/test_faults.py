@@ -4,6 +4,7 @@ workers, a killed supervisor in the middle of a sequence, corrupt and full state
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -158,6 +159,12 @@ HOSTILE = [
     ('[1, 2]', "result 0: expected a JSON object, got int"),
     ("[]", "empty JSON array"),
     ("plain text and exit 0", "no JSON on stdout and no host= setting"),
+    # too deep for the supervisor's pickling (600) and for the JSON parser itself (5000)
+    ('{"host": "db1", "status": "up", "d": ' + "[" * 600 + "]" * 600 + "}",
+     "JSON nested deeper than 32 levels"),
+    ('{"host": "db1", "status": "up", "d": ' + "[" * 5000 + "]" * 5000 + "}",
+     "JSON nested deeper than 32 levels"),
+    ('{"host": "db1", "status": "up", "x": NaN}', "invalid JSON: NaN is not a JSON value"),
 ]
 
 
@@ -386,6 +393,48 @@ def test_corrupt_table_is_moved_aside(home, daemons):
     assert "Traceback" not in home.log()
 
 
+def test_damaged_rows_and_records_are_shown_as_such_and_the_rest_goes_on(home, daemons):
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    home.write("actions.conf", "[*_to_*]\nrecord %HOST%\nnoisy\n")
+    home.script("actions", "noisy", "#!/bin/sh\nprintf 'red \\033[31mRED\\007\\n'\n")
+    home.set_status("db1", "up")
+    d = daemons(home)
+    wait_for(lambda: home.history() and home.history()[0]["state"] == "done", 20, "first job")
+    # a command's output reaches the terminal with its control characters escaped
+    assert "| red \\x1b[31mRED\\x07" in home.cli("history").stdout
+    d.stop()
+    db = sqlite3.connect(home.root / "var/state.db")
+    with db:  # a key that is not UTF-8, a pickle that is not one, a job plan that is not JSON
+        db.execute("INSERT INTO hosts VALUES (x'ff00', x'80')")
+        db.execute("INSERT INTO hosts VALUES (?, x'8004')", (b"db9",))
+        db.execute("UPDATE jobs SET plan = 'not json' WHERE id = 1")
+    db.close()
+    history = home.history()
+    assert history[0]["state"] == "unreadable" and "record unreadable" in history[0]["note"]
+    assert "#1 " in home.cli("history").stdout
+    assert "Traceback" not in home.cli("status").stderr
+    daemons(home)
+    for key in ("b'\\xff\\x00'", "b'db9'"):
+        assert f"state table entry unreadable, dropped: {key}" in home.log(), home.log()
+    home.set_status("db1", "down")
+    wait_for(lambda: len(home.actions_log()) == 2, 20, "transitions go on")
+
+
+def test_a_var_that_is_no_folder_and_a_state_file_that_is_no_file_are_one_line(home):
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    (home.root / "var/status").rmdir()
+    (home.root / "var").rmdir()
+    (home.root / "var").write_text("x\n")
+    for args in (("status",), ("history",)):
+        r = home.cli(*args, timeout=20)
+        assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 1, r.stderr
+    (home.root / "var").unlink()
+    (home.root / "var").mkdir()
+    os.mkfifo(home.root / "var/state.db")
+    r = home.cli("status", timeout=20)  # a FIFO would block a reader for ever
+    assert r.returncode == 1 and "not a file" in r.stderr, r
+
+
 def test_corrupt_table_refused_when_configured(home):
     home.write("checks.conf", FAST + "corrupt_table = refuse\n[local]\nstatus_from_files db1\n")
     (home.root / "var/state.db").write_bytes(b"garbage" * 1000)
@@ -544,11 +593,13 @@ def test_every_command_starts_after_an_fsync_that_covers_its_commit(home, tmp_pa
             home.set_status("db1", status)
             wait_for(lambda: len(home.actions_log()) == n, 30, f"db1 {status} fired")
         assert home.cli("transition", "db2", "maint").returncode == 0
-        wait_for(lambda: len(home.actions_log()) == 7, 30, "manual transition fired")
+        # >= 7: once its sequence is done, the checks (still up) may take db2 back at once
+        wait_for(lambda: len(home.actions_log()) >= 7, 30, "manual transition fired")
     finally:
         d.kill_all()
+    assert "db2 maint" in home.actions_log()[6]
     starts = wal_unsynced_at_command_starts(trace.read_text(), "record")
-    assert len(starts) == 7 and not any(starts), starts
+    assert len(starts) >= 7 and not any(starts), starts
 
 
 # -- workers leaving and the daemon stopping are not observations ------------------------------
