@@ -28,6 +28,7 @@ from .journal import initial_state
 from .names import UNKNOWN
 
 log = logging.getLogger("hadaemon.agent")
+RESUME_BATCH = 30  # jobs per transaction when a resume fires many: 2 writes each, 128 at most
 
 
 class NameTaken(Exception):
@@ -210,7 +211,8 @@ class Agent:
             self.published = dict(self.opinions)
         while self.requests:
             self.request_no += 1
-            key = f"{self.keys.requests}{self.me}-{os.getpid()}-{self.request_no}"
+            # Zero-padded: the leader serves requests in key order, and 10 must follow 9.
+            key = f"{self.keys.requests}{self.me}-{os.getpid()}-{self.request_no:09d}"
             self.etcd.txn([], [jput(key, self.requests[0], self.lease)])
             self.requests.pop(0)
 
@@ -280,8 +282,13 @@ class Agent:
     def lead(self, opinions, requests, open_ids):
         # A manual status stands while its sequence runs: its actions are what make the checks
         # agree, as in single-node mode. Open jobs are few; most ticks read none.
+        # Bounded as in single-node mode: by the sum of the job's timeouts (a job that waits for
+        # the end of a pause, or for a runner, does not hold its host for ever).
+        now = time.time()
         self.manual = {job["host"]: job["id"] for _, job in self.journal.open_jobs(open_ids)
-                       if job.get("manual")} if open_ids else {}
+                       if job.get("manual") and not self.paused
+                       and now < job["created"] + sum(s["timeout"] for s in job["plan"]) + 1
+                       } if open_ids else {}
         for key, request in sorted(requests.items()):
             done = self.serve(request)
             if done:  # else deposed half-way: the request stays for the next leader
@@ -330,11 +337,25 @@ class Agent:
                        if before.get(host, UNKNOWN) != e["status"]]
             if self.config.daemon.on_resume != "last":
                 changed = []
-            # The pause ends in the transaction that queues what it held back: never one
-            # without the other.
-            return self.commit_all([dict(host=h, source=a, target=b, note="fired on resume",
-                                         write_table=False) for h, a, b in changed],
-                                   also=[delete(self.keys.paused)], unpause=True)
+            # The pause ends in the transaction that queues the last of what it held back.
+            # Batches keep each transaction under etcd's --max-txn-ops (128); each one that is
+            # not the last marks its hosts as fired in the pause record, so a resume served
+            # again after a failure fires none of them twice.
+            batches = [changed[i:i + RESUME_BATCH]
+                       for i in range(0, len(changed), RESUME_BATCH)] or [[]]
+            record = self.paused
+            for n, batch in enumerate(batches):
+                last = n == len(batches) - 1
+                record = dict(record, statuses=dict(record.get("statuses", {}),
+                                                    **{h: b for h, _, b in batch}))
+                if not self.commit_all(
+                        [dict(host=h, source=a, target=b, note="fired on resume",
+                              write_table=False, run=True) for h, a, b in batch],
+                        also=[delete(self.keys.paused) if last
+                              else jput(self.keys.paused, record)], unpause=last):
+                    return False
+                if not last:
+                    self.paused = record
         elif cmd == "transition":
             host, status = request["host"], request["status"]
             current = self.table.get(host, {}).get("status", UNKNOWN)
@@ -362,11 +383,10 @@ class Agent:
                                      note=note, write_table=write_table)])
 
     def commit_all(self, transitions, also=(), unpause=False):
-        """Commit transitions (dicts of commit's arguments) and the ops `also` in one guarded
-        transaction; `unpause`: it ends a pause, so the jobs are queued, not skipped. False if
+        """Commit transitions (dicts of commit's arguments; run=True: queued even while paused)
+        and the ops `also` in one guarded transaction; `unpause`: it ends the pause. False if
         refused: deposed, or the job count fell behind (it is read again)."""
         d = self.config.daemon
-        paused = bool(self.paused) and not unpause
         table, jobs, entries, holds = dict(self.table), [], {}, {}
         for i, t in enumerate(transitions):
             host, source, target = t["host"], t["source"], t["target"]
@@ -379,7 +399,8 @@ class Agent:
             vals = actions.values(transition)
             for step in steps:
                 step["node"] = step_node(step["section"], vals)
-            state, note = initial_state(steps, paused, t.get("note"))
+            state, note = initial_state(steps, bool(self.paused) and not t.get("run"),
+                                        t.get("note"))
             jobs.append({"id": self.seq + 1 + i, "kind": "transition", "host": host,
                          "source": source, "target": target, "manual": manual,
                          "created": time.time(), "state": state, "plan": steps, "env": env,
@@ -397,8 +418,7 @@ class Agent:
             with self.etable.transaction(self.guard()):
                 for host, entry in entries.items():
                     self.etable.set(host, entry)
-                for job in jobs:
-                    self.journal.enqueue(job)
+                self.journal.enqueue(*jobs)
                 for host, (lease, job_id) in holds.items():
                     self.store.write(jput(self.keys.hold + host, {"job": job_id}, lease))
                 self.store.write(*also)

@@ -11,7 +11,7 @@ import re
 import shlex
 from dataclasses import dataclass, fields, replace
 
-from . import cluster as clustermod, logsetup, security
+from . import actions, cluster as clustermod, logsetup, security
 from .inifile import ConfigError, read_sections, split_setting
 from .names import valid_host, valid_status
 
@@ -334,8 +334,9 @@ def _command(home, where, text, problems):
     if VARIABLE_RE.search(words[0]):
         problems.append(f"{where}: the program name may not be a variable: {words[0]!r}")
         return None
-    never = sorted({m for w in words[1:] for m in VARIABLE_RE.findall(w)
-                    if m.upper() not in ("HOST", "FROM", "TO") and not valid_status(m.lower())})
+    never = sorted({m for w in words[1:] for m in actions.TOKEN_RE.findall(w)
+                    if m and m.upper() not in ("HOST", "FROM", "TO")
+                    and not valid_status(m.lower())})  # m is '' for a literal %%
     if never:
         problems.append(f"{where}: %{never[0]}% can never have a value (a status is a letter, "
                         "then up to 31 letters, digits or '-')")

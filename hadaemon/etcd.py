@@ -18,6 +18,11 @@ class EtcdUnavailable(Exception):
     """No endpoint answered in time: nothing is known about what etcd holds."""
 
 
+class EtcdRefused(EtcdUnavailable):
+    """etcd answered that this request is wrong (a bug of ours, or a lease that expired): it
+    was not applied. Handled like an outage, but said as what it is."""
+
+
 def _b64(data):
     if isinstance(data, str):
         data = data.encode()
@@ -110,9 +115,15 @@ class Etcd:
                     etcd_errors.InternalServerError) as e:
                 last = e
                 self._current = (self._current + 1) % len(self._clients)
-            except (etcd_errors.Etcd3Exception, requests.RequestException, ValueError) as e:
-                # e.g. 'etcdserver: request timed out' from a member without quorum, a member
-                # that died in mid-answer (ChunkedEncodingError), or an answer cut short (JSON)
+            except etcd_errors.Etcd3Exception as e:
+                if type(e) is etcd_errors.Etcd3Exception:
+                    # An answer other than the mapped 5xx/408/412 ones: etcd refused this request
+                    # itself (400 InvalidArgument, 404 lease not found); another member would too.
+                    raise EtcdRefused(f"{path}: {_short(e)}") from None
+                last = e  # e.g. 'etcdserver: request timed out' from a member without quorum
+                self._current = (self._current + 1) % len(self._clients)
+            except (requests.RequestException, ValueError) as e:
+                # a member that died in mid-answer (ChunkedEncodingError), or an answer cut short
                 last = e
                 self._current = (self._current + 1) % len(self._clients)
         raise EtcdUnavailable(f"{path}: {_short(last)}")

@@ -90,15 +90,18 @@ class EtcdJournal:
 
     # -- the leader's side --------------------------------------------------------------------
 
-    def enqueue(self, job):
-        """Queue a job (its id is the next of `seq`) in a transaction; open only if it has
-        something to run. The id must be free: a leader whose count fell behind (a commit that
+    def enqueue(self, *jobs):
+        """Queue jobs (their ids follow `seq`, which is written once: etcd refuses a
+        transaction that writes one key twice) in a transaction; open only those with
+        something to run. Each id must be free: a leader whose count fell behind (a commit that
         landed but whose answer was lost) is refused instead of overwriting a job."""
-        self._store.require(absent(self._keys.job(job["id"])))
-        self._store.write(jput(self._keys.job(job["id"]), job),
-                          put(self._keys.seq, str(job["id"])))
-        if job["state"] == "queued":
-            self._store.write(put(self._keys.open_job(job["id"]), ""))
+        for job in jobs:
+            self._store.require(absent(self._keys.job(job["id"])))
+            self._store.write(jput(self._keys.job(job["id"]), job))
+            if job["state"] == "queued":
+                self._store.write(put(self._keys.open_job(job["id"]), ""))
+        if jobs:
+            self._store.write(put(self._keys.seq, str(max(j["id"] for j in jobs))))
 
     def forget_below(self, floor):
         """Delete the job and command records of every id below floor."""

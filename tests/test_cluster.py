@@ -211,6 +211,28 @@ def test_hold_down_outlives_the_leader_that_committed(cluster, etcd):
     assert jobs[2]["time"] - jobs[1]["time"] >= 7.5, jobs
 
 
+def test_resume_fires_each_host_that_changed_once_however_many(cluster):
+    # 35 hosts: more than one transaction's worth of jobs (etcd allows 128 writes in one).
+    hosts = [f"h{i:02d}" for i in range(35)]
+    nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n",
+                         checks=f"status_from_files {' '.join(hosts)}\n")
+    start_all(nodes, **{h: "slave" for h in hosts})
+    fired(log, 35)
+    assert nodes[0].cli("pause").returncode == 0
+    wait_for(lambda: all(n.cluster().get("paused") for n in nodes), 30, "paused everywhere")
+    for h in hosts:
+        everywhere(nodes, h, "master")
+    wait_for(lambda: all(committed(nodes[0], h, "master")() for h in hosts), 30, "all master")
+    assert len(read_log(log)) == 35
+    assert nodes[1].cli("resume").returncode == 0
+    wait_for(lambda: len(read_log(log)) >= 70, 60, "every changed host fired")
+    time.sleep(1)
+    fired_on_resume = sorted(line.split()[-1] for line in read_log(log)[35:])
+    assert fired_on_resume == hosts, read_log(log)[35:]
+    assert all("slave->master" in line for line in read_log(log)[35:])
+    assert not any(n.cluster().get("paused") for n in nodes)
+
+
 def test_a_manual_transition_stands_while_its_sequence_runs(cluster):
     nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n[slave_to_master]\nslow\n")
     leader = start_all(nodes, db2="slave")

@@ -287,6 +287,7 @@ def test_check_config_refuses_what_could_only_fail_later(home):
         record %NOSUCH_X%
         /tmp
         "" x
+        record down_at_%%H_%%M
         """)
     r = home.cli("check-config")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
@@ -300,7 +301,7 @@ def test_check_config_refuses_what_could_only_fail_later(home):
                      f"{actions}:3: /tmp is a folder, not a program",
                      f"{actions}:4: '' is not a program name"):
         assert expected in r.stderr, (expected, r.stderr)
-    assert len(r.stderr.splitlines()) == 8, r.stderr
+    assert len(r.stderr.splitlines()) == 8, r.stderr  # %% is a literal %: line 5 is fine
     home.write("checks.conf", f"[local]\nstatus_from_files {'a' * 9000}\n")
     r = home.cli("check-config")
     assert r.stderr.splitlines()[0] == f"error: {checks}:2: line of 9018 characters (at most " \
