@@ -88,8 +88,13 @@ def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path, caps
     down, promoted = history[2], history[3]
     assert [(c["argv"], c["outcome"], c["exit"]) for c in down["commands"]] == [
         (["vip_del", "10.231.0.100/24", "eth0", db1], "ok", 0),
-        (["pg_promote", "-h", db2, "-t", "30"], "ok", 0)]
+        (["pg_promote", "-F", "-t", "30"], "ok", 0)]
+    assert f"{db1} down, no primary: promoting {db2}" in down["commands"][1]["output"]
     assert "promoted to primary" in down["commands"][1]["output"]
+    # the replica's first sighting ran the same guard, which found the primary up
+    first_slave = next(h for h in history if (h["host"], h["to"]) == (db2, "slave"))
+    assert [c["outcome"] for c in first_slave["commands"]] == ["ok"]
+    assert "nothing to promote" in first_slave["commands"][0]["output"]
     assert [(c["argv"], c["outcome"], c["exit"]) for c in promoted["commands"]] == [
         (["vip_add", "10.231.0.100/24", "eth0", db2], "ok", 0)]
     assert down["state"] == promoted["state"] == "done"
@@ -126,6 +131,8 @@ def test_check_and_actions_are_idempotent_on_real_servers(cluster):
     assert check_role(cluster, db2) == ("slave", 0)
     # Answering, but the role cannot be read: a configuration problem, not a dead server.
     assert check_role(cluster, db1, "-U", "nosuchuser") == ("unknown", 3)
+    # A name this machine cannot resolve says nothing about the server either.
+    assert check_role(cluster, "nosuchhost.invalid") == ("unknown", 3)
 
     assert "already a primary" in twice(cluster, "pg_promote", "-h", db2)
     assert check_role(cluster, db2) == ("master", 0)
