@@ -102,9 +102,11 @@ def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path, caps
     assert text.index(f"{db1}: master -> down") < text.index(f"{db2}: slave -> master")
 
 
-def run_action(cluster, name, *args):
-    """An action as hadaemon runs it: from hademo, with the minimal environment."""
-    return subprocess.run(cluster.in_ns(str(ROOT / "actions" / name), *args), env=MINIMAL_ENV,
+def run_action(cluster, name, *args, table=None):
+    """An action as hadaemon runs it: from hademo, with the minimal environment (and the HA_*
+    variables of `table`, {status: hosts}, as a transition would give)."""
+    env = dict(MINIMAL_ENV, **{f"HA_{s.upper()}": " ".join(h) for s, h in (table or {}).items()})
+    return subprocess.run(cluster.in_ns(str(ROOT / "actions" / name), *args), env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -134,6 +136,16 @@ def test_check_and_actions_are_idempotent_on_real_servers(cluster):
     # A name this machine cannot resolve says nothing about the server either.
     assert check_role(cluster, "nosuchhost.invalid") == ("unknown", 3)
 
+    # -F promotes only when a server is down and none is the primary.
+    for table in ({"master": [db1], "slave": [db2], "down": ["db3"]},
+                  {"unknown": [db1], "slave": [db2]}):
+        p = run_action(cluster, "pg_promote", "-F", table=table)
+        assert p.returncode == 0 and "nothing to promote" in p.stdout, (table, p)
+        assert check_role(cluster, db2) == ("slave", 0)
+    p = run_action(cluster, "pg_promote", "-F", table={"down": [db1]})
+    assert p.returncode == 1 and "no replica to promote" in p.stderr, p
+    p = run_action(cluster, "pg_promote", "-F", table={"down": [db1], "slave": [db2]})
+    assert p.returncode == 0 and f"{db2}:5432 promoted to primary" in p.stdout, p
     assert "already a primary" in twice(cluster, "pg_promote", "-h", db2)
     assert check_role(cluster, db2) == ("master", 0)
     assert "already a primary" in twice(cluster, "pg_promote", "-h", db1)
