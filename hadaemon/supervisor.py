@@ -16,7 +16,7 @@ import sqlite3
 import time
 from dataclasses import replace
 
-from . import actions, config as configmod, history, logsetup, protocol, runner
+from . import actions, config as configmod, history, leftovers, logsetup, protocol, runner
 from .commit import Committer, Transition
 from .control import Server
 from .inifile import ConfigError
@@ -85,6 +85,12 @@ class Supervisor:
         d = self.config.daemon
         self.control = Server(self.home.control_socket, d.socket_group)
         self.sel.register(self.control.sock, selectors.EVENT_READ, self._on_accept)
+        # The pidfile lock makes this the only daemon of this home: any check of it still
+        # running was left by one killed before (its hung checks would run for ever).
+        left = leftovers.kill(self.home.root)
+        if left:
+            log.warning("killed %d process(es) that checks of a killed daemon left running: %s",
+                        len(left), " ".join(map(str, left)))
         self.pool = Pool(self.home.root, d.workers, d.max_jobs)
         self._fill_pool()
         self._spawn_runner()

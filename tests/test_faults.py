@@ -92,6 +92,31 @@ def test_hung_check_is_killed_with_everything_it_started(home, daemons):
     assert d.proc.poll() is None
 
 
+def test_a_hung_check_left_by_a_killed_daemon_is_killed_at_the_next_start(home, daemons):
+    home.write("checks.conf", FAST + "[local]\nhangs_once\n[check:hangs_once]\nhost = h1\n"
+               "timeout = 1000\n")
+    # The first run hangs, with a child; later runs answer at once.
+    home.script("checks", "hangs_once", """\
+        #!/bin/sh
+        if mkdir "$HA_HOME/var/hung" 2>/dev/null; then
+          sleep 1000 &
+          echo "$$ $!" > "$HA_HOME/var/hung/pids"
+          wait
+        fi
+        echo '{"host": "h1", "status": "up"}'
+        """)
+    d = daemons(home)
+    pids_file = home.root / "var/hung/pids"
+    wait_for(lambda: pids_file.exists() and pids_file.read_text().strip(), 20, "the check hangs")
+    hung = [int(p) for p in pids_file.read_text().split()]
+    d.kill_all()  # the supervisor's group; the check has a session of its own and lives on
+    assert all(alive(p) for p in hung)
+    daemons(home)
+    wait_for(lambda: not any(alive(p) for p in hung), 20, "the leftovers killed")
+    assert "that checks of a killed daemon left running" in home.log()
+    wait_for(lambda: status_of(home, "h1") == "up", 20, "checks go on")
+
+
 def test_check_that_leaves_a_daemon_does_not_hold_the_worker(home, daemons):
     home.write("checks.conf", FAST + "[local]\nforks\n[check:forks]\nhost = h1\ntimeout = 3\n")
     # The grandchild escapes the check's session (setsid) and keeps stdout open.
