@@ -52,9 +52,16 @@ def _lookup(vals, name):
     return found
 
 
+# Names the daemon sets itself: a status called `home` or `check` must not override them (an
+# action with HA_CHECK would pass for a leftover check, see leftovers.py).
+RESERVED = {"HA_HOME", "HA_CHECK", "HA_JOB", "HA_RESUMED", "HA_MANUAL", "HA_NODE",
+            "HA_FENCE_NODE"}
+
+
 def environment(transition, vals):
     """HA_* variables describing the transition, for commands that prefer the environment."""
     env = {f"HA_{name.replace('-', '_')}": " ".join(hosts) for name, hosts in vals.items()}
+    env = {k: v for k, v in env.items() if k not in RESERVED}
     env["HA_MANUAL"] = "1" if transition.manual else "0"
     return env
 

@@ -38,8 +38,9 @@ class Outcome:
 
 def base_environment(home, extra):
     """The documented environment: nothing of the daemon's own but PATH, LANG and HA_HOME."""
-    env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "HA_HOME": str(home)}
+    env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
     env.update(extra)
+    env["HA_HOME"] = str(home)  # last: nothing in extra may stand for the home
     return env
 
 

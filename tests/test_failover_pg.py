@@ -138,7 +138,8 @@ def test_check_and_actions_are_idempotent_on_real_servers(cluster):
 
     # -F promotes only when a server is down and none is the primary.
     for table in ({"master": [db1], "slave": [db2], "down": ["db3"]},
-                  {"unknown": [db1], "slave": [db2]}):
+                  {"unknown": [db1], "slave": [db2]},
+                  {"unknown": [db1], "slave": [db2], "down": ["db3"]}):
         p = run_action(cluster, "pg_promote", "-F", table=table)
         assert p.returncode == 0 and "nothing to promote" in p.stdout, (table, p)
         assert check_role(cluster, db2) == ("slave", 0)
