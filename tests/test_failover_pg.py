@@ -160,6 +160,17 @@ def test_check_and_actions_are_idempotent_on_real_servers(cluster):
     refused = run_action(cluster, "vip_add", vip, "eth0", db1, db2)
     assert refused.returncode == 2 and "refusing" in refused.stderr
     assert pgnet.VIP not in addresses(db1)
+    # The address there twice, with two prefixes: the right one counts, and every copy goes.
+    for prefix in (16, 24):
+        subprocess.run(["ip", "-n", db1, "addr", "add", f"{pgnet.VIP}/{prefix}", "dev", "eth0"],
+                       check=True)
+    assert "already on eth0" in twice(cluster, "vip_add", vip, "eth0", db1)
+    other = run_action(cluster, "vip_add", f"{pgnet.VIP}/28", "eth0", db1)
+    assert other.returncode == 1 and "with /16, not /28" in other.stderr, other
+    assert "removed from eth0 (2 times)" in run_action(cluster, "vip_del", vip, "eth0", db1).stdout
+    assert pgnet.VIP not in addresses(db1)
+    # a missing interface has no address: success
+    assert "not on nosuchdev" in twice(cluster, "vip_del", vip, "nosuchdev", db1)
 
     # The announcement replaces a neighbour entry a client already has (here a bogus MAC), for
     # IPv4 (gratuitous ARP) and IPv6 (unsolicited neighbour advertisement) alike.
