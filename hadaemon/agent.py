@@ -301,21 +301,26 @@ class Agent:
             current = self.table.get(host, {}).get("status", UNKNOWN)
             if target is None or target == current:
                 continue
-            if host in self.manual:
-                if self.hold_logged.get(host) != ("manual", self.manual[host]):
-                    log.info("%s stays %s, not %s, while the sequence of its manual transition "
-                             "(job #%d) runs", host, current, target, self.manual[host])
-                    self.hold_logged[host] = ("manual", self.manual[host])
-                continue
-            if host in self.held:
-                if self.hold_logged.get(host) != self.held[host]:
-                    log.info("hold-down: %s stays %s for now, not %s (its last transition was "
-                             "under hold_down = %gs ago)", host, current, target,
-                             self.hold_down())
-                    self.hold_logged[host] = self.held[host]
+            hold = self.hold(host, current, target)
+            if hold:
+                if self.hold_logged.get(host) != hold[0]:  # said once per hold
+                    log.info("%s", hold[1])
+                    self.hold_logged[host] = hold[0]
                 continue
             if not self.commit(host, current, target) or not self.leading():
                 return
+
+    def hold(self, host, current, target):
+        """(what holds host, why) if a commit of it must wait, else None."""
+        if host in self.manual:
+            return ("manual", self.manual[host]), (
+                f"{host} stays {current}, not {target}, while the sequence of its manual "
+                f"transition (job #{self.manual[host]}) runs")
+        if host in self.held:
+            return self.held[host], (
+                f"hold-down: {host} stays {current} for now, not {target} (its last transition "
+                f"was under hold_down = {self.hold_down():g}s ago)")
+        return None
 
     def hold_down(self):
         return max([c.hold_down for c in self.config.checks] + [self.config.daemon.hold_down])

@@ -33,8 +33,9 @@ def _load(home):
         raise SystemExit(1)
 
 
-def _number(value):
-    if value != value:  # NaN passes every range check
+def _number(ctx, param, value):
+    """A click callback: NaN passes every range check."""
+    if value != value:
         raise click.BadParameter("not a number")
     return value
 
@@ -102,7 +103,7 @@ def start(ctx):
 
 @main.command()
 @click.option("--wait", type=click.FloatRange(0, DAY), default=60.0, show_default=True,
-              callback=lambda ctx, param, value: _number(value),
+              callback=_number,
               help="Seconds to wait for the daemon to exit.")
 @click.pass_context
 def stop(ctx, wait):

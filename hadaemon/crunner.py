@@ -218,15 +218,8 @@ class ClusterRunner(Runner):
     def run_step(self, job, idx, step, resumed, seen):
         if self.time_left() < self.margin:
             self.renew(self.etcd)  # etcd may be back before the keepalive thread has seen it
-        left = self.time_left()
-        if left < self.margin:
-            if self.held_back != job["id"]:
-                log.error("job #%d: not starting %r: lease time left %.1fs is under the "
-                          "fencing margin %.1fs (etcd unreachable?); it starts once the lease "
-                          "is renewed, or whoever holds the job next resumes it",
-                          job["id"], step["text"], left, self.margin)
-            self.held_back = job["id"]
-            return "held"
+        if self.time_left() < self.margin:
+            return self.hold_back(job, step, "")
         self.held_back = None
         started = {"node": self.me, "started": time.time(), "resumed": resumed,
                    "finished": None}
@@ -240,11 +233,7 @@ class ClusterRunner(Runner):
             # The write took long enough (etcd slow or failing over) to eat the margin: not
             # started after all. The record says started; whoever runs it next (this runner
             # once renewed, or another) runs it, with HA_RESUMED=1 if it is another.
-            log.error("job #%d: not starting %r: recording its start left %.1fs of lease, under "
-                      "the fencing margin %.1fs", job["id"], step["text"], self.time_left(),
-                      self.margin)
-            self.held_back = job["id"]
-            return "held"
+            return self.hold_back(job, step, " after recording its start")
         outcome, error = self.execute(job, step, resumed, {"HA_NODE": self.me})
         if outcome is None:
             rc, duration, output = None, 0.0, ""
@@ -264,6 +253,17 @@ class ClusterRunner(Runner):
                                         step["text"], rc, duration or 0.0,
                                         f" ({error})" if error else "")
         return "ok"
+
+    def hold_back(self, job, step, when):
+        """Not starting step: the lease's time left is under the fencing margin. Said once per
+        job held back; the job stays claimed, and its command starts once the lease is renewed."""
+        if self.held_back != job["id"]:
+            log.error("job #%d: not starting %r%s: lease time left %.1fs is under the fencing "
+                      "margin %.1fs (etcd unreachable or slow?); it starts once the lease is "
+                      "renewed, or whoever holds the job next resumes it", job["id"],
+                      step["text"], when, self.time_left(), self.margin)
+        self.held_back = job["id"]
+        return "held"
 
     def record_finished(self, job, idx, started, done):
         """Record a command's end, waiting out an etcd outage: the outcome is known here only.

@@ -72,12 +72,12 @@ class Home:
 
     def find_check(self, word):
         """A check is checks/NAME, or an absolute path (Nagios plugins live elsewhere)."""
+        _named(word)
         return _executable(self.checks_dir / word if "/" not in word else Path(word), word)
 
     def find_action(self, word, path=None):
         """actions/NAME if that file exists, else an absolute path, else a program on PATH."""
-        if not word.strip() or word in (".", ".."):
-            raise LookupError(f"{word!r} is not a program name")
+        _named(word)
         if "/" not in word and _exists(self.actions_dir / word):
             return _executable(self.actions_dir / word, word)
         if "/" in word:
@@ -103,9 +103,12 @@ def _exists(path):
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def _executable(path, word):
+def _named(word):
     if not word.strip() or word in (".", ".."):
         raise LookupError(f"{word!r} is not a program name")
+
+
+def _executable(path, word):
     if not path.is_absolute():
         raise LookupError(f"{word!r}: a path must be absolute")
     try:
