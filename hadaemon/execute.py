@@ -53,6 +53,8 @@ def run(argv, timeout, limit, env, cwd=None, merge_output=False, kill_leftovers=
     Without cwd and user the program is started with posix_spawn: it inherits only inheritable
     descriptors (Python opens every descriptor non-inheritable) and the caller's directory.
     """
+    if any(fd <= 2 for fd in pass_fds):  # the spawn replaces 0-2 with /dev/null and the pipes
+        raise ValueError(f"descriptors to pass must be above 2: {pass_fds}")
     start = time.monotonic()
     try:
         child = _start(argv, env, cwd, merge_output, user, pass_fds)

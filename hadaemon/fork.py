@@ -1,9 +1,28 @@
 """Forking a child of the supervisor: a clean slate of signals and file descriptors."""
 
+import fcntl
 import os
 import signal
 import sys
 import traceback
+
+
+def open_stdio():
+    """Give 0, 1 and 2 to /dev/null where they are closed, and make all three inheritable.
+
+    A daemon's descriptors 0-2 may be closed or close-on-exec (DaemonContext's /dev/null).
+    Left so, the next file opened lands on 0, 1 or 2, and a child's spawn replaces it with its
+    pipes: a lock held on such a descriptor would be silently dropped in every command.
+    """
+    for fd in (0, 1, 2):
+        try:
+            fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        os.set_inheritable(fd, True)
 
 
 def fork_child(main, keep, *args):

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from . import execute, logsetup
+from .fork import open_stdio
 from .home import Home
 from .journal import Journal
 from .store import Store
@@ -215,6 +216,7 @@ def spawn(home, settings):
 
 
 def main():
+    open_stdio()  # before any file is opened: command.lock must not land on 0-2
     home, fd, settings = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     sock = socket.socket(fileno=fd)

@@ -19,6 +19,7 @@ from dataclasses import replace
 from . import actions, config as configmod, history, leftovers, logsetup, protocol, runner
 from .commit import Committer, Transition
 from .control import Server
+from .fork import open_stdio
 from .inifile import ConfigError
 from .journal import Journal
 from .names import UNKNOWN, valid_host, valid_status
@@ -57,6 +58,7 @@ class Supervisor:
     # -- start and stop ---------------------------------------------------------------------
 
     def setup(self):
+        open_stdio()  # every child inherits 0-2 open, whether started by run or start
         self.home.make_var()
         # No fsync per commit here: the runner's, before each command, covers ours (store.py).
         store, moved = open_store(self.home.state_db, self.config.daemon.corrupt_table,

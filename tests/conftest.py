@@ -86,8 +86,21 @@ class Home:
 
     def write(self, name, text):
         path = self.root / "etc" / name
-        path.write_text(textwrap.dedent(text))
+        text = textwrap.dedent(text)
+        if name == "checks.conf" and self.log_file:
+            text = _with_log(text, self.log_file)
+        path.write_text(text)
         return path
+
+    log_file = None  # set for a detached daemon: its log goes where a test reads it
+
+    def log_to_file(self):
+        """From now on checks.conf sends the log to test-daemon.log (a detached daemon has no
+        stderr); the file already written is rewritten."""
+        self.log_file = self.root / "test-daemon.log"
+        conf = self.root / "etc/checks.conf"
+        if conf.exists():
+            self.write("checks.conf", conf.read_text())
 
     def set_status(self, host, status):
         tmp = self.root / "var/status" / f".{host}.tmp"
@@ -120,22 +133,33 @@ class Home:
 
 
 class Daemon:
-    """`hadaemon run` as a real child process.
+    """The real daemon: `hadaemon run` as a child process, or `hadaemon start` (mode="start"),
+    detached as it is deployed, found again by its pid.
 
-    Its stderr goes to HOME/test-daemon.log, outside var/ (which a test may fill).
+    Its log goes to HOME/test-daemon.log, outside var/ (which a test may fill): run's stderr, or
+    in start mode a `log =` line the home adds to the [daemon] section it writes.
     """
 
-    def __init__(self, home, prefix=()):
+    def __init__(self, home, prefix=(), mode="run"):
         self.home = home
         self.prefix = list(prefix)  # e.g. ip netns exec NS: a wrapper that execs the daemon
+        self.mode = mode
         self.proc = None
+        self.pid = None
 
     def start(self, wait_ready=True):
         self.home.root.joinpath("var").mkdir(exist_ok=True)
         self._err = open(self.home.root / "test-daemon.log", "a")
+        if self.mode == "start":
+            self.home.log_to_file()
+            r = self.home.cli("start", timeout=60)
+            assert r.returncode == 0, f"start failed: {r.stderr}\n{self.home.log()}"
+            self.pid = int((self.home.root / "var/hadaemon.pid").read_text())
+            return self
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "hadaemon", "--home", str(self.home.root), "run"],
             stdout=self._err, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.proc.pid
         if wait_ready:
             wait_for(lambda: self.home.cli("status", "--json").returncode == 0 or self._died(),
                      30, "daemon ready")
@@ -145,7 +169,33 @@ class Daemon:
     def _died(self):
         return self.proc.poll() is not None
 
+    def alive(self):
+        """The supervisor still runs (a zombie of a run-mode child does not count)."""
+        if self.proc:
+            return self.proc.poll() is None
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    def kill_supervisor(self, sig=signal.SIGKILL):
+        """Signal the supervisor alone (its runner and workers stay) and wait until it is gone."""
+        os.kill(self.pid, sig)
+        if self.proc:
+            self.proc.wait()
+        else:
+            wait_for(lambda: not self.alive(), 30, "the supervisor gone")
+
     def stop(self, sig=signal.SIGTERM, timeout=60):
+        """Stop it as an operator would; 0 for a clean stop."""
+        if self.mode == "start":
+            code = 0
+            if self.alive():
+                r = self.home.cli("stop", timeout=timeout + 10)
+                code = r.returncode or (0 if "INFO stopped" in self.home.log()[-4000:] else 1)
+            self._err.close()
+            return code
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -158,10 +208,31 @@ class Daemon:
         return self.proc.returncode
 
     def kill_all(self):
-        """SIGKILL the supervisor and every process of its session (checks run in their own)."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        """SIGKILL the supervisor and every process of its group (checks run in their own
+        session). A detached daemon leads no group: DaemonContext forks twice."""
+        if not self.alive():
+            return
+        try:
+            pgid = os.getpgid(self.pid)
+        except ProcessLookupError:
+            return
+        os.killpg(pgid, signal.SIGKILL)
+        if self.proc:
             self.proc.wait()
+        else:
+            wait_for(lambda: not self.alive(), 30, "the daemon killed")
+
+
+def _with_log(text, log_file):
+    """checks.conf text with `log = FILE` in its [daemon] section, unless it sets a log."""
+    lines = text.splitlines(keepends=True)
+    if any(line.split("=")[0].strip() == "log" for line in lines):
+        return text
+    for i, line in enumerate(lines):
+        if line.strip() == "[daemon]":
+            lines.insert(i + 1, f"log = {log_file}\n")
+            return "".join(lines)
+    return f"[daemon]\nlog = {log_file}\n" + text
 
 
 def wait_for(predicate, timeout, what):
@@ -180,19 +251,29 @@ def home(tmp_path):
 
 
 @pytest.fixture
-def daemons():
-    """Start daemons with daemons(home); every one is stopped at the end of the test."""
+def daemons(request):
+    """Start daemons with daemons(home); every one is killed at the end of the test.
+
+    A module that sets DAEMON_MODES = ("run", "start") runs each of its tests in both modes:
+    in the foreground and detached, as deployed."""
     started = []
+    mode = getattr(request, "param", "run")
 
     def start(home, **kw):
-        d = Daemon(home).start(**kw)
+        d = Daemon(home, mode=mode).start(**kw)
         started.append(d)
         return d
+    start.mode = mode
     yield start
     for d in started:
         try:
-            if d.proc.poll() is None:
-                d.kill_all()
+            d.kill_all()
         finally:
             if not d._err.closed:
                 d._err.close()
+
+
+def pytest_generate_tests(metafunc):
+    modes = getattr(metafunc.module, "DAEMON_MODES", None)
+    if modes and "daemons" in metafunc.fixturenames:
+        metafunc.parametrize("daemons", modes, indirect=True)

@@ -12,6 +12,9 @@ import pytest
 
 from conftest import FAST, status_of, wait_for
 
+# Every test here runs against `hadaemon run` and against a detached `hadaemon start`.
+DAEMON_MODES = ("run", "start")
+
 # Each run prints the first line of var/queue and drops it; the last line repeats for ever.
 # This makes a sequence of results deterministic whatever the timing.
 QUEUE = """\
@@ -89,7 +92,7 @@ def test_hung_check_is_killed_with_everything_it_started(home, daemons):
              "the check ran again: its worker came back")
     first = [int(p) for p in (home.root / "var/children").read_text().split()][:2]
     wait_for(lambda: not any(alive(p) for p in first), 10, "background children killed")
-    assert d.proc.poll() is None
+    assert d.alive()
 
 
 def test_a_hung_check_left_by_a_killed_daemon_is_killed_at_the_next_start(home, daemons):
@@ -164,10 +167,10 @@ def test_output_is_bounded_and_memory_does_not_grow(home, daemons):
     assert "output exceeds 65536 bytes" in home.status()["hosts"]["h1"]["details"]["error"]
     runs = lambda: len((home.root / "var/runs").read_text().split())  # noqa: E731
     wait_for(lambda: runs() >= 10, 30, "10 runs")
-    early = rss_kib(daemon_pids(d.proc.pid))
+    early = rss_kib(daemon_pids(d.pid))
     start = runs()
     wait_for(lambda: runs() >= start + 30, 60, "30 more runs")
-    late = rss_kib(daemon_pids(d.proc.pid))
+    late = rss_kib(daemon_pids(d.pid))
     # Each run offers 20 MB; anything kept per run would show as tens of MB here.
     assert late - early < 8 * 1024, (early, late)
 
@@ -209,7 +212,7 @@ def test_hostile_results_are_rejected_and_never_reach_the_table(home, daemons):
     out.write_bytes(b'{"host": "db1", "status": "\xff"}')
     wait_for(lambda: "check hostile: output is not UTF-8" in home.log(), 20, "non-UTF-8")
     assert home.actions_log() == []
-    assert d.proc.poll() is None
+    assert d.alive()
     # one line per rejection, naming the check
     assert all(line.count("check hostile:") <= 1 for line in home.log().splitlines())
     out.write_text('{"host": "db1", "status": "UP", "x": "\\u0000"}')
@@ -238,13 +241,13 @@ def test_killed_worker_is_replaced_and_its_check_reported(home, daemons):
     wait_for(pidfile.exists, 20, "the check runs again")
     check_pid = int(pidfile.read_text())
     worker = int(open(f"/proc/{check_pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    assert worker in children_of(d.proc.pid)
+    assert worker in children_of(d.pid)
     os.kill(worker, signal.SIGKILL)
     wait_for(lambda: status_of(home, "h1") == "unknown", 20, "in-flight check reported unknown")
     assert "worker killed by SIGKILL" in home.status()["hosts"]["h1"]["details"]["error"]
-    wait_for(lambda: len(children_of(d.proc.pid)) == 3, 10, "two workers and the runner again")
-    assert worker not in children_of(d.proc.pid)
-    assert not [p for p in children_of(d.proc.pid) if proc_state(p) == "Z"]
+    wait_for(lambda: len(children_of(d.pid)) == 3, 10, "two workers and the runner again")
+    assert worker not in children_of(d.pid)
+    assert not [p for p in children_of(d.pid) if proc_state(p) == "Z"]
     wait_for(lambda: status_of(home, "h1") == "up", 20, "checks go on")
 
 
@@ -255,12 +258,12 @@ def test_workers_are_recycled_without_zombies(home, daemons):
     seen = set()
     deadline = time.monotonic() + 20
     while len(seen) < 8 and time.monotonic() < deadline:
-        kids = children_of(d.proc.pid)
+        kids = children_of(d.pid)
         seen.update(kids)
         time.sleep(0.02)
     assert len(seen) >= 8, seen  # 2 workers x 3 jobs at 10/s: many generations in 20 s
     time.sleep(0.5)
-    kids = children_of(d.proc.pid)
+    kids = children_of(d.pid)
     zombies = [p for p in kids if proc_state(p) == "Z"]
     assert len(zombies) <= 1, zombies  # one may be dying right now, never piling up
     assert len([p for p in kids if proc_state(p) != "Z"]) == 3
@@ -320,8 +323,7 @@ def _start_sequence(home, daemons, grace="10"):
 
 def test_supervisor_killed_mid_sequence_resumes_without_repeating(home, daemons):
     d = _start_sequence(home, daemons)
-    os.kill(d.proc.pid, signal.SIGKILL)  # the supervisor alone: its runner finishes the command
-    d.proc.wait()
+    d.kill_supervisor()  # the supervisor alone: its runner finishes the command
     daemons(home)
     wait_for(lambda: home.history()[-1]["state"] == "done", 30, "the sequence finished")
     lines = [line.split(" | ")[0] for line in home.actions_log()]
@@ -349,8 +351,7 @@ def test_whole_daemon_killed_mid_command_reruns_only_that_command(home, daemons)
 
 def test_interrupted_sequence_is_superseded_when_the_host_moved_on(home, daemons):
     d = _start_sequence(home, daemons)
-    os.kill(d.proc.pid, signal.SIGKILL)
-    d.proc.wait()
+    d.kill_supervisor()
     home.set_status("db1", "down")
     home.write("actions.conf", SEQ + "[master_to_down]\nrecord gone-down\n")
     daemons(home)
