@@ -168,9 +168,10 @@ class Home:
 class Daemon:
     """`python -m hadaemon run` on a home; stopped with SIGTERM (SIGKILL if it hangs)."""
 
-    def __init__(self, home):
+    def __init__(self, home, log=None):
         self.home = home
-        self.log = open(home.root / "var/daemon.log", "ab")
+        self.log_path = log or home.root / "var/daemon.log"
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hadaemon", "--home", str(home.root), "run"],
             cwd=str(ROOT), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -178,7 +179,7 @@ class Daemon:
         while not self.ping():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"daemon did not start; see {home.root}/var/daemon.log")
+                raise RuntimeError(f"daemon did not start; see {self.log_path}")
             time.sleep(0.05)
 
     def ping(self):

@@ -1,6 +1,8 @@
-"""Soak: the daemon at a high check rate while workers are SIGKILLed and checks hang.
+"""Soak: the daemon at a high check rate while workers are SIGKILLed and checks hang, through
+phases of a machine's limits: no file descriptors, a full var/, frozen workers.
 
     python bench/soak.py [--seconds 600] [--hosts 20] [--interval 0.05] [--kill-every 2]
+                         [--phases calm,fd-limit,calm,full-var,calm,sigstop] [--phase-seconds 30]
 
 Hosts flip status at random; every transition fires one action that appends its job id to a
 log. At the end the script lets the hosts settle and checks the books:
@@ -8,7 +10,16 @@ log. At the end the script lets the hosts settle and checks the books:
   chain of transitions (each must start where the previous ended), or a final committed status
   that differs from what the check reports;
 - doubled: a job whose action ran more than once.
-Every `--sample` seconds it records the memory (sum of RSS and PSS of the supervisor, runner and
+The phases repeat in turn for the whole run:
+- calm: only the kills and hangs above;
+- fd-limit: the supervisor's RLIMIT_NOFILE is lowered to the descriptors it has open (prlimit),
+  so no worker, runner or control client can be replaced until the phase ends;
+- full-var: var/ (a 64 MiB tmpfs mounted for the run) is filled with a file, removed at the end;
+- sigstop: a random worker is SIGSTOPped every 3 s and left frozen (SIGCONT at the phase's end).
+Each host's results are followed through the control socket every 0.25 s: the table reports, per
+phase, the longest gap between two results of a host and how long after the phase ended every
+host had a fresh result again.
+Every `--sample` seconds it also records the memory (sum of RSS and PSS of the supervisor, runner and
 workers), the supervisor's open file descriptors and the zombies among its children.
 """
 
@@ -16,11 +27,13 @@ import argparse
 import collections
 import os
 import random
+import resource
 import signal
+import subprocess
 import sys
 import time
 
-from harness import Daemon, Home, _stat, children, print_table, pss_kib, rss_kib
+from harness import Daemon, Home, _stat, children, control, print_table, pss_kib, rss_kib
 
 CHECK = """\
 #!/bin/sh
@@ -34,10 +47,12 @@ done
 echo "[${out%,}]"
 """
 
+# Outside var/, which a phase fills.
 ACTION = """\
 #!/bin/sh
-echo "$HA_JOB $HA_HOST $HA_FROM $HA_TO" >> "$HA_HOME/var/fired.log"
+echo "$HA_JOB $HA_HOST $HA_FROM $HA_TO" >> "$HA_HOME/fired.log"
 """
+SAMPLE_EVERY = 0.25  # seconds between two looks at every host's last result
 
 
 def write_status(home, host, status):
@@ -55,10 +70,20 @@ def main():
     ap.add_argument("--kill-every", type=float, default=2.0, help="seconds between worker kills")
     ap.add_argument("--flip-every", type=float, default=0.05, help="seconds between flips")
     ap.add_argument("--sample", type=float, default=30.0)
+    ap.add_argument("--phases", default="calm,fd-limit,calm,full-var,calm,sigstop",
+                    help=f"comma-separated, repeated in turn: {', '.join(FAULTS)} or calm")
+    ap.add_argument("--phase-seconds", type=float, default=30.0)
     args = ap.parse_args()
     command = "python bench/soak.py " + " ".join(sys.argv[1:])
+    phases = args.phases.split(",")
+    if not set(phases) <= {"calm", *FAULTS}:
+        ap.error(f"--phases: unknown phase in {args.phases}")
 
     home = Home("soak")
+    tmpfs = "full-var" in phases and _mount_tmpfs(home.root / "var")
+    if "full-var" in phases and not tmpfs:
+        print("full-var skipped: cannot mount a tmpfs on var/ (not root?)", file=sys.stderr)
+        phases = [p for p in phases if p != "full-var"]
     (home.root / "status").mkdir()
     home.script("hosts", CHECK)
     home.script("fire", ACTION, kind="actions")
@@ -71,11 +96,22 @@ def main():
                    actions="[*_to_*]\nfire\n", interval=args.interval, workers=4, max_jobs=200)
     rng = random.Random(1)
     samples, kills, flips = [], 0, 0
-    with Daemon(home) as d:
+    with Daemon(home, log=home.root / "daemon.log") as d:
+        watch = Freshness(home, hosts)
         start = time.monotonic()
-        next_kill = next_sample = start
+        next_kill = next_sample = next_look = start
+        fault, phase_no = None, -1
         while time.monotonic() - start < args.seconds:
             now = time.monotonic()
+            if int((now - start) // args.phase_seconds) != phase_no:
+                if fault:
+                    fault.end()
+                phase_no = int((now - start) // args.phase_seconds)
+                name = phases[phase_no % len(phases)]
+                watch.begin(name)
+                fault = FAULTS[name](d, home, rng) if name in FAULTS else None
+            if fault:
+                fault.tick(now)
             write_status(home, rng.choice(hosts), rng.choice(["up", "down", "slave", "master"]))
             flips += 1
             if now >= next_kill:
@@ -84,10 +120,16 @@ def main():
                     os.kill(rng.choice(workers), signal.SIGKILL)
                     kills += 1
                 next_kill = now + args.kill_every
+            if now >= next_look:
+                watch.look()
+                next_look = now + SAMPLE_EVERY
             if now >= next_sample:
                 samples.append(_sample(d, now - start))
                 next_sample = now + args.sample
             time.sleep(args.flip_every)
+        if fault:
+            fault.end()
+        watch.begin("settle")
         samples.append(_sample(d, time.monotonic() - start))
         # Settle: no more flips; wait until the committed table matches the files.
         want = {h: (home.root / "status" / h).read_text().strip() for h in hosts}
@@ -96,9 +138,11 @@ def main():
             got = _committed(home)
             jobs_open = home.journal("SELECT count(*) FROM jobs WHERE state IN "
                                      "('queued', 'running')")[0][0]
+            watch.look()
             if got == want and not jobs_open:
                 break
             time.sleep(0.5)
+        watch.look()
     lost, doubled, transitions = _books(home, want)
     rows = [(f"{s['t']:.0f}", s["rss"], s["pss"], s["fds"], s["zombies"], s["procs"])
             for s in samples]
@@ -110,8 +154,121 @@ def main():
     first, last = samples[1] if len(samples) > 2 else samples[0], samples[-1]
     print(f"RSS {first['rss']} -> {last['rss']} KiB, fds {first['fds']} -> {last['fds']}, "
           f"zombies at the end: {last['zombies']}")
+    stale_after = 2 * args.interval + 0.5  # two intervals plus the checks' timeout
+    print_table(f"Freshness by phase ({args.phase_seconds:g} s each; a host is stale after "
+                f"{stale_after:g} s without a result)",
+                ["phase", "times", "longest gap between results s", "fresh again after s"],
+                watch.table(), command)
+    if tmpfs:
+        subprocess.run(["umount", "-l", str(home.root / "var")])
     home.remove()
     return 1 if lost or doubled else 0
+
+
+class Freshness:
+    """Each host's newest result, looked at through the control socket; per phase, the longest
+    gap between two results and how long after the phase every host had a fresh one."""
+
+    def __init__(self, home, hosts):
+        self.socket, self.hosts = home.root / "var/control.sock", hosts
+        self.seen = {}  # host -> wall time of its newest result
+        self.gaps = collections.defaultdict(float)  # phase -> longest gap
+        self.recovery = collections.defaultdict(float)  # phase -> longest time to all fresh
+        self.count = collections.Counter()
+        self.phase, self.waiting = None, []  # waiting: (phase, when it ended), not yet recovered
+
+    def begin(self, name):
+        # A phase is recovered from once every host has a result newer than its end.
+        if self.phase:
+            self.waiting.append((self.phase, time.time()))
+        self.phase = name
+        self.count[name] += 1
+
+    def look(self):
+        try:
+            hosts = control.request(self.socket, {"cmd": "status"}, 2)["hosts"]
+        except (control.ControlError, OSError, KeyError):
+            return  # no descriptor for us either: the next look catches up
+        now = time.time()
+        for h in self.hosts:
+            t = hosts.get(h, {}).get("last_seen")
+            if t is None:
+                continue
+            before = self.seen.get(h, t)
+            self.gaps[self.phase] = max(self.gaps[self.phase], t - before, now - t)
+            self.seen[h] = t
+        for phase, ended in list(self.waiting):
+            if all(self.seen.get(h, 0) > ended for h in self.hosts):
+                self.recovery[phase] = max(self.recovery[phase], now - ended)
+                self.waiting.remove((phase, ended))
+
+    def table(self):
+        return [(name, self.count[name], round(self.gaps[name], 2),
+                 round(self.recovery[name], 2) if name in self.recovery else "-")
+                for name in self.count if name != "settle"]
+
+
+class FdLimit:
+    """The supervisor may open nothing more: its limit is what it has open now."""
+
+    def __init__(self, d, home, rng):
+        self.pid = d.proc.pid
+        self.before = resource.prlimit(self.pid, resource.RLIMIT_NOFILE)
+        held = len(os.listdir(f"/proc/{self.pid}/fd"))
+        resource.prlimit(self.pid, resource.RLIMIT_NOFILE, (held, self.before[1]))
+
+    def tick(self, now):
+        pass
+
+    def end(self):
+        resource.prlimit(self.pid, resource.RLIMIT_NOFILE, self.before)
+
+
+class FullVar:
+    """var/ full: a file takes every free block of its tmpfs until the phase ends."""
+
+    def __init__(self, d, home, rng):
+        self.filler = home.root / "var/filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={self.filler}", "bs=64k"],
+                       capture_output=True)
+
+    def tick(self, now):
+        pass
+
+    def end(self):
+        self.filler.unlink(missing_ok=True)
+
+
+class Freeze:
+    """Every 3 s a random worker is SIGSTOPped and left so: only the daemon can get it out."""
+
+    def __init__(self, d, home, rng):
+        self.d, self.rng, self.next, self.frozen = d, rng, 0.0, []
+
+    def tick(self, now):
+        if now < self.next:
+            return
+        workers = [p for p in children(self.d.proc.pid) if _is_worker(p)]
+        if workers:
+            pid = self.rng.choice(workers)
+            os.kill(pid, signal.SIGSTOP)
+            self.frozen.append(pid)
+        self.next = now + 3.0
+
+    def end(self):
+        for pid in self.frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+FAULTS = {"fd-limit": FdLimit, "full-var": FullVar, "sigstop": Freeze}
+
+
+def _mount_tmpfs(path):
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
 
 
 def _is_worker(pid):
@@ -139,7 +296,7 @@ def _committed(home):
 def _books(home, final):
     jobs = home.journal("SELECT id, host, source, target, state FROM jobs ORDER BY id")
     fired = collections.Counter(int(line.split()[0]) for line in
-                                (home.root / "var/fired.log").read_text().splitlines())
+                                (home.root / "fired.log").read_text().splitlines())
     lost, doubled, last = [], [], {}
     for job_id, host, source, target, state in jobs:
         if last.get(host, "unknown") != source:
