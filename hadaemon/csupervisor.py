@@ -10,12 +10,11 @@ answers from it when etcd is unreachable. Jobs are run by the cluster runner (cr
 import json
 import logging
 import selectors
-import socket
 import time
 
 from . import agent, crunner
 from .commit import Committer
-from .fork import fork_child
+from .fork import fork_with_socket
 from .names import valid_host, valid_status
 from .supervisor import Supervisor, _registered
 
@@ -35,21 +34,28 @@ class ClusterSupervisor(Supervisor):
         self.committer = Committer({}, {})
         self._spawn_agent()
 
-    def step(self):
-        super().step()
-        if self.agent_pid is None and not self.stopping and time.monotonic() >= self.agent_due:
+    def _chores(self):
+        return super()._chores() + (self._respawn_agent,)
+
+    def _respawn_agent(self):
+        now = time.monotonic()
+        if self.agent_pid is not None or self.stopping or now < self.agent_due:
+            return
+        try:
             self._spawn_agent()
+        except OSError as e:  # no descriptors or memory: try again, as for the runner
+            self.agent_due = now + AGENT_RESPAWN_DELAY
+            self.errors.report("agent", logging.ERROR,
+                               f"cannot start the cluster agent: {e}; trying again")
+            return
+        self.errors.clear("agent", f"cluster agent {self.agent_pid} started")
 
     # -- the two children -----------------------------------------------------------------------
 
     def _spawn_agent(self):
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.agent_pid = fork_child(agent.main, [child.fileno()], child, self.home.root,
-                                    self.config, self._runner_settings())
-        child.close()
-        parent.setblocking(False)
-        self.agent_sock = parent
-        self.sel.register(parent, selectors.EVENT_READ, self._on_agent)
+        self.agent_pid, self.agent_sock = fork_with_socket(
+            agent.main, self.home.root, self.config, self._runner_settings())
+        self.sel.register(self.agent_sock, selectors.EVENT_READ, self._on_agent)
         self._to_agent({"opinions": dict(self.committer.committed)})
 
     def _helpers(self):
@@ -71,13 +77,9 @@ class ClusterSupervisor(Supervisor):
         return True
 
     def _spawn_runner(self):
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.runner_pid = fork_child(crunner.main, [child.fileno()], child, self.home.root,
-                                     self._runner_settings())
-        child.close()
-        parent.setblocking(False)
-        self.runner_sock = parent
-        self.sel.register(parent, selectors.EVENT_READ, self._on_runner)
+        self.runner_pid, self.runner_sock = fork_with_socket(
+            crunner.main, self.home.root, self._runner_settings())
+        self.sel.register(self.runner_sock, selectors.EVENT_READ, self._on_runner)
 
     def _runner_settings(self):
         settings = super()._runner_settings()
@@ -155,4 +157,5 @@ class ClusterSupervisor(Supervisor):
         answer["cluster"] = c
         answer["queue"] = []
         return answer
+
 

@@ -1,10 +1,14 @@
 """Forking a child of the supervisor: a clean slate of signals and file descriptors."""
 
 import fcntl
+import logging
 import os
 import signal
+import socket
 import sys
 import traceback
+
+from . import logsetup
 
 
 def open_stdio():
@@ -26,11 +30,14 @@ def open_stdio():
 
 
 def fork_child(main, keep, *args):
-    """Fork; the child closes every fd but stdio and `keep`, runs main(*args) and _exits.
+    """Fork; the child closes every fd but stdio, `keep` and the log's, runs main(*args) and
+    _exits.
 
     Children leave with os._exit so that nothing of the parent (atexit handlers of the daemon
-    context, the pidfile, buffered SQLite state) runs or is flushed twice.
+    context, the pidfile, buffered SQLite state) runs or is flushed twice. What kills a child
+    goes to the daemon's log with its traceback: a daemon's stderr is /dev/null.
     """
+    keep = list(keep) + logsetup.descriptors()
     pid = os.fork()
     if pid:
         return pid
@@ -50,9 +57,39 @@ def fork_child(main, keep, *args):
         main(*args)
     except BaseException:
         code = 1
-        try:
-            traceback.print_exc(file=sys.stderr)
-        except Exception:
-            pass
+        _report(main)
     finally:
         os._exit(code)
+
+
+def with_socket(start, pair=None):
+    """Start a child that talks over a SEQPACKET socketpair: start(its end) returns the pid.
+    Return (pid, our end, non-blocking). `pair` makes the pair (default: a plain one). A failure
+    (no descriptors, no memory for the fork) leaves no socket behind: the caller tries again."""
+    parent, child = pair() if pair else socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pid = start(child)
+    except BaseException:
+        parent.close()
+        raise
+    finally:
+        child.close()
+    parent.setblocking(False)
+    return pid, parent
+
+
+def fork_with_socket(main, *args, pair=None):
+    """fork_child(main, its end of a new socketpair, *args), through with_socket."""
+    return with_socket(lambda child: fork_child(main, [child.fileno()], child, *args), pair)
+
+
+def _report(main):
+    log = logging.getLogger("hadaemon")
+    try:
+        if log.handlers:
+            log.critical("%s.%s (pid %d) failed", main.__module__, main.__qualname__,
+                         os.getpid(), exc_info=True)
+        else:
+            traceback.print_exc(file=sys.stderr)
+    except Exception:
+        pass

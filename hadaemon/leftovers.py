@@ -11,9 +11,11 @@ import os
 import signal
 
 
-def find(home):
-    """The pids whose environment marks them as a check of `home` (or something it started)."""
+def find(home, check=None):
+    """The pids whose environment marks them as a check of `home` (or something it started);
+    with `check`, of that check only."""
     home_var = f"HA_HOME={home}".encode()
+    check_var = f"HA_CHECK={check}".encode() if check is not None else None
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -23,14 +25,16 @@ def find(home):
                 env = f.read().split(b"\0")
         except OSError:  # gone, or another user's (not root): not ours either way
             continue
-        if home_var in env and any(v.startswith(b"HA_CHECK=") for v in env):
+        if home_var in env and (check_var in env if check_var else
+                                any(v.startswith(b"HA_CHECK=") for v in env)):
             found.append(int(entry))
     return found
 
 
-def kill(home):
-    """SIGKILL them; return the pids. Call before any worker of this daemon starts a check."""
-    pids = find(home)
+def kill(home, check=None):
+    """SIGKILL them; return the pids. Call before any worker of this daemon starts a check,
+    or, with `check`, once the worker that ran it is gone (killed as stalled)."""
+    pids = find(home, check)
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)

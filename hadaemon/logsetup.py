@@ -52,3 +52,18 @@ def configure(home, target, level, foreground):
 def log_path(home, target):
     """The file a `log =` setting other than auto, stderr or syslog names."""
     return Path(target) if os.path.isabs(target) else home.root / target
+
+
+def descriptors():
+    """The descriptors above 2 the log writes to (its file, the syslog socket): a forked child
+    keeps them, so that what goes wrong in it reaches the log too."""
+    fds = []
+    for h in logging.getLogger("hadaemon").handlers:
+        target = getattr(h, "stream", None) or getattr(h, "socket", None)
+        try:
+            fd = target.fileno()
+        except (AttributeError, OSError, ValueError):
+            continue
+        if fd > 2:
+            fds.append(fd)
+    return fds

@@ -10,7 +10,7 @@ import socket
 from dataclasses import dataclass, field
 
 from . import protocol, worker
-from .fork import fork_child
+from .fork import fork_with_socket
 
 
 @dataclass
@@ -50,18 +50,16 @@ class Pool:
         self.max_jobs = max_jobs
         self.workers = {}  # pid -> Worker
 
-    def fill(self):
-        """Fork until there are `size` workers; return the new ones."""
-        new = []
-        while len(self.workers) < self.size:
-            parent, child = socketpair()
-            pid = fork_child(worker.main, [child.fileno()], child, self.home, self.max_jobs)
-            child.close()
-            parent.setblocking(False)
-            w = Worker(pid, parent, left=self.max_jobs)
-            self.workers[pid] = w
-            new.append(w)
-        return new
+    def missing(self):
+        return max(0, self.size - len(self.workers))
+
+    def spawn(self):
+        """Fork one worker and return it. OSError (no descriptors, no memory for a fork) leaves
+        nothing behind: the caller tries again later."""
+        pid, parent = fork_with_socket(worker.main, self.home, self.max_jobs, pair=socketpair)
+        w = Worker(pid, parent, left=self.max_jobs)
+        self.workers[pid] = w
+        return w
 
     def idle(self):
         # A worker that has had its last job is leaving: a job sent now would die with it.

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from . import execute, logsetup
-from .fork import open_stdio
+from .fork import open_stdio, with_socket
 from .home import Home
 from .journal import Journal
 from .store import Store
@@ -202,17 +202,13 @@ class Runner:
 
 def spawn(home, settings):
     """Start a runner process; return (pid, the supervisor's end of its socket)."""
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    os.set_inheritable(child.fileno(), True)
-    argv = [sys.executable, "-m", "hadaemon.runner", str(home), str(child.fileno()),
-            json.dumps(settings)]
-    try:
-        pid = os.posix_spawn(sys.executable, argv, os.environ,
-                             setsigdef=(signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
-    finally:
-        child.close()
-    parent.setblocking(False)
-    return pid, parent
+    def start(child):
+        os.set_inheritable(child.fileno(), True)
+        argv = [sys.executable, "-m", "hadaemon.runner", str(home), str(child.fileno()),
+                json.dumps(settings)]
+        return os.posix_spawn(sys.executable, argv, os.environ,
+                              setsigdef=(signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
+    return with_socket(start)
 
 
 def main():
@@ -221,7 +217,13 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     sock = socket.socket(fileno=fd)
     os.set_inheritable(fd, False)
-    Runner(home, settings, sock).main()
+    try:
+        Runner(home, settings, sock).main()
+    except Exception:
+        # To the log (configured first thing in main, else stderr): a daemon's stderr is
+        # /dev/null. The supervisor starts the next runner.
+        log.critical("action runner failed", exc_info=True)
+        sys.exit(1)
 
 
 def _try_lock(f):

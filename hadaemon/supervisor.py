@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 
 from . import actions, config as configmod, history, leftovers, logsetup, protocol, runner
+from .backoff import Backoff
 from .commit import Committer, Transition
 from .control import Server
 from .fork import open_stdio
@@ -24,6 +25,7 @@ from .inifile import ConfigError
 from .journal import Journal
 from .names import UNKNOWN, valid_host, valid_status
 from .pool import Pool
+from .ratelog import RateLog
 from .scheduler import Scheduler
 from .store import open_store
 from .table import Table
@@ -31,8 +33,12 @@ from .table import Table
 log = logging.getLogger("hadaemon")
 FLUSH_EVERY = 1.0  # seconds between batched writes of observations (statuses are written at once)
 SEEN_EVERY = 60.0  # seconds between writes of hosts whose results only confirmed the last one
-RUNNER_RESPAWN_DELAY = 1.0
-ERROR_REPEAT = 60.0  # seconds before the same error of one check is logged again
+RUNNER_RESPAWN_DELAY = 1.0  # after a death; doubled while runners keep dying young
+RUNNER_RESPAWN_MOST = 60.0
+RUNNER_YOUNG = 60.0  # a runner that dies sooner counts as a crash loop
+STALL_MARGIN = 5.0  # seconds past a check's timeout before its worker counts as stalled
+ERROR_PAUSE = 0.1  # seconds the loop rests after a turn with an error: it never spins
+EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: the loop itself failed
 HISTORY_MAX = 100000  # entries one history request may ask for (the CLI allows as many)
 
 
@@ -46,12 +52,17 @@ class Supervisor:
         self.dirty = set()  # hosts whose observation changed: written within FLUSH_EVERY
         self.seen = set()  # hosts only seen again (last_seen moved): written within SEEN_EVERY
         self.next_seen = 0.0
-        self.check_errors = {}  # check id -> (error, when last logged, repeats not logged)
+        self.check_errors = RateLog(log)  # per check id
+        self.errors = RateLog(log)  # the loop's own: internal errors, resources it lacked
+        self.pool_retry = Backoff()
+        self.accept_retry = Backoff()
+        self.runner_retry = Backoff()  # the runner could not be started
+        self.runner_deaths = Backoff(RUNNER_RESPAWN_DELAY, RUNNER_RESPAWN_MOST)
+        self.runner_started = time.monotonic()
         self.next_flush = 0.0
         self.record_error = None
         self.runner_pid = None
         self.runner_sock = None
-        self.runner_due = 0.0
         self.paused = None  # while paused: {"since", "statuses" at pause time}
         self.manual_jobs = {}  # job id -> host held by a manual transition until the job ends
 
@@ -104,30 +115,59 @@ class Supervisor:
         return self.serve()
 
     def serve(self):
+        """Run the loop until a stop; the exit status: 0, or EXIT_SOFTWARE if the loop itself
+        failed (logged with its traceback, never to be mistaken for a clean stop)."""
+        code = 0
         try:
             while not self.stopping:
                 self.step()
-        finally:
+        except BaseException:
+            log.critical("internal error: the loop failed; stopping", exc_info=True)
+            code = EXIT_SOFTWARE
+        try:
             self.shutdown()
-        return 0
+        except BaseException:
+            log.critical("internal error while stopping", exc_info=True)
+            code = EXIT_SOFTWARE
+        if code:
+            log.critical("exiting with status %d after an internal error", code)
+        return code
 
     def step(self):
+        failed = False
         for key, events in self.sel.select(self._poll_timeout()):
-            _guarded(key.data, key.fileobj, events)
-        for chore in (self._handle_signals, self._reap, self._dispatch):
-            _guarded(chore)
+            failed |= not self._guarded(key.data, key.fileobj, events)
+        for chore in self._chores():
+            failed |= not self._guarded(chore)
         now = time.monotonic()
         if now >= self.next_seen:
             self.dirty |= self.seen  # a daemon at rest writes (and fsyncs) once a minute
             self.seen.clear()
             self.next_seen = now + SEEN_EVERY
         if now >= self.next_flush:
-            self._flush()
+            failed |= not self._guarded(self._flush)
             self.next_flush = now + FLUSH_EVERY
-        for c in self.control.stalled(now):
-            self._drop_client(c)
-        if self.runner_pid is None and not self.stopping and now >= self.runner_due:
-            self._spawn_runner()
+        if failed:  # the same error may come back at once (a readable socket): do not spin
+            time.sleep(ERROR_PAUSE)
+
+    def _chores(self):
+        """What every turn of the loop does besides answering events, in this order."""
+        return (self._handle_signals, self._reap, self._expire_stalled, self._fill_pool,
+                self._dispatch, self._drop_stalled_clients, self._resume_accepting,
+                self._respawn_runner)
+
+    def _guarded(self, function, *args):
+        """A bug in one event or chore must not take the daemon down with it; its traceback
+        is logged, then once a minute while it repeats. True if it went through."""
+        try:
+            function(*args)
+            return True
+        except Exception as e:
+            name = function.__name__
+            self.errors.report(("internal", name, type(e)), logging.ERROR,
+                               f"internal error in {name} ({type(e).__name__}); carrying on",
+                               exc_info=True)
+            return False
 
     def shutdown(self):
         log.info("stopping: no new checks or actions")
@@ -214,8 +254,6 @@ class Supervisor:
                 meta = w.meta
                 log.error("check %s: worker %d %s while running it", meta["check"], pid, how)
                 self._finish_check(meta, protocol.failed(meta["spec"].host, f"worker {how}"))
-            if not self.stopping:
-                self._fill_pool()
 
     def _helpers(self):
         """The long-lived children besides the workers, {pid: socket}, for shutdown."""
@@ -228,8 +266,12 @@ class Supervisor:
         self.runner_pid = None
         self._close(self.runner_sock)
         if not self.stopping:
-            log.error("action runner %d %s; a new one resumes the journal", pid, how)
-            self.runner_due = time.monotonic() + RUNNER_RESPAWN_DELAY
+            now = time.monotonic()
+            if now - self.runner_started > RUNNER_YOUNG:
+                self.runner_deaths.succeeded()  # not a crash loop: the next one starts soon
+            delay = self.runner_deaths.failed(now)
+            log.error("action runner %d %s; a new one resumes the journal in %gs", pid, how,
+                      delay)
         return True
 
     def _close(self, sock):
@@ -238,12 +280,45 @@ class Supervisor:
         sock.close()
 
     def _fill_pool(self):
-        for w in self.pool.fill():
-            self.sel.register(w.sock, selectors.EVENT_READ, self._on_worker)
+        """Bring the pool back to size. Every turn of the loop does, not only a worker's death:
+        a moment without descriptors or memory then costs checks for that moment only."""
+        now = time.monotonic()
+        if self.stopping or not self.pool.missing() or not self.pool_retry.ready(now):
+            return
+        try:
+            while self.pool.missing():
+                w = self.pool.spawn()
+                self.sel.register(w.sock, selectors.EVENT_READ, self._on_worker)
+        except OSError as e:
+            self.pool_retry.failed(now)
+            self.errors.report("workers", logging.ERROR,
+                               f"cannot start a worker: {e}; checks wait, trying again")
+            return
+        self.pool_retry.succeeded()
+        self.errors.clear("workers", f"workers started again: {len(self.pool.workers)} run")
 
     def _spawn_runner(self):
         self.runner_pid, self.runner_sock = runner.spawn(self.home.root, self._runner_settings())
         self.sel.register(self.runner_sock, selectors.EVENT_READ, self._on_runner)
+
+    def _respawn_runner(self):
+        """A runner that died is replaced, after a delay; one that cannot be started (no
+        descriptors, no memory) is tried again with back-off: the journal waits, nothing is
+        lost."""
+        now = time.monotonic()
+        if (self.runner_pid is not None or self.stopping or not self.runner_retry.ready(now)
+                or not self.runner_deaths.ready(now)):
+            return
+        try:
+            self._spawn_runner()
+        except OSError as e:
+            self.runner_retry.failed(now)
+            self.errors.report("runner", logging.ERROR,
+                               f"cannot start the action runner: {e}; actions wait, trying again")
+            return
+        self.runner_started = now
+        self.runner_retry.succeeded()
+        self.errors.clear("runner", f"action runner {self.runner_pid} started")
 
     def _runner_settings(self):
         d = self.config.daemon
@@ -296,10 +371,38 @@ class Supervisor:
             self.jobs_sent += 1
             job = protocol.check_job(check, d, self.jobs_sent)
             if not self.pool.send(w, job, {"check": check.id, "due": due, "run": run,
-                                           "spec": check, "sent": now}):
+                                           "spec": check, "sent": now,
+                                           "deadline": now + job["timeout"] + STALL_MARGIN}):
                 self.scheduler.push_back(check, due)
             if not idle:
                 break
+
+    def _expire_stalled(self):
+        """A worker that holds a job past its check's timeout (plus a margin) is stopped, stuck
+        in the kernel, or broken: kill it and its check, report the check, replace the worker.
+        Without this its check would never run again, and nothing would say so."""
+        now = time.monotonic()
+        for w in list(self.pool.workers.values()):
+            if w.job is not None and now >= w.meta["deadline"]:
+                self._stalled(w)
+
+    def _stalled(self, w):
+        meta = w.meta
+        self.pool.signal(w, signal.SIGKILL)
+        # Forgotten now, not when reaped: a worker stuck in D state may take long to die, and
+        # the pool must not wait for it.
+        if _registered(self.sel, w.sock):
+            self.sel.unregister(w.sock)
+        self.pool.lost(w.pid)
+        try:  # the check runs in its own session and would outlive its worker
+            killed = leftovers.kill(self.home.root, check=meta["check"])
+        except OSError:
+            killed = []
+        why = (f"worker stalled: no result {w.job['timeout'] + STALL_MARGIN:g}s after the "
+               f"check started (timeout {w.job['timeout']:g}s)")
+        log.error("check %s: %s; killed worker %d%s", meta["check"], why, w.pid,
+                  f" and the check's process(es) {' '.join(map(str, killed))}" if killed else "")
+        self._finish_check(meta, protocol.failed(meta["spec"].host, why))
 
     def _on_worker(self, sock, events):
         w = next((w for w in self.pool.workers.values() if w.sock is sock), None)
@@ -328,20 +431,10 @@ class Supervisor:
     def _log_check_error(self, check_id, error):
         """Log a check's error when it changes, then at most once a minute: a check failing every
         second must not bury everything else in the log."""
-        now = time.monotonic()
-        last = self.check_errors.get(check_id)
-        if not error:
-            if last:
-                del self.check_errors[check_id]
-                log.info("check %s: works again", check_id)
-            return
-        if last and last[0] == error and now - last[1] < ERROR_REPEAT:
-            self.check_errors[check_id] = (error, last[1], last[2] + 1)
-            return
-        repeats = last[2] if last and last[0] == error else 0
-        again = f" (and {repeats} more time(s) since)" if repeats else ""
-        log.warning("check %s: %s%s", check_id, error, again)
-        self.check_errors[check_id] = (error, now, 0)
+        if error:
+            self.check_errors.report(check_id, logging.WARNING, f"check {check_id}: {error}")
+        else:
+            self.check_errors.clear(check_id, f"check {check_id}: works again")
 
     def _finish_check(self, meta, results, read_at=None):
         now = time.monotonic()
@@ -446,9 +539,32 @@ class Supervisor:
                 "restart_needed": later}
 
     def _on_accept(self, sock, events):
-        c = self.control.accept()
+        try:
+            c = self.control.accept()
+        except OSError as e:
+            # Out of descriptors (or memory): the connection stays queued, so the socket stays
+            # readable and select would return at once for ever. Stop listening for a while;
+            # stalled clients are dropped meanwhile, which frees descriptors.
+            self.sel.unregister(self.control.sock)
+            self.accept_retry.failed(time.monotonic())
+            self.errors.report("accept", logging.ERROR,
+                               f"control socket: cannot accept a connection: {e}; "
+                               "not listening for a moment")
+            return
+        if self.accept_retry.delay and c is not None:
+            self.accept_retry.succeeded()
+            self.errors.clear("accept", "control socket: accepting connections again")
         if c:
             self.sel.register(c.sock, selectors.EVENT_READ, self._on_control)
+
+    def _resume_accepting(self):
+        if (not _registered(self.sel, self.control.sock) and not self.stopping
+                and self.accept_retry.ready(time.monotonic())):
+            self.sel.register(self.control.sock, selectors.EVENT_READ, self._on_accept)
+
+    def _drop_stalled_clients(self):
+        for c in self.control.stalled(time.monotonic()):
+            self._drop_client(c)
 
     def _drop_client(self, c):
         # Out of the selector before its fd is closed: a closed fd left registered would keep
@@ -473,7 +589,9 @@ class Supervisor:
         try:
             answer = self.answer(request)
         except Exception as e:  # the client gets an answer, whatever the bug
-            log.exception("internal error answering %r", request.get("cmd"))
+            self.errors.report(("answer", type(e)), logging.ERROR,
+                               f"internal error answering {str(request.get('cmd'))[:40]!r}",
+                               exc_info=True)
             answer = {"ok": False, "error": f"internal error: {e}"}
         c.reply(answer)
         self.sel.modify(sock, selectors.EVENT_WRITE, self._on_control)
@@ -585,20 +703,12 @@ def _checked(r):
     return {"host": r["host"], "status": r["status"], "details": r.get("details", {})}
 
 
-def _guarded(function, *args):
-    """A bug in one event or chore must not take the daemon down with it."""
-    try:
-        function(*args)
-    except Exception:
-        log.exception("internal error in %s; carrying on", function.__name__)
-
-
 def _registered(sel, fileobj):
     try:
         sel.get_key(fileobj)
         return True
-    except (KeyError, ValueError):  # ValueError: closed, and not registered
-        return False
+    except (KeyError, ValueError, RuntimeError):  # ValueError: a closed file; RuntimeError: a
+        return False  # closed selector
 
 
 def _exit_text(status):

@@ -695,3 +695,202 @@ def test_sigterm_during_a_check_commits_nothing(home, daemons):
     assert up()
     assert [(h["from"], h["to"]) for h in home.history()] == [("unknown", "up")]
     assert len(home.actions_log()) == 1
+
+
+# -- resource exhaustion and frozen workers ----------------------------------------------------
+
+def _nofile(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        soft, hard = next(line for line in f if line.startswith("Max open files")).split()[3:5]
+    return f"{soft}:{hard}"
+
+
+def _set_nofile(pid, limits):
+    """Set the limit (soft:hard); raising a hard limit again needs more than root may have in
+    a container, so tests lower the soft one only."""
+    subprocess.run(["prlimit", "--pid", str(pid), f"--nofile={limits}"], check=True)
+
+
+def _log_lines(home, since=0):
+    return home.log().splitlines()[since:]
+
+
+def test_a_moment_without_descriptors_stops_no_check_for_good(home, daemons):
+    """No descriptor at all for a while (fd 3 and up refused): recycled workers and a killed
+    runner cannot be replaced. Each failure is logged once, the loop does not spin, and all of it
+    comes back by itself when descriptors do."""
+    home.write("checks.conf", FAST + "max_jobs = 3\n[local]\nstatus_from_files db1\n")
+    home.write("actions.conf", "[*_to_*]\nrecord %HOST% %TO%\n")
+    home.set_status("db1", "up")
+    d = daemons(home)
+    wait_for(lambda: home.actions_log(), 20, "db1 up fired")
+    runner_pid = home.status()["daemon"]["runner"]
+    before = len(_log_lines(home))
+    limits = _nofile(d.pid)
+    _set_nofile(d.pid, f"3:{limits.split(':')[1]}")
+    try:
+        wait_for(lambda: "cannot start a worker" in home.log(), 20, "workers cannot be replaced")
+        os.kill(runner_pid, signal.SIGKILL)
+        wait_for(lambda: "cannot start the action runner" in home.log(), 20, "no runner either")
+        time.sleep(3)  # what the loop does meanwhile: dozens of retries, a few log lines
+        assert d.alive()
+        assert len([p for p in children_of(d.pid) if alive(p)]) == 0
+    finally:
+        _set_nofile(d.pid, limits)
+    low = _log_lines(home, before)
+    assert sum("cannot start a worker" in line for line in low) == 1, low
+    assert sum("cannot start the action runner" in line for line in low) == 1, low
+    assert len(low) < 15, low
+    raised = time.time()
+    wait_for(lambda: home.cli("status", "--json").returncode == 0, 20, "control socket answers")
+    wait_for(lambda: home.status()["daemon"]["workers"] == 2, 20, "the pool back to size")
+    wait_for(lambda: home.status()["hosts"]["db1"]["last_seen"] > raised, 20, "checks resume")
+    assert home.status()["daemon"]["runner"] not in (None, runner_pid)
+    assert "workers started again: 2 run" in home.log()
+    home.set_status("db1", "down")
+    wait_for(lambda: len(home.actions_log()) == 2, 20, "the new runner runs actions")
+    assert d.alive()
+    assert d.stop() == 0
+
+
+def test_held_control_connections_do_not_make_accept_spin(home, daemons):
+    """A client holding connections drives accept into EMFILE: the daemon stops listening for a
+    moment instead of spinning on a socket that stays readable, logs it once, and answers again
+    once the connections are gone."""
+    import socket
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    home.set_status("db1", "up")
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "db1 up")
+    limits = _nofile(d.pid)
+    _set_nofile(d.pid, f"{len(os.listdir(f'/proc/{d.pid}/fd')) + 8}:{limits.split(':')[1]}")
+    before = len(_log_lines(home))
+    held = []
+    try:
+        for _ in range(60):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(str(home.root / "var/control.sock"))
+            except BlockingIOError:  # the backlog is full: pending
+                pass
+            held.append(s)
+        wait_for(lambda: "cannot accept a connection" in home.log(), 20, "accept at EMFILE")
+        time.sleep(3)  # an accept that spins logs thousands of lines in this time
+        assert d.alive()
+        low = _log_lines(home, before)
+        assert sum("cannot accept a connection" in line for line in low) == 1, low[:20]
+        assert len(low) < 15, low[:20]
+    finally:
+        for s in held:
+            s.close()
+        _set_nofile(d.pid, limits)
+    wait_for(lambda: home.cli("status", "--json").returncode == 0, 20, "answers again")
+    wait_for(lambda: "control socket: accepting connections again" in home.log(), 20,
+             "recovery logged")
+    assert d.alive()
+
+
+def test_a_frozen_worker_is_killed_and_its_check_reported(home, daemons):
+    """SIGSTOP a worker mid-check (as a worker stuck on a hung mount): within the check's
+    timeout plus the margin, the check is reported unknown, the worker and the check are
+    killed, a new worker takes over."""
+    home.write("checks.conf", FAST + "[local]\nslow\n[check:slow]\nhost = h1\ntimeout = 1\n")
+    home.script("checks", "slow", """\
+        #!/bin/sh
+        if [ -e "$HA_HOME/var/hang" ]; then
+          echo $$ > "$HA_HOME/var/check.pid"
+          rm "$HA_HOME/var/hang"
+          sleep 1000
+        fi
+        echo '{"host": "h1", "status": "up"}'
+        """)
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "h1") == "up", 20, "h1 up")
+    (home.root / "var/hang").touch()
+    pidfile = home.root / "var/check.pid"
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, "the check hangs")
+    check_pid = int(pidfile.read_text())
+    worker = int(open(f"/proc/{check_pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    assert worker in children_of(d.pid)
+    os.kill(worker, signal.SIGSTOP)
+    # The next run, by a new worker, answers up at once: the unknown is in history.
+    wait_for(lambda: ("up", "unknown") in [(h["from"], h["to"]) for h in home.history()], 30,
+             "the stalled check reported unknown")
+    assert "check slow: worker stalled: no result 6s after the check started" in home.log()
+    wait_for(lambda: not alive(worker), 10, "the frozen worker killed")
+    wait_for(lambda: not alive(check_pid), 10, "its check killed")
+    wait_for(lambda: status_of(home, "h1") == "up", 20, "checks go on")
+    wait_for(lambda: len([p for p in children_of(d.pid) if alive(p)]) == 3, 10,
+             "two workers and the runner")
+    stalled = [line for line in home.log().splitlines() if "worker stalled" in line]
+    assert len(stalled) == 1 and f"killed worker {worker}" in stalled[0], stalled
+    assert d.alive()
+
+
+def test_a_runner_that_cannot_start_is_logged_with_its_traceback_and_retried(home, daemons):
+    """The runner's traceback reaches the log (a daemon's stderr is /dev/null); runners that
+    keep dying are started less and less often; once the cause is gone, actions run."""
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    home.write("actions.conf", "[*_to_*]\nrecord %HOST% %TO%\n")
+    home.set_status("db1", "up")
+    (home.root / "var/runner.lock").mkdir(parents=True)
+    d = daemons(home)
+    wait_for(lambda: "a new one resumes the journal in 2s" in home.log(), 20, "a second death")
+    log = home.log()
+    assert "action runner failed" in log and "IsADirectoryError" in log, log
+    (home.root / "var/runner.lock").rmdir()
+    wait_for(lambda: home.actions_log(), 30, "a runner runs the action")
+    assert d.alive()
+
+
+def test_the_loop_failing_is_logged_with_its_traceback_and_exits_non_zero(home):
+    """Whatever breaks the loop itself, the daemon never leaves a log that reads like a clean
+    stop: the traceback is in the log (not on a stderr that is /dev/null) and the exit status
+    says it. The fault: the loop's selector closed under it."""
+    import sys
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    log_file = home.root / "broken.log"
+    script = f"""
+import sys
+from hadaemon import config, logsetup
+from hadaemon.home import Home
+from hadaemon.supervisor import Supervisor
+home = Home.resolve({str(home.root)!r})
+conf = config.load(home)
+logsetup.configure(home, {str(log_file)!r}, "info", foreground=False)
+sup = Supervisor(home, conf, foreground=False)
+sup.setup()
+sup.sel.close()
+sys.exit(sup.serve())
+"""
+    r = subprocess.run([sys.executable, "-c", script], cwd=home.root, timeout=60,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    text = log_file.read_text()
+    assert r.returncode == 70, text
+    assert "the loop failed; stopping" in text and "Traceback" in text, text
+    assert text.rstrip().endswith("exiting with status 70 after an internal error"), text
+
+
+def test_a_forked_child_that_fails_leaves_its_traceback_in_the_log(home):
+    """Workers (and cluster helpers) are forked children: their stderr is the daemon's, which is
+    /dev/null in daemon mode, so what kills them must go to the log."""
+    import sys
+    log_file = home.root / "child.log"
+    script = f"""
+import os, sys
+from hadaemon import logsetup
+from hadaemon.fork import fork_child
+from hadaemon.home import Home
+logsetup.configure(Home.resolve({str(home.root)!r}), {str(log_file)!r}, "info", False)
+def broken():
+    raise RuntimeError("the child broke")
+pid = fork_child(broken, [])
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+    r = subprocess.run([sys.executable, "-c", script], timeout=60, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert r.returncode == 1
+    text = log_file.read_text()
+    assert "__main__.broken (pid" in text and "RuntimeError: the child broke" in text, text
