@@ -16,7 +16,7 @@ import sqlite3
 import time
 from dataclasses import replace
 
-from . import actions, config as configmod, history, leftovers, logsetup, protocol, runner
+from . import actions, config as configmod, history, leftovers, logsetup, notify, protocol, runner
 from .commit import Committer, Transition
 from .control import Server
 from .fork import open_stdio
@@ -25,6 +25,7 @@ from .journal import Journal
 from .names import UNKNOWN, valid_host, valid_status
 from .pool import Pool
 from .scheduler import Scheduler
+from .stale import Freshness
 from .store import open_store
 from .table import Table
 
@@ -34,6 +35,7 @@ SEEN_EVERY = 60.0  # seconds between writes of hosts whose results only confirme
 RUNNER_RESPAWN_DELAY = 1.0
 ERROR_REPEAT = 60.0  # seconds before the same error of one check is logged again
 HISTORY_MAX = 100000  # entries one history request may ask for (the CLI allows as many)
+WATCH_EVERY = 0.5  # seconds between two looks for stale checks (and STATUS= updates)
 
 
 class Supervisor:
@@ -54,6 +56,9 @@ class Supervisor:
         self.runner_due = 0.0
         self.paused = None  # while paused: {"since", "statuses" at pause time}
         self.manual_jobs = {}  # job id -> host held by a manual transition until the job ends
+        self.freshness = Freshness()
+        self.systemd = notify.Reporter(notify.Notifier.from_environment())
+        self.next_watch = 0.0
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -128,6 +133,26 @@ class Supervisor:
             self._drop_client(c)
         if self.runner_pid is None and not self.stopping and now >= self.runner_due:
             self._spawn_runner()
+        _guarded(self._watch, now)
+
+    def _watch(self, now):
+        """Look for stale checks; tell systemd how things are, and feed its watchdog only while
+        the loop turns and no check is stale."""
+        summary = None
+        if now >= self.next_watch:
+            self.freshness.update(self.config.checks, self.entries, now)
+            self.next_watch = now + WATCH_EVERY
+            if self.systemd.enabled and not self.stopping:
+                summary = self._summary()
+        self.systemd.tick(now, not self.freshness.checks, self.stopping, summary)
+
+    def _summary(self):
+        """STATUS= for systemctl status: one line."""
+        f = self.freshness
+        stale = f"{len(f.stale)} stale" + (f" ({len(f.checks)} check(s) without results)"
+                                           if f.checks else "")
+        return (f"{len(self.entries)} host(s), {stale}, {len(self.journal.open_jobs())} "
+                f"sequence(s) queued" + (", paused" if self.paused is not None else ""))
 
     def shutdown(self):
         log.info("stopping: no new checks or actions")
@@ -346,6 +371,7 @@ class Supervisor:
     def _finish_check(self, meta, results, read_at=None):
         now = time.monotonic()
         self.scheduler.done(meta["check"], meta["run"], meta["due"], now)
+        self.freshness.result(meta["check"], [r["host"] for r in results], now)
         check = meta["spec"]
         transitions, notes = self.committer.observe(check, results, now)
         for n in notes:
@@ -566,14 +592,18 @@ class Supervisor:
         return {"ok": True, "job": job}
 
     def status(self):
-        hosts = {host: dict(e, conflict=self.committer.in_conflict(host))
+        f = self.freshness
+        f.update(self.config.checks, self.entries, time.monotonic())
+        hosts = {host: dict(e, conflict=self.committer.in_conflict(host), stale=host in f.stale)
                  for host, e in sorted(self.entries.items())}
         return {"ok": True, "hosts": hosts,
                 "daemon": {"pid": os.getpid(), "home": str(self.home.root),
                            "started": self.started, "checks": len(self.config.checks),
                            "workers": len(self.pool.workers), "runner": self.runner_pid,
                            "record_error": self.record_error,
-                           "paused": self.paused is not None},
+                           "paused": self.paused is not None,
+                           "stale": {"hosts": f.stale, "checks": {
+                               cid: round(age, 1) for cid, age in sorted(f.checks.items())}}},
                 "queue": self.journal.open_jobs()}
 
 
