@@ -18,6 +18,7 @@ from .store import Store
 from .table import Table
 
 NOT_RUNNING = 3  # LSB: program is not running
+STALE = 4  # LSB: program or service status is unknown (a host's status is no longer watched)
 
 
 def _home(ctx):
@@ -144,7 +145,7 @@ def status(ctx, as_json):
     home = _home(ctx)
     try:
         answer = control.request(home.control_socket, {"cmd": "status"})
-        code = 0
+        code = STALE if _stale(answer)["checks"] else 0
     except control.ControlError as e:
         answer = _offline_status(home, str(e))
         code = NOT_RUNNING
@@ -193,19 +194,29 @@ def _status_text(answer):
             lines.append("PAUSED: checks go on, no action fires (hadaemon resume)")
         if d.get("record_error"):
             lines.append(f"WARNING: cannot record to var/: {d['record_error']}")
+        stale = _stale(answer)
+        if stale["checks"]:
+            lines.append("STALE: no result for more than 2 x interval + timeout from " + ", ".join(
+                f"{cid} ({age:.0f}s)" for cid, age in stale["checks"].items())
+                + (f"; hosts not watched: {', '.join(stale['hosts'])}" if stale["hosts"] else ""))
     lines += cli_cluster.status_text(answer)
     rows = [("HOST", "STATUS", "SINCE", "OBSERVED", "LAST SEEN", "CHECK")]
     now = time.time()
     for host, e in sorted(answer["hosts"].items()):
         observed = e.get("observed", "-") + (" (checks disagree)" if e.get("conflict") else "")
         seen = f"{now - e['last_seen']:.0f}s ago" if e.get("last_seen") else "-"
-        rows.append((host, e["status"], _when(e.get("since")), observed, seen, e.get("check", "-")))
+        status = e["status"] + (" (stale)" if e.get("stale") else "")
+        rows.append((host, status, _when(e.get("since")), observed, seen, e.get("check", "-")))
     if len(rows) == 1:
         lines.append("no hosts seen yet")
     else:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+def _stale(answer):
+    return (answer.get("daemon") or {}).get("stale") or {"hosts": [], "checks": {}}
 
 
 def _when(t):

@@ -13,10 +13,8 @@ import sqlite3
 import time
 
 import daemon
-import daemon.pidfile
-import lockfile
 
-from . import logsetup
+from . import logsetup, pidfile as pidfilemod
 from .store import StoreError
 from .supervisor import Supervisor
 
@@ -36,32 +34,9 @@ class StartError(Exception):
 
 
 def running_pid(home):
-    """The pid of a live hadaemon of this home, or None; a stale pidfile is removed."""
-    lock = daemon.pidfile.TimeoutPIDLockFile(str(home.pidfile))
-    try:
-        pid = lock.read_pid()
-    except ValueError:
-        pid = None
-    if not lock.is_locked():
-        return None
-    if pid and _alive(pid):
-        return pid
-    lock.break_lock()  # left by a crash (or garbage): it must not block a start
-    return None
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a recycled pid that is not a hadaemon does not count
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"hadaemon" in f.read()
-    except OSError:
-        return True
+    """The pid of this home's supervisor, or None. Only the holder of the pidfile's lock counts
+    (pidfile.py): the pid written in a file left by a kill -9 may belong to anyone by now."""
+    return pidfilemod.holder(home.pidfile)
 
 
 def _why_not_writable(path):
@@ -84,8 +59,12 @@ def _lock(home):
     except OSError as e:
         raise StartError(f"cannot create {home.var}: {e.strerror}") from None
     if pid := running_pid(home):
-        raise StartError(f"hadaemon already runs in {home.root} (pid {pid}, {home.pidfile})")
-    return daemon.pidfile.TimeoutPIDLockFile(str(home.pidfile), acquire_timeout=0)
+        raise StartError(_already_runs(home, pid))
+    return pidfilemod.PidFile(home.pidfile)
+
+
+def _already_runs(home, pid):
+    return f"hadaemon already runs in {home.root} (pid {pid}, {home.pidfile})"
 
 
 def run_foreground(home, config):
@@ -93,9 +72,9 @@ def run_foreground(home, config):
     pidfile = _lock(home)
     try:
         pidfile.acquire()
-    except lockfile.AlreadyLocked:
-        raise StartError(f"hadaemon already runs in {home.root} ({home.pidfile})") from None
-    except lockfile.LockFailed:
+    except pidfilemod.AlreadyRunning as e:
+        raise StartError(_already_runs(home, e.pid)) from None
+    except pidfilemod.CannotCreate:
         raise StartError(f"cannot create {home.pidfile}: {_why_not_writable(home.var)}") from None
     try:
         logsetup.configure(home, config.daemon.log, config.daemon.log_level, foreground=True)
@@ -133,10 +112,10 @@ def _daemon_main(home, config, pidfile, ready_w):
         files_preserve=[ready_w], signal_map={}, prevent_core=True)
     try:
         context.open()
-    except lockfile.AlreadyLocked:
-        os.write(ready_w, f"hadaemon already runs in {home.root} ({home.pidfile})\n".encode())
+    except pidfilemod.AlreadyRunning as e:
+        os.write(ready_w, f"{_already_runs(home, e.pid)}\n".encode())
         return 1
-    except lockfile.LockFailed:
+    except pidfilemod.CannotCreate:
         os.write(ready_w, f"cannot create {home.pidfile}: {_why_not_writable(home.var)}\n"
                  .encode())
         return 1
@@ -179,11 +158,12 @@ def stop(home, wait=60.0):
     """SIGTERM the running daemon and wait for it to leave; return its pid or None."""
     pid = running_pid(home)
     if pid is None:
+        pidfilemod.clear_stale(home.pidfile)
         return None
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if running_pid(home) != pid:  # its lock goes with it, however it ends
             return pid
         time.sleep(0.05)
     raise StartError(f"hadaemon (pid {pid}) did not stop within {wait:g}s")

@@ -16,7 +16,7 @@ import sqlite3
 import time
 from dataclasses import replace
 
-from . import actions, config as configmod, history, leftovers, logsetup, protocol, runner
+from . import actions, config as configmod, history, leftovers, logsetup, notify, protocol, runner
 from .backoff import Backoff
 from .commit import Committer, Transition
 from .control import Server
@@ -27,6 +27,7 @@ from .names import UNKNOWN, valid_host, valid_status
 from .pool import Pool
 from .ratelog import RateLog
 from .scheduler import Scheduler
+from .stale import Freshness
 from .store import open_store
 from .table import Table
 
@@ -40,6 +41,7 @@ STALL_MARGIN = 5.0  # seconds past a check's timeout before its worker counts as
 ERROR_PAUSE = 0.1  # seconds the loop rests after a turn with an error: it never spins
 EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: the loop itself failed
 HISTORY_MAX = 100000  # entries one history request may ask for (the CLI allows as many)
+WATCH_EVERY = 0.5  # seconds between two looks for stale checks (and STATUS= updates)
 
 
 class Supervisor:
@@ -65,6 +67,9 @@ class Supervisor:
         self.runner_sock = None
         self.paused = None  # while paused: {"since", "statuses" at pause time}
         self.manual_jobs = {}  # job id -> host held by a manual transition until the job ends
+        self.freshness = Freshness()
+        self.systemd = notify.Reporter(notify.Notifier.from_environment())
+        self.next_watch = 0.0
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -154,7 +159,7 @@ class Supervisor:
         """What every turn of the loop does besides answering events, in this order."""
         return (self._handle_signals, self._reap, self._expire_stalled, self._fill_pool,
                 self._dispatch, self._drop_stalled_clients, self._resume_accepting,
-                self._respawn_runner)
+                self._respawn_runner, self._watch)
 
     def _guarded(self, function, *args):
         """A bug in one event or chore must not take the daemon down with it; its traceback
@@ -168,6 +173,26 @@ class Supervisor:
                                f"internal error in {name} ({type(e).__name__}); carrying on",
                                exc_info=True)
             return False
+
+    def _watch(self):
+        """Look for stale checks; tell systemd how things are, and feed its watchdog only while
+        the loop turns and no check is stale."""
+        now = time.monotonic()
+        summary = None
+        if now >= self.next_watch:
+            self.freshness.update(self.config.checks, self.entries, now)
+            self.next_watch = now + WATCH_EVERY
+            if self.systemd.enabled and not self.stopping:
+                summary = self._summary()
+        self.systemd.tick(now, not self.freshness.checks, self.stopping, summary)
+
+    def _summary(self):
+        """STATUS= for systemctl status: one line."""
+        f = self.freshness
+        stale = f"{len(f.stale)} stale" + (f" ({len(f.checks)} check(s) without results)"
+                                           if f.checks else "")
+        return (f"{len(self.entries)} host(s), {stale}, {len(self.journal.open_jobs())} "
+                f"sequence(s) queued" + (", paused" if self.paused is not None else ""))
 
     def shutdown(self):
         log.info("stopping: no new checks or actions")
@@ -439,6 +464,7 @@ class Supervisor:
     def _finish_check(self, meta, results, read_at=None):
         now = time.monotonic()
         self.scheduler.done(meta["check"], meta["run"], meta["due"], now)
+        self.freshness.result(meta["check"], [r["host"] for r in results], now)
         check = meta["spec"]
         transitions, notes = self.committer.observe(check, results, now)
         for n in notes:
@@ -684,14 +710,18 @@ class Supervisor:
         return {"ok": True, "job": job}
 
     def status(self):
-        hosts = {host: dict(e, conflict=self.committer.in_conflict(host))
+        f = self.freshness
+        f.update(self.config.checks, self.entries, time.monotonic())
+        hosts = {host: dict(e, conflict=self.committer.in_conflict(host), stale=host in f.stale)
                  for host, e in sorted(self.entries.items())}
         return {"ok": True, "hosts": hosts,
                 "daemon": {"pid": os.getpid(), "home": str(self.home.root),
                            "started": self.started, "checks": len(self.config.checks),
                            "workers": len(self.pool.workers), "runner": self.runner_pid,
                            "record_error": self.record_error,
-                           "paused": self.paused is not None},
+                           "paused": self.paused is not None,
+                           "stale": {"hosts": f.stale, "checks": {
+                               cid: round(age, 1) for cid, age in sorted(f.checks.items())}}},
                 "queue": self.journal.open_jobs()}
 
 

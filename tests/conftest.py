@@ -111,10 +111,10 @@ class Home:
         path = self.root / "var/actions.log"
         return path.read_text().splitlines() if path.exists() else []
 
-    def cli(self, *args, check=False, timeout=60):
+    def cli(self, *args, check=False, timeout=60, env=None):
         result = subprocess.run([*self.cli_prefix, sys.executable, "-m", "hadaemon", "--home",
                                  str(self.root), *args],
-                                capture_output=True, text=True, timeout=timeout)
+                                capture_output=True, text=True, timeout=timeout, env=env)
         if check and result.returncode != 0:
             raise AssertionError(f"hadaemon {' '.join(args)} exited {result.returncode}: "
                                  f"{result.stderr}{result.stdout}")
@@ -140,10 +140,11 @@ class Daemon:
     in start mode a `log =` line the home adds to the [daemon] section it writes.
     """
 
-    def __init__(self, home, prefix=(), mode="run"):
+    def __init__(self, home, prefix=(), mode="run", env=None):
         self.home = home
         self.prefix = list(prefix)  # e.g. ip netns exec NS: a wrapper that execs the daemon
         self.mode = mode
+        self.env = env  # the daemon's environment (None: the test's)
         self.proc = None
         self.pid = None
 
@@ -152,13 +153,13 @@ class Daemon:
         self._err = open(self.home.root / "test-daemon.log", "a")
         if self.mode == "start":
             self.home.log_to_file()
-            r = self.home.cli("start", timeout=60)
+            r = self.home.cli("start", timeout=60, env=self.env)
             assert r.returncode == 0, f"start failed: {r.stderr}\n{self.home.log()}"
             self.pid = int((self.home.root / "var/hadaemon.pid").read_text())
             return self
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "hadaemon", "--home", str(self.home.root), "run"],
-            stdout=self._err, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=self._err, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         self.pid = self.proc.pid
         if wait_ready:
             wait_for(lambda: self.home.cli("status", "--json").returncode == 0 or self._died(),
@@ -259,8 +260,8 @@ def daemons(request):
     started = []
     mode = getattr(request, "param", "run")
 
-    def start(home, **kw):
-        d = Daemon(home, mode=mode).start(**kw)
+    def start(home, env=None, **kw):
+        d = Daemon(home, mode=mode, env=env).start(**kw)
         started.append(d)
         return d
     start.mode = mode
