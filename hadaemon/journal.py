@@ -84,12 +84,13 @@ class Journal:
                          " WHERE job = ? AND idx = ?",
                          (pid, started_mono, job_id, idx))
 
-    def step_finished(self, job_id, idx, rc, duration, output, error):
+    def step_finished(self, job_id, idx, rc, duration, output, error, finished=None):
+        """finished: when it ended, if that is written later (after a full disk)."""
         with self._store.transaction() as conn:
             conn.execute(
                 "UPDATE steps SET finished = ?, rc = ?, duration = ?, output = ?, error = ?"
                 " WHERE job = ? AND idx = ?",
-                (time.time(), rc, duration, output, error, job_id, idx))
+                (finished or time.time(), rc, duration, output, error, job_id, idx))
 
     def step_interrupted(self, job_id, idx, duration, output, why):
         """Cut short on purpose: the reason is kept, the step stays unfinished (to resume)."""

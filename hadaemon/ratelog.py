@@ -20,15 +20,18 @@ class RateLog:
         self.logger, self.every, self.clock = logger, every, clock
         self.failing = {}  # key -> [message, when last logged, times since not logged]
 
-    def report(self, key, level, message, exc_info=False):
+    def report(self, key, level, message, exc_info=False, changes=True):
         """Log message for key unless the same one was logged less than `every` seconds ago;
-        True if it was logged. exc_info: the current exception's traceback goes with it."""
+        True if it was logged. exc_info: the current exception's traceback goes with it.
+        changes=False: another message for the key is the same trouble (a full disk failing
+        each write, whatever it was about), counted like a repeat."""
         now = self.clock()
         last = self.failing.get(key)
-        if last and last[0] == message and now - last[1] < self.every:
+        same = last and (last[0] == message or not changes)
+        if same and now - last[1] < self.every:
             last[2] += 1
             return False
-        repeats = last[2] if last and last[0] == message else 0
+        repeats = last[2] if same else 0
         again = f" (and {repeats} more time(s) since)" if repeats else ""
         self.logger.log(level, "%s%s", message, again, exc_info=exc_info)
         self.failing[key] = [message, now, 0]

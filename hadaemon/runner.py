@@ -8,6 +8,11 @@ under it and its commits would vanish.
 Only one runner works a journal at a time (an flock on var/runner.lock): after a crash of the
 supervisor, a runner left behind finishes and records its current command, then leaves; the next
 one takes the lock and carries on from the first unfinished command.
+
+The runner never leaves on a database error (a full disk, a locked or unwritable journal): it
+retries the write with back-off, and nothing else starts meanwhile. The end of a command is known
+only here, so it is held until written; were it dropped, the next runner would run that command
+again.
 """
 
 import fcntl
@@ -16,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -24,11 +30,17 @@ from . import execute, logsetup
 from .fork import open_stdio, with_socket
 from .home import Home
 from .journal import Journal
+from .ratelog import RateLog
 from .store import Store
 from .table import Table
 
 log = logging.getLogger("hadaemon.runner")
 OUTPUT_KEEP = 4096  # bytes of a command's output kept in history
+RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between tries of a journal write that failed
+
+
+class GaveUp(Exception):
+    """A journal write was abandoned: the runner is stopping or orphaned."""
 
 
 class Runner:
@@ -38,6 +50,7 @@ class Runner:
         self.sock = sock
         self.parent = os.getppid()
         self.stop_at = None  # monotonic deadline once SIGTERM arrived
+        self.trouble = RateLog(log)  # journal writes that fail
 
     def main(self):
         logsetup.configure(self.home, self.settings["log"], self.settings["log_level"],
@@ -55,18 +68,44 @@ class Runner:
         # Not held: a command of a killed runner still runs. Whatever job comes next, its first
         # command waits for that one (wait_for_leftover).
         self.leftover = not _try_lock(self.command_lock)
-        store = Store(self.home.state_db)
-        self.journal, self.table = Journal(store), Table(store)
-        self.resume_check()
-        while not self.stopping() and not self.orphaned():
-            job = self.journal.next_job()
-            if job is not None and job["state"] != "running" and self.home.paused.exists():
-                job = None  # maintenance: a sequence under way finishes, no new one starts
-            if job is None:
-                if not self.wait_for_work():
-                    return
+        try:
+            store = self.durably("open the journal", Store, self.home.state_db)
+            self.journal, self.table = Journal(store), Table(store)
+            self.durably("record the jobs left open", self.resume_check)
+            while not self.stopping() and not self.orphaned():
+                job = self.durably("read the journal", self.journal.next_job)
+                if job is not None and job["state"] != "running" and self.home.paused.exists():
+                    job = None  # maintenance: a sequence under way finishes, no new one starts
+                if job is None:
+                    if not self.wait_for_work():
+                        return
+                    continue
+                self.run_job(job)
+        except GaveUp:
+            pass  # stopping or orphaned: what was not written, the next runner finds undone
+
+    def durably(self, what, call, *args, give_up=None):
+        """call(*args) until it raises no database error; its result. Retried with back-off,
+        logged once (then once a minute); the caller holds its place meanwhile, so nothing runs
+        out of order. GaveUp once give_up() (default: stopping or orphaned) says so."""
+        give_up = give_up or (lambda: self.stopping() or self.orphaned())
+        delay = RETRY_FIRST
+        while True:
+            try:
+                result = call(*args)
+            except sqlite3.Error as e:
+                self.trouble.report("journal", logging.ERROR,
+                                    f"cannot {what} in {self.home.state_db} ({e}): retrying; no "
+                                    "command starts meanwhile", changes=False)
+                if give_up():
+                    raise GaveUp(what) from None
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline and not self.stopping():
+                    time.sleep(0.1)  # slices: a SIGTERM must not wait for the back-off
+                delay = min(2 * delay, RETRY_MAX)
                 continue
-            self.run_job(job)
+            self.trouble.clear("journal", f"the journal can be written again; done: {what}")
+            return result
 
     def resume_check(self):
         """After a restart: jobs left open by the previous run whose transition no longer holds
@@ -116,7 +155,8 @@ class Runner:
             if result != "ok" and not step["keep_going"]:
                 failed = f"stopped at command {idx + 1}: {step['text']}"
                 break
-        self.journal.finish(job["id"], "failed" if failed else "done", failed)
+        self.durably(f"record the end of job #{job['id']}", self.journal.finish, job["id"],
+                     "failed" if failed else "done", failed)
         log.info("job #%d %s", job["id"], failed or "done")
         try:
             self.sock.send(f"done {job['id']}".encode())
@@ -124,15 +164,17 @@ class Runner:
             pass  # the supervisor is gone or busy: a manual hold then ends by its deadline
 
     def run_step(self, job, idx, step, resumed):
-        if not self.journal.step_started(job["id"], idx, resumed):
+        if not self.durably(f"record the start of {step['text']!r} (job #{job['id']})",
+                            self.journal.step_started, job["id"], idx, resumed):
             log.error("job #%d: command %d was already finished: not run again", job["id"],
                       idx + 1)
             return "ok"
         outcome, error = self.execute(
             job, step, resumed, pass_fds=(self.command_lock.fileno(),),
-            on_start=lambda pid: self.journal.step_pid(job["id"], idx, pid))
+            on_start=lambda pid: self.note_pid(job["id"], idx, pid))
         if outcome is None:
-            self.journal.step_finished(job["id"], idx, None, 0.0, "", error)
+            if not self.record_end(job, idx, step, None, 0.0, "", error):
+                return "interrupted"
             log.error("job #%d: %s: %s", job["id"], step["text"], error)
             return "error"
         output = outcome.output.decode("utf-8", "replace")
@@ -140,16 +182,47 @@ class Runner:
             # Cut short by shutdown: left unfinished so the next start resumes it.
             log.warning("job #%d: %s interrupted by shutdown after %.1fs; it will be resumed",
                         job["id"], step["text"], outcome.duration)
-            self.journal.step_interrupted(job["id"], idx, outcome.duration, output,
-                                          "interrupted by shutdown; resumed at the next start")
+            try:  # only the reason: the step stays unfinished whether this is written or not
+                self.durably(f"record why {step['text']!r} was cut short",
+                             self.journal.step_interrupted, job["id"], idx, outcome.duration,
+                             output, "interrupted by shutdown; resumed at the next start")
+            except GaveUp:
+                pass
             return "interrupted"
         error = outcome.reason()
-        self.journal.step_finished(job["id"], idx, outcome.rc, outcome.duration, output, error)
+        if not self.record_end(job, idx, step, outcome.rc, outcome.duration, output, error):
+            return "interrupted"
         ok = outcome.rc == 0 and not error
         (log.info if ok else log.error)("job #%d: %s exited %s in %.2fs%s", job["id"],
                                         step["text"], outcome.rc, outcome.duration,
                                         f" ({error})" if error else "")
         return "ok" if ok else "failed"
+
+    def record_end(self, job, idx, step, rc, duration, output, error):
+        """Write a command's end, however long that takes: held here, it is the only thing that
+        keeps the next runner from running the command again. An orphaned runner holds it too
+        (the next one waits on runner.lock); only a stop gives up, at the end of its grace. False
+        then: the command stays unfinished and the next start resumes it (HA_RESUMED=1)."""
+        finished = time.time()
+        try:
+            self.durably(f"record the end of {step['text']!r} (job #{job['id']})",
+                         self.journal.step_finished, job["id"], idx, rc, duration, output, error,
+                         finished, give_up=lambda: self.stopping()
+                         and time.monotonic() >= self.stop_at)
+            return True
+        except GaveUp:
+            log.error("job #%d: stopping before the end of %s could be recorded: the next "
+                      "start runs it again with HA_RESUMED=1", job["id"], step["text"])
+            return False
+
+    def note_pid(self, job_id, idx, pid):
+        """For the operator and the latency bench only: a command never waits for it."""
+        try:
+            self.journal.step_pid(job_id, idx, pid)
+        except sqlite3.Error as e:
+            self.trouble.report("journal", logging.ERROR,
+                                f"cannot record the pid of job #{job_id}'s command {idx + 1} in "
+                                f"{self.home.state_db} ({e})", changes=False)
 
     def execute(self, job, step, resumed, extra_env=(), **options):
         """Start one planned command and wait for it: (outcome, None), or (None, why it could

@@ -76,7 +76,14 @@ class Store:
                 raise
             self._depth -= 1
             if outer:
-                self.conn.execute("COMMIT")
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error:
+                    # A failed COMMIT (a full disk) may leave the transaction open; the next
+                    # BEGIN would fail for ever after.
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
         finally:
             if raise_sync:
                 self._sync(False)

@@ -62,7 +62,7 @@ class Supervisor:
         self.runner_deaths = Backoff(RUNNER_RESPAWN_DELAY, RUNNER_RESPAWN_MOST)
         self.runner_started = time.monotonic()
         self.next_flush = 0.0
-        self.record_error = None
+        self.record_error = None  # the last write that failed, for status; None once one works
         self.runner_pid = None
         self.runner_sock = None
         self.paused = None  # while paused: {"since", "statuses" at pause time}
@@ -482,42 +482,61 @@ class Supervisor:
 
     # -- transitions ------------------------------------------------------------------------
 
-    def commit(self, transition, now, observed_mono=None, note=None, write_table=True):
+    def commit(self, transition, now, observed_mono=None):
         """Write the status and queue its actions in one transaction, then tell the runner."""
+        try:
+            with self.store.transaction(durable=transition.manual):
+                job, steps, entry = self._enqueue(transition, observed_mono)
+        except sqlite3.Error as e:
+            self._cannot_record(f"{transition.host}: {transition.source} -> {transition.target}",
+                                e, "not committed, actions not started; the next result tries "
+                                "again")
+            return None
+        self._recorded()
+        self.committer.apply(transition, now)
+        self.entries[transition.host] = entry
+        run = self._queued(transition, job, steps)
+        if run and transition.manual:
+            # Its actions make the checks agree: hold contrary results until the sequence
+            # ends (the runner says so) or could have ended by its timeouts.
+            self.committer.hold(transition.host,
+                                now + sum(s["timeout"] for s in steps) + FLUSH_EVERY)
+            self.manual_jobs[job] = transition.host
+        if run:
+            self._wake_runner()
+        return job
+
+    def _enqueue(self, transition, observed_mono=None, note=None, write_table=True):
+        """Inside a transaction: the table row (unless write_table) and the job; returns
+        (job id, its steps, the table entry)."""
         d = self.config.daemon
         steps, env = actions.plan(self.config.sections, transition, d.action_timeout,
                                   d.on_failure)
         wall = time.time()
         entry = dict(self.entries.get(transition.host, {}), status=transition.target, since=wall)
-        try:
-            with self.store.transaction(durable=transition.manual):
-                if write_table:
-                    self.table.set(transition.host, entry)
-                job = self.journal.enqueue(transition, steps, env, wall, observed_mono,
-                                           paused=self.paused is not None, note=note)
-        except sqlite3.Error as e:
-            log.error("cannot record %s: %s -> %s in %s (%s): not committed, actions not "
-                      "started; the next result tries again", transition.host, transition.source,
-                      transition.target, self.home.state_db, e)
-            self.record_error = str(e)
-            return None
-        self.record_error = None
         if write_table:
-            self.committer.apply(transition, now)
-            self.entries[transition.host] = entry
+            self.table.set(transition.host, entry)
+        job = self.journal.enqueue(transition, steps, env, wall, observed_mono,
+                                   paused=self.paused is not None, note=note)
+        return job, steps, entry
+
+    def _queued(self, transition, job, steps):
+        """Log a recorded transition; True if its actions are to run now."""
         run = bool(steps) and self.paused is None
         log.info("transition %s: %s -> %s%s, job #%d with %d command(s)%s", transition.host,
                  transition.source, transition.target, " (manual)" if transition.manual else "",
                  job, len(steps), " (paused: not run)" if steps and not run else "")
-        if run:
-            if transition.manual:
-                # Its actions make the checks agree: hold contrary results until the sequence
-                # ends (the runner says so) or could have ended by its timeouts.
-                self.committer.hold(transition.host,
-                                    now + sum(s["timeout"] for s in steps) + FLUSH_EVERY)
-                self.manual_jobs[job] = transition.host
-            self._wake_runner()
-        return job
+        return run
+
+    def _cannot_record(self, what, error, consequence):
+        self.record_error = str(error)
+        self.errors.report("record", logging.ERROR, f"cannot record {what} in "
+                           f"{self.home.state_db} ({error}): {consequence}", changes=False)
+
+    def _recorded(self):
+        """A write went through: whatever could not be recorded before is over."""
+        self.record_error = None
+        self.errors.clear("record", f"recording in {self.home.state_db} works again")
 
     def _flush(self):
         if not self.dirty:
@@ -527,10 +546,9 @@ class Supervisor:
                 for host in self.dirty:
                     self.table.set(host, self.entries[host])
         except sqlite3.Error as e:
-            if self.record_error != str(e):
-                log.error("cannot record results in %s (%s); checks go on", self.home.state_db, e)
-            self.record_error = str(e)
+            self._cannot_record("results", e, "checks go on")
             return
+        self._recorded()
         self.dirty.clear()
 
     # -- reload and control -----------------------------------------------------------------
@@ -676,24 +694,43 @@ class Supervisor:
         return {"ok": True}
 
     def resume(self):
+        """Fire what changed during the pause. The jobs are committed before var/paused goes: a
+        resume that cannot record them stays paused and says so, and can simply be asked again."""
         if self.paused is None:
             return {"ok": False, "error": "not paused"}
+        fire = []
+        if self.config.daemon.on_resume == "last":
+            before = self.paused["statuses"]
+            fire = [Transition(host, before.get(host, UNKNOWN), status,
+                               dict(self.committer.committed))
+                    for host, status in sorted(self.committer.committed.items())
+                    if before.get(host, UNKNOWN) != status]
+        paused, self.paused = self.paused, None  # the jobs are queued, not skipped
+        try:
+            with self.store.transaction(durable=True):
+                jobs = [self._enqueue(t, note="fired on resume", write_table=False)
+                        for t in fire]
+        except sqlite3.Error as e:
+            self.paused = paused
+            self._cannot_record("the sequences to fire on resume", e, "still paused")
+            return {"ok": False, "error": f"cannot record the sequences to fire in "
+                    f"{self.home.state_db} ({e}): still paused, nothing fired; resume again "
+                    f"once it can be written"}
+        if fire:
+            self._recorded()
+        for t, (job, steps, _) in zip(fire, jobs):
+            self._queued(t, job, steps)
         try:
             self.home.paused.unlink()
         except FileNotFoundError:
             pass
         except OSError as e:
-            return {"ok": False, "error": f"cannot remove {self.home.paused}: {e.strerror}"}
-        before, self.paused = self.paused["statuses"], None
-        fired = []
-        if self.config.daemon.on_resume == "last":
-            now = time.monotonic()
-            for host, status in sorted(self.committer.committed.items()):
-                source = before.get(host, UNKNOWN)
-                if source != status:
-                    t = Transition(host, source, status, dict(self.committer.committed))
-                    if self.commit(t, now, note="fired on resume", write_table=False):
-                        fired.append(f"{host}: {source} -> {status}")
+            # The jobs wait (the runner starts none while var/paused exists); a second resume
+            # must not queue them again: the pause now starts from the statuses just fired.
+            self.paused = dict(paused, statuses=dict(self.committer.committed))
+            return {"ok": False, "error": f"cannot remove {self.home.paused}: {e.strerror}; "
+                    f"still paused, the sequences fired wait for the next resume"}
+        fired = [f"{t.host}: {t.source} -> {t.target}" for t in fire]
         log.warning("resumed; fired on resume (on_resume = %s): %s",
                     self.config.daemon.on_resume, ", ".join(fired) or "nothing")
         self._wake_runner()  # jobs queued before the pause waited for this

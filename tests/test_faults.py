@@ -532,6 +532,157 @@ def test_full_disk_is_reported_and_checks_go_on(home, daemons, small_var):
         filler.unlink, "full")
 
 
+# A check of db1 whose details change on every run (so each result is a write of the table), and
+# which counts its runs in state/runs; and an action that notes its arguments outside var/.
+COUNTED = """\
+#!/bin/sh
+echo x >> "$HA_HOME/state/runs"
+s=$(cat "$HA_HOME/state/db1"); n=$(wc -l < "$HA_HOME/state/runs")
+echo "{\\"host\\": \\"db1\\", \\"status\\": \\"$s\\", \\"details\\": {\\"run\\": \\"$n\\"}}"
+"""
+NOTE = """\
+#!/bin/sh
+echo "$(basename "$0") $* resumed=$HA_RESUMED" >> "$HA_HOME/acts.log"
+"""
+# Notes itself, then (unless resumed) fills var/ to the last byte: its own end cannot be recorded.
+FILL = """\
+#!/bin/sh
+echo "fill resumed=$HA_RESUMED" >> "$HA_HOME/acts.log"
+[ "$HA_RESUMED" = 1 ] || dd if=/dev/zero of="$HA_HOME/var/filler" bs=64k 2>/dev/null
+exit 0
+"""
+
+
+def _fill(var):
+    subprocess.run(["dd", "if=/dev/zero", f"of={var}/filler", "bs=64k"], capture_output=True)
+
+
+def _acts(home):
+    path = home.root / "acts.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _runs(state):
+    path = state / "runs"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _counted_setup(home, actions):
+    home.script("checks", "counted", COUNTED)
+    home.script("actions", "note", NOTE)
+    home.write("checks.conf", FAST + "[local]\ncounted\n")
+    home.write("actions.conf", actions)
+
+
+def _after_more_runs(state, n, what):
+    start = _runs(state)
+    wait_for(lambda: _runs(state) >= start + n, 30, what)
+
+
+def test_resume_on_a_full_disk_stays_paused_and_fires_once_space_returns(
+        home, daemons, small_var):
+    var, state = small_var
+    home.script("actions", "note", NOTE)
+    home.write("actions.conf", "[up_to_down]\nnote fired\n")
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "up")
+    home.cli("pause", check=True)
+    (state / "db1").write_text("down\n")
+    wait_for(lambda: status_of(home, "db1") == "down", 20, "down committed while paused")
+    _fill(var)
+    r = home.cli("resume")
+    assert r.returncode == 1, r.stdout
+    assert len(r.stderr.splitlines()) == 1 and "cannot record" in r.stderr, r.stderr
+    assert "still paused" in r.stderr
+    st = home.status()
+    assert st["daemon"]["paused"] is True and (var / "paused").exists()
+    assert "full" in st["daemon"]["record_error"]
+    (var / "filler").unlink()
+    home.cli("resume", check=True)
+    wait_for(lambda: _acts(home) == ["note fired resumed=0"], 20, "the sequence ran")
+    st = home.status()
+    assert st["daemon"]["paused"] is False and st["daemon"]["record_error"] is None
+    fired = [h for h in home.history() if h["note"] == "fired on resume"]
+    assert [(h["from"], h["to"], h["state"]) for h in fired] == [("up", "down", "done")]
+    assert home.cli("resume").returncode == 1  # not paused: nothing fires twice
+    assert _acts(home) == ["note fired resumed=0"]
+    assert d.stop() == 0
+
+
+def test_a_command_whose_end_cannot_be_recorded_is_not_run_again(home, daemons, small_var):
+    var, state = small_var
+    _counted_setup(home, "[up_to_down]\nfill\nnote after-fill\n[down_to_up]\nnote next-job\n")
+    home.script("actions", "fill", FILL)
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "up")
+    runner = home.status()["daemon"]["runner"]
+    (state / "db1").write_text("down\n")
+    wait_for(lambda: "cannot record the end of 'fill'" in home.log(), 20, "the end not recorded")
+    (state / "db1").write_text("up\n")  # cannot be committed either while the disk is full
+    wait_for(lambda: home.status()["hosts"]["db1"]["observed"] == "up", 20, "up observed")
+    _after_more_runs(state, 30, "three seconds of checks on a full disk")  # the runner respawn
+    st = home.status()                                                  # delay is one second
+    assert st["daemon"]["runner"] == runner  # it did not leave
+    assert st["hosts"]["db1"]["status"] == "down" and st["daemon"]["record_error"]
+    assert _acts(home) == ["fill resumed=0"]  # nothing after it ran, nor it again
+    (var / "filler").unlink()
+    wait_for(lambda: len(_acts(home)) == 3, 30, "the rest ran once space returned")
+    assert _acts(home) == ["fill resumed=0", "note after-fill resumed=0",
+                           "note next-job resumed=0"]
+    down, up = [h for h in home.history() if h["to"] in ("down", "up")][-2:]
+    assert (down["to"], down["state"], down["resumed"]) == ("down", "done", False)
+    assert [c["outcome"] for c in down["commands"]] == ["ok", "ok"]
+    assert (up["to"], up["state"]) == ("up", "done")
+    assert home.status()["daemon"]["runner"] == runner
+    assert home.log().count("cannot record the end of 'fill'") == 1
+    assert "the journal can be written again" in home.log()
+    assert d.stop() == 0
+
+
+def test_a_stop_gives_up_an_unwritten_end_after_its_grace_and_the_next_start_resumes_it(
+        home, daemons, small_var):
+    """The window left: the end is only in the runner's memory, and a stop ends the runner."""
+    var, state = small_var
+    _counted_setup(home, "[up_to_down]\nfill\nnote after-fill\n")
+    home.write("checks.conf", FAST + "grace = 1\n[local]\ncounted\n")
+    home.script("actions", "fill", FILL)
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "up")
+    (state / "db1").write_text("down\n")
+    wait_for(lambda: "cannot record the end of 'fill'" in home.log(), 20, "the end not recorded")
+    assert d.stop() == 0
+    assert "stopping before the end of fill could be recorded" in home.log()
+    (var / "filler").unlink()
+    daemons(home)
+    wait_for(lambda: len(_acts(home)) == 3, 30, "resumed at the next start")
+    assert _acts(home) == ["fill resumed=0", "fill resumed=1", "note after-fill resumed=1"]
+
+
+def test_cannot_record_is_logged_once_and_status_clears_on_the_next_write(
+        home, daemons, small_var):
+    var, state = small_var
+    _counted_setup(home, "[up_to_down]\nnote down\n")
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "up")
+    _fill(var)
+    filled = time.monotonic()
+    wait_for(lambda: home.status()["daemon"]["record_error"], 20, "results cannot be written")
+    (state / "db1").write_text("down\n")  # a transition proposed, and refused, every result
+    _after_more_runs(state, 40, "forty results on a full disk")
+    (state / "db1").write_text("up\n")  # back: no transition left to commit
+    wait_for(lambda: home.status()["hosts"]["db1"]["observed"] == "up", 20, "up observed")
+    lines = [line for line in home.log().splitlines() if "cannot record" in line]
+    assert 1 <= len(lines) <= 2 + int((time.monotonic() - filled) / 60), lines
+    assert "full" in home.status()["daemon"]["record_error"]
+    (var / "filler").unlink()
+    # Only results are written now (details change every run): that is enough to clear it.
+    wait_for(lambda: home.status()["daemon"]["record_error"] is None, 20, "the warning cleared")
+    assert "cannot record" not in home.cli("status").stdout
+    assert home.log().count("works again") == 1
+    assert status_of(home, "db1") == "up" and _acts(home) == []
+    assert d.stop() == 0
+
+
 def test_start_on_a_read_only_var_is_one_clear_line(home, small_var):
     var, _ = small_var
     subprocess.run(["mount", "-o", "remount,ro", str(var)], check=True)

@@ -73,3 +73,16 @@ def test_backoff_doubles_up_to_its_most_and_a_success_resets_it():
     assert not b.ready(10.5) and b.ready(11.0)
     b.succeeded()
     assert b.ready(10.0) and b.failed(10.0) == 0.1
+
+
+def test_a_trouble_whose_message_changes_is_still_logged_once_a_period(caplog):
+    """changes=False: a full disk fails every write, each about something else."""
+    clock = Clock()
+    r = RateLog(logging.getLogger("t"), every=60.0, clock=clock)
+    with caplog.at_level(logging.INFO, "t"):
+        for n in range(100):
+            r.report("record", logging.ERROR, f"cannot record h{n}", changes=False)
+            clock.now += 1.0  # 100 errors over 100 seconds
+        r.clear("record", "works again")
+        assert caplog.messages == ["cannot record h0", "cannot record h60 (and 59 more time(s) "
+                                   "since)", "works again (39 failure(s) since the last line)"]
