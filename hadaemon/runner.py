@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import execute, logsetup
+from . import actions, execute, listfiles, logsetup
 from .fork import open_stdio
 from .home import Home
 from .journal import Journal
@@ -160,13 +160,16 @@ class Runner:
             argv = [self.home.find_action(step["argv"][0])] + step["argv"][1:]
         except LookupError as e:
             return None, str(e)
-        env = execute.base_environment(self.home.root, dict(
-            job["env"], HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"]),
-            **dict(extra_env)))
+        inline, files = actions.spill(job["env"])
         log.info("job #%d: running %s", job["id"], " ".join(step["argv"]))
-        return execute.run(argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
-                           kill_leftovers=False, user=self.settings.get("user") or None,
-                           deadline_hook=lambda: self.stop_at, **options), None
+        with listfiles.opened(files) as (file_env, fds):
+            env = execute.base_environment(self.home.root, dict(
+                inline, **file_env, HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"]),
+                **dict(extra_env)))
+            options["pass_fds"] = tuple(options.get("pass_fds", ())) + fds
+            return execute.run(argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
+                               kill_leftovers=False, user=self.settings.get("user") or None,
+                               deadline_hook=lambda: self.stop_at, **options), None
 
     def wait_for_leftover(self):
         """A command of a dead runner may still run: never let two copies overlap.
