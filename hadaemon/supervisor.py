@@ -54,6 +54,8 @@ class Supervisor:
         self.runner_due = 0.0
         self.paused = None  # while paused: {"since", "statuses" at pause time}
         self.manual_jobs = {}  # job id -> host held by a manual transition until the job ends
+        self.pruned_below = 0  # jobs under this id are pruned from the journal
+        self.prune_error = None
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -401,6 +403,7 @@ class Supervisor:
         return job
 
     def _flush(self):
+        self._prune()
         if not self.dirty:
             return
         try:
@@ -413,6 +416,20 @@ class Supervisor:
             self.record_error = str(e)
             return
         self.dirty.clear()
+
+    def _prune(self):
+        """Old finished jobs go, at most once per flush (FLUSH_EVERY), off the path from a
+        result to its commit; a failure only delays it."""
+        try:
+            self.pruned_below = self.journal.prune(self.config.daemon.keep_jobs,
+                                                   self.pruned_below)
+        except sqlite3.Error as e:
+            if self.prune_error != str(e):
+                log.warning("cannot prune old jobs from %s (%s); tried again every %gs",
+                            self.home.state_db, e, FLUSH_EVERY)
+            self.prune_error = str(e)
+            return
+        self.prune_error = None
 
     # -- reload and control -----------------------------------------------------------------
 
