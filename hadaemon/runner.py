@@ -163,9 +163,10 @@ class Runner:
         inline, files = actions.spill(job["env"])
         log.info("job #%d: running %s", job["id"], " ".join(step["argv"]))
         with listfiles.opened(files) as (file_env, fds):
-            env = execute.base_environment(self.home.root, dict(
-                inline, **file_env, HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"]),
-                **dict(extra_env)))
+            env = dict(inline)
+            env.update(file_env)  # over a status named `<s>-file`: the daemon's names win
+            env.update(HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"]))
+            env = execute.base_environment(self.home.root, dict(env, **dict(extra_env)))
             options["pass_fds"] = tuple(options.get("pass_fds", ())) + fds
             return execute.run(argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
                                kill_leftovers=False, user=self.settings.get("user") or None,

@@ -141,7 +141,7 @@ def db_size(home):
 
 
 def test_state_file_stops_growing_while_a_thousand_hosts_flap(home, daemons):
-    keep, flapping = 10, 20
+    keep, flapping = 10, 10
     setup_home(home, "[up_to_down]\n/bin/true\n\n[down_to_up]\n/bin/true\n",
                extra=f"keep_jobs = {keep}\n")
     daemons(home)
@@ -153,13 +153,12 @@ def test_state_file_stops_growing_while_a_thousand_hosts_flap(home, daemons):
             down = flap.round % 2 == 1
             set_statuses(home, {i: "down" for i in range(flapping)} if down else {})
             last = HOSTS + flap.round * flapping
-            wait_for(lambda: (lambda s: not s["queue"] and all(
-                s["hosts"][NAMES[i]]["status"] == ("down" if down else "up")
-                for i in range(flapping)))(home.status()), 60, f"round {flap.round}")
-            wait_for(lambda: home.history()[-1]["id"] == last, 30, f"job #{last}")
+            # FIFO: when the round's last job has ended, all of them have
+            wait_for(lambda: (lambda h: h["id"] == last and h["state"] == "done")(
+                home.history()[-1]), 60, f"round {flap.round}")
     flap.round = 0
 
-    flap(5)  # N = 100 jobs with commands
+    flap(5)  # N = 50 jobs with commands
     wait_for(lambda: len(home.history()) == keep, 30, "pruned")
     first = db_size(home)
     flap(10)  # 3N
@@ -169,8 +168,9 @@ def test_state_file_stops_growing_while_a_thousand_hosts_flap(home, daemons):
     assert [h["id"] for h in history] == list(range(last - keep + 1, last + 1))
     assert all(h["state"] == "done" and h["commands"][0]["outcome"] == "ok" for h in history)
     grown = db_size(home) - first
-    # Each job's environment alone is ~254 KB: 200 more jobs kept would add ~50 MB.
-    assert grown < 4 * 1024 * 1024, (first, grown)
+    # Each job's environment alone is ~254 KB: 100 more jobs kept would add ~25 MB. What may
+    # vary is how many jobs were open at once (each holds its environment until it ends).
+    assert grown < first // 4 + 1024 * 1024, (first, grown)
     with sqlite3.connect(f"file:{home.root}/var/state.db?mode=ro", uri=True) as conn:
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == keep
         assert conn.execute("SELECT count(*) FROM jobs WHERE env != '{}'").fetchone()[0] == 0
