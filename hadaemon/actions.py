@@ -3,8 +3,15 @@
 All matching sections run as one sequence, in the order they appear in actions.conf, so the
 file reads top to bottom as what happens. Expansion uses the table as it is right after the
 transition (its snapshot), so a sequence resumed after a crash runs with the same arguments.
+
+Linux refuses to start a program whose one argument or environment string passes 128 KiB
+(MAX_ARG_STRLEN), or whose arguments and environment together pass ARG_MAX: with a thousand
+long host names even /bin/true would fail. So a host list too long for the environment is
+handed over as a file (spill), and a command whose expanded words would pass a limit is refused
+before its sequence starts, never half-way through it (plan).
 """
 
+import os
 import re
 
 from .names import variable
@@ -26,8 +33,20 @@ def values(transition):
     return result
 
 
+WORD_LIMIT = 128 * 1024 - 1  # bytes of one argument: MAX_ARG_STRLEN counts the final NUL
+# Bytes of a command's arguments (each counted with its NUL and pointer): half of ARG_MAX at
+# most, which leaves the other half for the environment (under ENV_LISTS_LIMIT and a few
+# fixed variables) and the program path resolved at run time.
+ARGV_LIMIT = min(1024 * 1024, max(os.sysconf("SC_ARG_MAX"), 128 * 1024) // 2)
+
+
+class TooLong(ValueError):
+    """A command's expansion Linux would refuse to start (E2BIG)."""
+
+
 def expand(words, vals):
-    """Expand one command's words; raise KeyError(name) for a variable with no value.
+    """Expand one command's words; raise KeyError(name) for a variable with no value, TooLong
+    for a result Linux would refuse.
 
     A word that is exactly one variable becomes one argument per host; a variable inside a
     longer word becomes the hosts joined by commas. '%%' is a literal '%'.
@@ -41,7 +60,20 @@ def expand(words, vals):
 
         def one(match):
             return "%" if match.group(0) == "%%" else ",".join(_lookup(vals, match.group(1)))
-        argv.append(TOKEN_RE.sub(one, word))
+        arg = TOKEN_RE.sub(one, word)
+        size = len(arg.encode())
+        if size > WORD_LIMIT:
+            names = " ".join(f"%{n.upper()}%" for n in TOKEN_RE.findall(word) if n)
+            raise TooLong(f"{names} inside the word {word!r} makes one argument of {size} "
+                          f"bytes, over Linux's limit of {WORD_LIMIT} (a word that is exactly "
+                          f"the variable gives one argument per host)")
+        argv.append(arg)
+    size = sum(len(a.encode()) + 9 for a in argv)  # its NUL and its pointer
+    if size > ARGV_LIMIT:
+        names = " ".join(sorted({f"%{n.upper()}%" for w in words for n in TOKEN_RE.findall(w)
+                                 if n}))
+        raise TooLong(f"{names} make {len(argv)} arguments of {size} bytes in all, over the "
+                      f"limit of {ARGV_LIMIT} (half of this system's ARG_MAX, at most 1 MiB)")
     return argv
 
 
@@ -66,10 +98,37 @@ def environment(transition, vals):
     return env
 
 
+ENV_LIST_LIMIT = 16 * 1024  # bytes of one HA_ variable set in the environment
+ENV_LISTS_LIMIT = 64 * 1024  # bytes of all of them together
+
+
+def spill(env):
+    """Split a job's HA_ variables into those set inline and those handed over as files.
+
+    Smallest first (then by name, so a resumed command gets the same split), a variable is set
+    inline while it and the running total stay within ENV_LIST_LIMIT and ENV_LISTS_LIMIT; any
+    other becomes {name: its hosts, one per line} for a file named by NAME_FILE, and NAME is
+    not set. Returns (inline, files).
+    """
+    inline, files, total = {}, {}, 0
+    for name, value in sorted(env.items(), key=lambda kv: (len(kv[1].encode()), kv[0])):
+        size = len(name) + len(value.encode()) + 2  # '=' and the NUL
+        if size <= ENV_LIST_LIMIT and total + size <= ENV_LISTS_LIMIT:
+            inline[name] = value
+            total += size
+        else:
+            files[name] = "".join(f"{host}\n" for host in value.split())
+    return inline, files
+
+
 def plan(sections, transition, timeout, on_failure):
-    """The steps of the transition's sequence: each with argv, or the error that stops it."""
+    """The steps of the transition's sequence: each with argv, or the error that stops it.
+
+    A command Linux would refuse to start (TooLong) refuses the whole sequence: every step
+    gets the reason and `refused`, so none runs (journal.initial_state records it failed).
+    """
     vals = values(transition)
-    steps = []
+    steps, refused = [], None
     for section in matching(sections, transition):
         for command in section.commands:
             step = {"section": section.name, "text": command.text, "where": command.where,
@@ -79,5 +138,10 @@ def plan(sections, transition, timeout, on_failure):
                 step["argv"] = expand(command.words, vals)
             except KeyError as e:
                 step["error"] = f"variable %{e.args[0]}% has no value (no host has that status)"
+            except TooLong as e:
+                refused = refused or f"{command.where}: {command.text!r}: {e}"
             steps.append(step)
+    if refused:
+        for step in steps:
+            step.update(argv=None, error=f"sequence refused: {refused}", refused=True)
     return steps, environment(transition, vals)

@@ -39,6 +39,7 @@ class DaemonSettings:
     user: str = ""  # run checks and actions as this user
     socket_group: str = ""  # group allowed on the control socket (default: owner only)
     on_resume: str = "last"  # last | none: what `resume` fires for hosts that changed meanwhile
+    keep_jobs: int = 1000  # finished jobs kept in the journal (history); older ones are pruned
 
 
 @dataclass(frozen=True)
@@ -258,13 +259,14 @@ CHOICES = {"on_failure": ("stop", "continue"), "corrupt_table": ("moveaside", "r
            "strict": ("auto", "yes", "no"), "on_resume": ("last", "none"),
            "log_level": ("debug", "info", "warning", "error")}
 MINIMUM = {"interval": 0.01, "timeout": 0.01, "workers": 1, "confirm": 1, "hold_down": 0.0,
-           "action_timeout": 0.01, "max_jobs": 1, "output_limit": 1024, "grace": 0.0}
+           "action_timeout": 0.01, "max_jobs": 1, "output_limit": 1024, "grace": 0.0,
+           "keep_jobs": 1}
 DAY = 86400.0
 # workers: a pool, not a fork bomb; output_limit: a result must fit one message; the rest: a
 # typo of a few digits is refused rather than obeyed (a check that never runs again).
 MAXIMUM = {"workers": 256, "output_limit": 256 * 1024, "interval": DAY, "timeout": DAY,
            "hold_down": DAY, "action_timeout": DAY, "grace": DAY, "confirm": 1000,
-           "max_jobs": 10 ** 9}
+           "max_jobs": 10 ** 9, "keep_jobs": 10 ** 9}
 
 
 def _convert(key, value, kind):

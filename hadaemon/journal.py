@@ -3,17 +3,32 @@
 The supervisor enqueues (in the same transaction as the table write); the runner takes jobs in
 id order, writes a step row *before* it starts a command and completes it *after*, so after any
 crash the first unfinished command is known and a finished one is never run again.
+
+What a job stores: its plan (expanded arguments: what history shows and a resume runs again)
+and, while it is open, its environment (every status's hosts: a resumed command must get the
+same). A job that will not run (nothing to run, paused, refused) stores no environment, and a
+finished one drops it in the transaction that finishes it: it never runs again and history does
+not show it. So only open jobs hold a copy of the host lists, and prune() keeps the newest
+`keep_jobs` finished ones. SQLite reuses the pages freed: the file stops growing, it does not
+shrink.
 """
 
 import json
+import logging
 import time
+
+log = logging.getLogger("hadaemon")
 
 OPEN = ("queued", "running")
 
 
 def initial_state(steps, paused, note=None):
     """A new job's state and note (this journal's and cluster mode's): a transition with no
-    actions, or committed while paused, is history only."""
+    actions, or committed while paused, is history only; a sequence refused at planning
+    (actions.plan) fails before any of its commands runs."""
+    refused = next((s["error"] for s in steps if s.get("refused")), None)
+    if refused:
+        return "failed", f"not run: {refused}"
     state = "skipped" if steps and paused else "queued" if steps else "done"
     return state, (note or "paused: no action fired") if state == "skipped" else note
 
@@ -33,9 +48,13 @@ class Journal:
                 "INSERT INTO jobs (host, source, target, manual, created, state, plan, env,"
                 " finished, observed_mono, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (transition.host, transition.source, transition.target, int(transition.manual),
-                 now or time.time(), state, json.dumps(steps), json.dumps(env),
+                 now or time.time(), state, json.dumps(steps),
+                 json.dumps(env if state == "queued" else {}),
                  None if state == "queued" else (now or time.time()), observed_mono, note))
-            return cur.lastrowid
+        if state == "failed":
+            log.error("job #%d %s: %s -> %s: %s", cur.lastrowid, transition.host,
+                      transition.source, transition.target, note)
+        return cur.lastrowid
 
     def last_id(self):
         return self._store.conn.execute("SELECT max(id) FROM jobs").fetchone()[0] or 0
@@ -100,6 +119,22 @@ class Journal:
 
     def finish(self, job_id, state, note=None):
         with self._store.transaction() as conn:
-            conn.execute("UPDATE jobs SET state = ?, finished = ?, note = COALESCE(?, note)"
-                         " WHERE id = ?",
+            conn.execute("UPDATE jobs SET state = ?, finished = ?, note = COALESCE(?, note),"
+                         " env = '{}' WHERE id = ?",
                          (state, time.time(), note, job_id))
+
+    def prune(self, keep, below=0):
+        """Delete the jobs (and their steps) under the newest `keep` ids and under the oldest
+        open job, as cluster mode does with its records. Returns the first id kept; `below`:
+        the one returned last time (nothing to do unless it moved: no write at all)."""
+        conn = self._store.conn
+        floor = (conn.execute("SELECT max(id) FROM jobs").fetchone()[0] or 0) - keep + 1
+        oldest_open = conn.execute("SELECT min(id) FROM jobs WHERE state IN ('queued',"
+                                   " 'running')").fetchone()[0]
+        floor = min(floor, oldest_open or floor)
+        if floor <= below:
+            return below
+        with self._store.transaction() as conn:  # ids only grow: a job added since is above
+            conn.execute("DELETE FROM steps WHERE job < ?", (floor,))
+            conn.execute("DELETE FROM jobs WHERE id < ?", (floor,))
+        return floor

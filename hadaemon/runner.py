@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import execute, logsetup
+from . import actions, execute, listfiles, logsetup
 from .fork import open_stdio, with_socket
 from .home import Home
 from .journal import Journal
@@ -36,6 +36,7 @@ from .table import Table
 
 log = logging.getLogger("hadaemon.runner")
 OUTPUT_KEEP = 4096  # bytes of a command's output kept in history
+LOG_ARGV = 400  # characters of a command line the log shows
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between tries of a journal write that failed
 
 
@@ -233,13 +234,19 @@ class Runner:
             argv = [self.home.find_action(step["argv"][0])] + step["argv"][1:]
         except LookupError as e:
             return None, str(e)
-        env = execute.base_environment(self.home.root, dict(
-            job["env"], HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"]),
-            **dict(extra_env)))
-        log.info("job #%d: running %s", job["id"], " ".join(step["argv"]))
-        return execute.run(argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
-                           kill_leftovers=False, user=self.settings.get("user") or None,
-                           deadline_hook=lambda: self.stop_at, **options), None
+        inline, files = actions.spill(job["env"])
+        line = " ".join(step["argv"])  # a host list can make it hundreds of KiB: not in the log
+        log.info("job #%d: running %s", job["id"],
+                 line if len(line) <= LOG_ARGV else f"{line[:LOG_ARGV]}... ({len(line)} bytes)")
+        with listfiles.opened(files) as (file_env, fds):
+            env = dict(inline)
+            env.update(file_env)  # over a status named `<s>-file`: the daemon's names win
+            env.update(HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"]))
+            env = execute.base_environment(self.home.root, dict(env, **dict(extra_env)))
+            options["pass_fds"] = tuple(options.get("pass_fds", ())) + fds
+            return execute.run(argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
+                               kill_leftovers=False, user=self.settings.get("user") or None,
+                               deadline_hook=lambda: self.stop_at, **options), None
 
     def wait_for_leftover(self):
         """A command of a dead runner may still run: never let two copies overlap.

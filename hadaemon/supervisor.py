@@ -70,6 +70,7 @@ class Supervisor:
         self.freshness = Freshness()
         self.systemd = notify.Reporter(notify.Notifier.from_environment())
         self.next_watch = 0.0
+        self.pruned_below = 0  # jobs under this id are pruned from the journal
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -539,6 +540,7 @@ class Supervisor:
         self.errors.clear("record", f"recording in {self.home.state_db} works again")
 
     def _flush(self):
+        self._prune()
         if not self.dirty:
             return
         try:
@@ -550,6 +552,19 @@ class Supervisor:
             return
         self._recorded()
         self.dirty.clear()
+
+    def _prune(self):
+        """Old finished jobs go, at most once per flush (FLUSH_EVERY), off the path from a
+        result to its commit; a failure only delays it."""
+        try:
+            self.pruned_below = self.journal.prune(self.config.daemon.keep_jobs,
+                                                   self.pruned_below)
+        except sqlite3.Error as e:
+            self.errors.report("prune", logging.WARNING, f"cannot prune old jobs from "
+                               f"{self.home.state_db} ({e}); tried again every {FLUSH_EVERY:g}s",
+                               changes=False)
+            return
+        self.errors.clear("prune")
 
     # -- reload and control -----------------------------------------------------------------
 
