@@ -103,8 +103,12 @@ def load(home):
 
 
 def _trusted_paths(home, checks, sections):
-    """(where, path) of everything strict mode vets: both files and every program they name."""
-    paths = [(str(home.checks_conf), home.checks_conf)]
+    """(where, path) of everything strict mode vets: the home and its folders (a program that
+    appears in actions/ later would shadow one found on PATH), both files, and every program
+    they name. A missing folder is safe: only who may write the home could create it."""
+    paths = [("", d) for d in (home.root, home.etc, home.checks_dir, home.actions_dir)
+             if d == home.root or d.exists()]
+    paths.append((str(home.checks_conf), home.checks_conf))
     if home.actions_conf.exists():
         paths.append((str(home.actions_conf), home.actions_conf))
     paths += [(c.where, c.argv[0]) for c in checks]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Home, status_of, wait_for
+from hadaemon import security
+from conftest import STATUS_FROM_FILES, Home, status_of, wait_for
 
 FAST = "[daemon]\ninterval = 0.1\n"
 
@@ -153,3 +154,85 @@ def test_hostile_host_names_never_reach_an_action(home, daemons):
     wait_for(lambda: "unsafe host name '$(id)'" in home.log(), 20, "rejection")
     assert home.status()["hosts"] == {}
     assert home.actions_log() == []
+
+
+# -- strict mode covers the home's folders; a program name resolves once ----------------------
+
+OTHER_UID = 12345  # no user of the machine: "another user" without creating one
+REFUSED = "is owned by uid 12345, not root or the daemon user"
+
+
+def _strict_lines(stderr):
+    return [line for line in stderr.splitlines() if "strict mode" in line]
+
+
+@needs_root
+def test_strict_mode_refuses_an_actions_folder_another_user_owns(home):
+    """Issue 10: actions.conf names only a program on PATH, so no file under actions/ was
+    vetted; whoever owns actions/ could add actions/logger later, and it would run as root."""
+    home.write("checks.conf", "[daemon]\nstrict = yes\n[local]\nstatus_from_files db1\n")
+    home.write("actions.conf", "[*_to_up]\nlogger hadaemon-test\n")
+    actions = (home.root / "actions").resolve()
+    assert home.cli("check-config").returncode == 0
+    os.chown(actions, OTHER_UID, -1)
+    for command in ("check-config", "start"):
+        r = home.cli(command, timeout=30)
+        assert r.returncode == 1, r.stdout
+        assert _strict_lines(r.stderr) == [
+            f"error: strict mode: {actions} {REFUSED} (chown it, or set strict = no in [daemon])"]
+    assert not (home.root / "var/hadaemon.pid").exists()
+
+
+@pytest.fixture
+def plugin(tmp_path):
+    """A check outside the home, named by its absolute path (as a Nagios plugin is): no check
+    program lies under checks/."""
+    path = tmp_path / "plugins/status_from_files"
+    path.parent.mkdir()
+    path.write_text(STATUS_FROM_FILES)
+    path.chmod(0o755)
+    return path
+
+
+@needs_root
+@pytest.mark.parametrize("folder", [".", "etc", "checks", "actions"])
+def test_strict_mode_refuses_home_folders_others_can_write(home, daemons, plugin, folder):
+    """The folders themselves, even when no program the config names lies in them: start,
+    check-config and reload refuse them with one line naming the folder."""
+    home.write("checks.conf", FAST + f"[local]\n{plugin} db1\n")
+    home.write("actions.conf", "[*_to_*]\necho %HOST% %TO%\n")
+    home.set_status("db1", "up")
+    daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "up")
+    path = (home.root / folder).resolve()
+    path.chmod(0o777)
+    for command in ("check-config", "reload"):
+        r = home.cli(command)
+        assert r.returncode == 1 and _strict_lines(r.stderr) == [
+            f"error: strict mode: {path} is writable by others (chmod go-w {path}, "
+            f"or set strict = no in [daemon])"], r.stderr
+    assert "reload refused, keeping the running config" in home.log()
+    home.set_status("db1", "down")  # the running config still works
+    wait_for(lambda: status_of(home, "db1") == "down", 20, "down")
+    path.chmod(0o755)
+    os.chown(path, OTHER_UID, -1)
+    r = home.cli("check-config")
+    assert r.returncode == 1 and len(_strict_lines(r.stderr)) == 1 and REFUSED in r.stderr
+    assert str(path) in _strict_lines(r.stderr)[0]
+
+
+# -- the pure parts ------------------------------------------------------------------------------
+
+def test_an_unsafe_folder_is_reported_once_for_everything_under_it(tmp_path):
+    bad = tmp_path / "bad"
+    (bad / "sub").mkdir(parents=True)
+    bad.chmod(0o775)
+    (tmp_path / "sticky").mkdir(mode=0o777)
+    (tmp_path / "sticky").chmod(0o1777)
+    first = security.problems([("", bad), ("x.conf:3", bad / "sub"), ("", tmp_path / "sticky")])
+    assert first == [f"strict mode: {bad} is writable by its group (chmod go-w {bad}, "
+                     f"or set strict = no in [daemon])"]
+    # A path named with a `where` first: the line says where, once.
+    second = security.problems([("x.conf:3", bad / "sub"), ("", bad)])
+    assert second == [f"x.conf:3: {first[0]}"]
+
