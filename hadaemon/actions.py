@@ -131,9 +131,12 @@ def plan(sections, transition, timeout, on_failure):
     steps, refused = [], None
     for section in matching(sections, transition):
         for command in section.commands:
+            # program: resolved when the config was loaded and checked, journalled with the
+            # step, so that what runs, also after a restart, is what was checked.
             step = {"section": section.name, "text": command.text, "where": command.where,
                     "keep_going": command.keep_going or on_failure == "continue",
-                    "timeout": timeout, "argv": None, "error": None}
+                    "timeout": timeout, "program": command.program, "argv": None,
+                    "error": None}
             try:
                 step["argv"] = expand(command.words, vals)
             except KeyError as e:

@@ -10,7 +10,7 @@ import re
 import shlex
 import socket
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from . import history
 from .etcd import parse_endpoints
@@ -28,6 +28,8 @@ class ClusterSettings:
     ttl: int = 10  # leader lease, seconds
     margin: float = 0.0  # fencing margin, seconds (0: a third of ttl)
     fence: str = ""  # optional command the new leader runs before its first sequence
+    # its program as resolved at load (not a setting: config._settings skips derived fields)
+    fence_program: str = field(default="", metadata={"derived": True})
     timeout: float = 0.0  # one etcd request, seconds (0: ttl / 10, at most 1s)
     keep_jobs: int = 1000  # finished jobs kept in etcd (history); older ones are pruned
 
@@ -86,7 +88,8 @@ def load(home, section, problems):
                         f"pip install 'hadaemon[cluster]'")
     if settings.fence:
         try:
-            home.find_action(shlex.split(settings.fence)[0])
+            settings = replace(settings,
+                               fence_program=home.find_action(shlex.split(settings.fence)[0]))
         except (LookupError, ValueError, IndexError) as e:
             check("fence", False, f"cannot run it ({e})")
     return settings if len(problems) == before else None

@@ -58,7 +58,7 @@ class CheckSpec:
 class Command:
     text: str  # verbatim, as written
     words: tuple  # shlex-split, variables not yet expanded
-    program: str  # words[0] as resolved at load time (the runner resolves again at run time)
+    program: str  # words[0] resolved at load time, once: the path every step of it runs
     keep_going: bool  # '-' prefix: the sequence goes on if this command fails
     where: str
 
@@ -95,22 +95,37 @@ def load(home):
         sections = _read_actions(home, problems)
     except ConfigError as e:
         problems += e.problems
-    if not problems and security.enabled(daemon.strict):
-        problems += security.problems(_trusted_paths(home, checks, sections))
     cluster = clustermod.load(home, cluster_section, problems) if cluster_section else None
+    if not problems and security.enabled(daemon.strict):
+        problems += security.problems(_trusted_paths(home, checks, sections, cluster))
     if problems:
         raise ConfigError(problems)
     return Config(daemon, checks, sections, cluster)
 
 
-def _trusted_paths(home, checks, sections):
-    """(where, path) of everything strict mode vets: both files and every program they name."""
-    paths = [(str(home.checks_conf), home.checks_conf)]
+def _trusted_paths(home, checks, sections, cluster):
+    """(where, path) of everything strict mode vets: the home and its folders (a program that
+    appears in actions/ later would shadow one found on PATH), both files, and every program
+    they name. A missing folder is safe: only who may write the home could create it."""
+    paths = [("", d) for d in (home.root, home.etc, home.checks_dir, home.actions_dir)
+             if d == home.root or d.exists()]
+    paths.append((str(home.checks_conf), home.checks_conf))
     if home.actions_conf.exists():
         paths.append((str(home.actions_conf), home.actions_conf))
     paths += [(c.where, c.argv[0]) for c in checks]
     paths += [(cmd.where, cmd.program) for s in sections for cmd in s.commands]
+    if cluster and cluster.fence:
+        paths.append((f"{home.checks_conf}: [cluster] fence", cluster.fence_program))
     return paths
+
+
+def programs(config):
+    """{program name: the path it resolved to when this config was loaded and checked}: what
+    the cluster runner runs for a step planned on any node (its home may be elsewhere)."""
+    found = {cmd.words[0]: cmd.program for s in config.sections for cmd in s.commands}
+    if config.cluster and config.cluster.fence:
+        found[shlex.split(config.cluster.fence)[0]] = config.cluster.fence_program
+    return found
 
 
 # -- checks.conf -------------------------------------------------------------------------------
@@ -220,8 +235,8 @@ def _settings(path, section, cls, defaults, problems, vet=None):
     """vet: {key: function(value)} for what a type cannot say (a file, a user): it raises
     ValueError with the reason."""
     changes = {}
-    for key, (lineno, value) in _keys(path, section, [f.name for f in fields(cls)],
-                                      problems).items():
+    known = [f.name for f in fields(cls) if not f.metadata.get("derived")]
+    for key, (lineno, value) in _keys(path, section, known, problems).items():
         try:
             changes[key] = _convert(key, value, type(getattr(defaults, key)))
             if vet and key in vet:

@@ -43,6 +43,15 @@ class ClusterRunner(Runner):
         self.error = None
         self.held_back = None  # id of the job whose next command waits for the lease
 
+    def program(self, step):
+        """What this node's config resolved the name to at load or reload: the step may have
+        been planned on another node, whose home is elsewhere."""
+        word = step["argv"][0]
+        if word not in self.settings["programs"]:
+            raise LookupError(f"{word!r} is not a program of {self.me}'s config as loaded "
+                              f"(each node runs what its own actions.conf resolved)")
+        return self.settings["programs"][word]
+
     # -- lease ----------------------------------------------------------------------------------
 
     def holder(self, lease=None):

@@ -87,6 +87,18 @@ class Home:
             raise LookupError(f"{_name(word)} is neither in {self.actions_dir} nor on PATH")
         return found
 
+    def resolved(self, program, word):
+        """The program a step was planned with, if it is still runnable. Never a new lookup: a
+        name resolves once, when the config is loaded, by the rule strict mode checked."""
+        if not program:
+            raise LookupError(f"{_name(word)}: no program was resolved for it when the config "
+                              f"was loaded")
+        try:
+            return _executable(Path(program), word)
+        except LookupError as e:
+            raise LookupError(f"{e} (resolved from {_name(word)} when the config was loaded; "
+                              f"not looked up again)") from None
+
 
 def _name(word):
     """A program name for a message, cut short if a broken config made it huge."""

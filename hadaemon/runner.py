@@ -231,7 +231,7 @@ class Runner:
         if step["error"]:
             return None, f"{step['error']} ({step['where']})"
         try:
-            argv = [self.home.find_action(step["argv"][0])] + step["argv"][1:]
+            argv = [self.home.resolved(self.program(step), step["argv"][0])] + step["argv"][1:]
         except LookupError as e:
             return None, str(e)
         inline, files = actions.spill(job["env"])
@@ -247,6 +247,11 @@ class Runner:
             return execute.run(argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
                                kill_leftovers=False, user=self.settings.get("user") or None,
                                deadline_hook=lambda: self.stop_at, **options), None
+
+    def program(self, step):
+        """The path resolved at load, journalled with the step (an older journal's step has
+        none: the running config's)."""
+        return step.get("program") or self.settings["programs"].get(step["argv"][0])
 
     def wait_for_leftover(self):
         """A command of a dead runner may still run: never let two copies overlap.

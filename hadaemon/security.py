@@ -1,7 +1,8 @@
 """Strict mode: refuse scripts and configs that someone other than root could have changed.
 
 hadaemon usually runs as root and executes what the config names, so a check or action script, a
-config file, or any directory above them that another user can write is a way to root. Like
+config file, the home's own folders (where a program may appear later: actions/NAME comes before
+PATH), or any directory above them that another user can write is a way to root. Like
 keepalived's enable_script_security, such a path is refused. A world-writable directory with the
 sticky bit (/tmp) is accepted: others cannot replace the entries in it that they do not own.
 """
@@ -15,12 +16,13 @@ def enabled(setting):
 
 
 def problems(paths):
-    """paths: (where, path) pairs. One message per unsafe path, prefixed with its `where`."""
+    """paths: (where, path) pairs. One message per unsafe component, prefixed with the `where`
+    of the first path that has it (none if where is empty: the message names the path)."""
     trusted = {0, os.geteuid()}
-    found, seen = [], set()
+    found, seen = [], {}
     for where, path in paths:
         for problem in _walk(os.path.realpath(path), trusted, seen):
-            found.append(f"{where}: {problem}")
+            found.append(f"{where}: {problem}" if where else problem)
     return found
 
 
@@ -28,7 +30,8 @@ def _walk(path, trusted, seen):
     """Check path and every directory above it, top-down; stop at the first problem.
 
     Every component must be owned by a trusted uid, which is what makes a sticky directory safe:
-    the entry below it is trusted, and others cannot rename or delete it.
+    the entry below it is trusted, and others cannot rename or delete it. seen: component ->
+    whether it was safe; an unsafe one is reported once, for the first path under it.
     """
     parts = []
     while path not in parts:
@@ -36,7 +39,10 @@ def _walk(path, trusted, seen):
         path = os.path.dirname(path)
     for p in reversed(parts):
         if p in seen:
-            continue
+            if seen[p]:
+                continue
+            return
+        seen[p] = False
         try:
             st = os.stat(p)
         except OSError as e:
@@ -52,4 +58,4 @@ def _walk(path, trusted, seen):
             yield (f"strict mode: {p} is writable by {who} (chmod go-w {p}, "
                    f"or set strict = no in [daemon])")
             return
-        seen.add(p)
+        seen[p] = True

@@ -350,7 +350,7 @@ class Supervisor:
         d = self.config.daemon
         return {"log": d.log, "log_level": d.log_level, "foreground": self.foreground,
                 "grace": d.grace, "user": d.user, "action_timeout": d.action_timeout,
-                "resume_upto": self.resume_upto}
+                "resume_upto": self.resume_upto, "programs": configmod.programs(self.config)}
 
     def _on_runner(self, sock, events):
         try:

@@ -477,6 +477,32 @@ def test_a_section_can_name_the_node_that_runs_it(cluster):
         (leader, "on-leader"), ("db2", "plumb"), ("db3", "on-db3")]
 
 
+def test_a_node_runs_what_its_own_config_resolved_and_nothing_looked_up_later(cluster):
+    """A step planned by the leader runs on another node as that node's config resolved it at
+    its last reload: an actions/echo created since does not shadow the echo on PATH, and a
+    program that node's actions.conf does not name is not looked up at all."""
+    nodes, log = cluster(names=("db1", "db2", "db3"),
+                         actions="[slave_to_master on %HOST%]\necho %HOST%\n-printf x\n")
+    leader = start_all(nodes, db1="slave", db2="slave")
+    node = next(n for n in nodes if n.name in ("db1", "db2") and n.name != leader)
+    node.write("actions.conf", "[slave_to_master on %HOST%]\necho %HOST%\n")
+    assert node.cli("reload").returncode == 0
+    node.script("actions", "echo", "#!/bin/sh\necho shadow \"$@\"\n")
+    node.script("actions", "printf", "#!/bin/sh\necho shadow\n")
+    everywhere(nodes, node.name, "master")
+
+    def finished():
+        jobs = [h for h in json.loads(node.cli("history", "--json").stdout)
+                if h["host"] == node.name and h["to"] == "master"]
+        return jobs and jobs[-1]["state"] in ("done", "failed") and jobs[-1]
+    job = wait_for(finished, 30, "the job done")
+    assert [(c["node"], c["output"]) for c in job["commands"]] == [
+        (node.name, f"{node.name}\n"), (node.name, "")]
+    assert job["commands"][1]["error"] == (
+        f"'printf' is not a program of {node.name}'s config as loaded (each node runs what its "
+        f"own actions.conf resolved)")
+
+
 @pytest.fixture
 def netcluster(tmp_path, server):
     why = netns_possible()

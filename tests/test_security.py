@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Home, status_of, wait_for
+from hadaemon import actions, config as configmod, security
+from hadaemon.commit import Transition
+from hadaemon.home import Home as HomeDirs
+from hadaemon.inifile import ConfigError
+from conftest import STATUS_FROM_FILES, Home, status_of, wait_for
 
 FAST = "[daemon]\ninterval = 0.1\n"
 
@@ -153,3 +157,211 @@ def test_hostile_host_names_never_reach_an_action(home, daemons):
     wait_for(lambda: "unsafe host name '$(id)'" in home.log(), 20, "rejection")
     assert home.status()["hosts"] == {}
     assert home.actions_log() == []
+
+
+# -- strict mode covers the home's folders; a program name resolves once ----------------------
+
+OTHER_UID = 12345  # no user of the machine: "another user" without creating one
+REFUSED = "is owned by uid 12345, not root or the daemon user"
+
+
+def _strict_lines(stderr):
+    return [line for line in stderr.splitlines() if "strict mode" in line]
+
+
+@needs_root
+def test_strict_mode_refuses_an_actions_folder_another_user_owns(home):
+    """Issue 10: actions.conf names only a program on PATH, so no file under actions/ was
+    vetted; whoever owns actions/ could add actions/logger later, and it would run as root."""
+    home.write("checks.conf", "[daemon]\nstrict = yes\n[local]\nstatus_from_files db1\n")
+    home.write("actions.conf", "[*_to_up]\nlogger hadaemon-test\n")
+    actions = (home.root / "actions").resolve()
+    assert home.cli("check-config").returncode == 0
+    os.chown(actions, OTHER_UID, -1)
+    for command in ("check-config", "start"):
+        r = home.cli(command, timeout=30)
+        assert r.returncode == 1, r.stdout
+        assert _strict_lines(r.stderr) == [
+            f"error: strict mode: {actions} {REFUSED} (chown it, or set strict = no in [daemon])"]
+    assert not (home.root / "var/hadaemon.pid").exists()
+
+
+@pytest.fixture
+def plugin(tmp_path):
+    """A check outside the home, named by its absolute path (as a Nagios plugin is): no check
+    program lies under checks/."""
+    path = tmp_path / "plugins/status_from_files"
+    path.parent.mkdir()
+    path.write_text(STATUS_FROM_FILES)
+    path.chmod(0o755)
+    return path
+
+
+@needs_root
+@pytest.mark.parametrize("folder", [".", "etc", "checks", "actions"])
+def test_strict_mode_refuses_home_folders_others_can_write(home, daemons, plugin, folder):
+    """The folders themselves, even when no program the config names lies in them: start,
+    check-config and reload refuse them with one line naming the folder."""
+    home.write("checks.conf", FAST + f"[local]\n{plugin} db1\n")
+    home.write("actions.conf", "[*_to_*]\necho %HOST% %TO%\n")
+    home.set_status("db1", "up")
+    daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "up")
+    path = (home.root / folder).resolve()
+    path.chmod(0o777)
+    for command in ("check-config", "reload"):
+        r = home.cli(command)
+        assert r.returncode == 1 and _strict_lines(r.stderr) == [
+            f"error: strict mode: {path} is writable by others (chmod go-w {path}, "
+            f"or set strict = no in [daemon])"], r.stderr
+    assert "reload refused, keeping the running config" in home.log()
+    home.set_status("db1", "down")  # the running config still works
+    wait_for(lambda: status_of(home, "db1") == "down", 20, "down")
+    path.chmod(0o755)
+    os.chown(path, OTHER_UID, -1)
+    r = home.cli("check-config")
+    assert r.returncode == 1 and len(_strict_lines(r.stderr)) == 1 and REFUSED in r.stderr
+    assert str(path) in _strict_lines(r.stderr)[0]
+
+
+def _jobs_done(home, count):
+    def done():
+        h = home.history()
+        return len(h) >= count and all(e["state"] in ("done", "failed") for e in h) and h
+    return done
+
+
+def test_a_program_appearing_in_actions_after_load_does_not_run_until_a_reload(home, daemons):
+    """`echo` resolved to the PATH program at load: an actions/echo created afterwards does not
+    change what runs (the runner never looks the name up again) until a reload resolves anew."""
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    home.write("actions.conf", "[*_to_*]\necho %TO%\n")
+    home.set_status("db1", "up")
+    daemons(home)
+    wait_for(_jobs_done(home, 1), 20, "the first job")
+    home.script("actions", "echo", "#!/bin/sh\necho shadow \"$@\"\n")
+    home.set_status("db1", "down")
+    last = wait_for(_jobs_done(home, 2), 20, "the second job")[-1]
+    assert (last["to"], last["state"]) == ("down", "done")
+    assert last["commands"][0]["output"] == "down\n"
+    assert home.cli("reload").returncode == 0
+    home.set_status("db1", "up")
+    last = wait_for(_jobs_done(home, 3), 20, "the third job")[-1]
+    assert last["commands"][0]["output"] == "shadow up\n"
+
+
+SLOW_ONCE = """\
+#!/bin/sh
+[ "$HA_RESUMED" = 1 ] && exit 0
+exec sleep 60
+"""
+
+
+def test_a_resumed_job_runs_the_program_resolved_when_it_was_committed(home, daemons):
+    """The resolved path is journalled with each step: a job interrupted by a stop and resumed
+    at the next start runs what was resolved then, though the new start resolves `echo` to an
+    actions/echo created meanwhile."""
+    home.write("checks.conf", FAST + "grace = 0\n[local]\nstatus_from_files db1\n")
+    home.script("actions", "slow", SLOW_ONCE)
+    home.write("actions.conf", "[*_to_down]\nslow\necho %TO%\n")
+    home.set_status("db1", "down")
+    d = daemons(home)
+    wait_for(lambda: home.history() and home.history()[-1]["commands"][0]["outcome"] == "running",
+             20, "slow running")
+    assert d.stop() == 0
+    home.script("actions", "echo", "#!/bin/sh\necho shadow \"$@\"\n")
+    daemons(home)
+    job = wait_for(_jobs_done(home, 1), 20, "the job resumed and finished")[-1]
+    assert job["resumed"] and job["state"] == "done"
+    assert job["commands"][1]["output"] == "down\n"
+
+
+def test_a_program_gone_since_load_fails_its_command_and_is_not_looked_up_again(home, daemons):
+    """actions/true resolved at load; once it is gone, the command fails with the reason in
+    history, rather than running /usr/bin/true found on PATH."""
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    script = home.script("actions", "true", "#!/bin/sh\nexit 0\n").resolve()
+    home.write("actions.conf", "[*_to_*]\ntrue\n")
+    home.set_status("db1", "up")
+    daemons(home)
+    assert wait_for(_jobs_done(home, 1), 20, "the first job")[-1]["state"] == "done"
+    script.unlink()
+    home.set_status("db1", "down")
+    last = wait_for(_jobs_done(home, 2), 20, "the second job")[-1]
+    assert last["state"] == "failed"
+    assert last["commands"][0]["error"] == (
+        f"{script} does not exist (resolved from 'true' when the config was loaded; "
+        f"not looked up again)")
+
+
+# -- the pure parts ------------------------------------------------------------------------------
+
+def test_an_unsafe_folder_is_reported_once_for_everything_under_it(tmp_path):
+    bad = tmp_path / "bad"
+    (bad / "sub").mkdir(parents=True)
+    bad.chmod(0o775)
+    (tmp_path / "sticky").mkdir(mode=0o777)
+    (tmp_path / "sticky").chmod(0o1777)
+    first = security.problems([("", bad), ("x.conf:3", bad / "sub"), ("", tmp_path / "sticky")])
+    assert first == [f"strict mode: {bad} is writable by its group (chmod go-w {bad}, "
+                     f"or set strict = no in [daemon])"]
+    # A path named with a `where` first: the line says where, once.
+    second = security.problems([("x.conf:3", bad / "sub"), ("", bad)])
+    assert second == [f"x.conf:3: {first[0]}"]
+
+
+def _load(tmp_path, checks, actions_text):
+    root = Home(tmp_path / "home").root  # the test home: etc/, checks/record..., actions/record
+    (root / "etc/checks.conf").write_text(checks)
+    (root / "etc/actions.conf").write_text(actions_text)
+    return HomeDirs(root.resolve()), configmod.load(HomeDirs(root.resolve()))
+
+
+def test_each_planned_step_carries_the_program_resolved_at_load(tmp_path):
+    home, config = _load(tmp_path, "[local]\nstatus_from_files db1\n",
+                         "[*_to_up]\nrecord %HOST%\n-echo %TO%\n")
+    steps, _ = actions.plan(config.sections, Transition("db1", "down", "up", {"db1": "up"}),
+                            5.0, "stop")
+    assert [(s["program"], s["argv"]) for s in steps] == [
+        (str(home.actions_dir / "record"), ["record", "db1"]), ("/usr/bin/echo", ["echo", "up"])]
+    assert configmod.programs(config) == {"record": str(home.actions_dir / "record"),
+                                          "echo": "/usr/bin/echo"}
+
+
+def test_the_cluster_fence_resolves_once_and_strict_mode_vets_it(tmp_path):
+    cluster = ("[cluster]\netcd = http://127.0.0.1:2379\nnode = n1\nfence = stonith -x\n"
+               "[local]\nstatus_from_files db1\n")
+    fence = tmp_path / "home/actions/stonith"
+    fence.parent.mkdir(parents=True)
+    fence.write_text("#!/bin/sh\n")
+    fence.chmod(0o755)
+    home, config = _load(tmp_path, cluster, "")
+    assert configmod.programs(config) == {"stonith": str(home.actions_dir / "stonith")}
+    fence.chmod(0o775)
+    with pytest.raises(ConfigError) as e:
+        configmod.load(home)
+    assert e.value.problems == [f"{home.checks_conf}: [cluster] fence: strict mode: "
+                                f"{home.actions_dir / 'stonith'} is writable by its group "
+                                f"(chmod go-w {home.actions_dir / 'stonith'}, or set strict = "
+                                f"no in [daemon])"]
+
+
+def test_the_resolved_fence_is_not_a_setting(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, "[cluster]\netcd = http://127.0.0.1:2379\nfence_program = /bin/sh\n"
+                        "[local]\nstatus_from_files db1\n", "")
+    assert "unknown setting 'fence_program' in [cluster]" in e.value.problems[0]
+
+
+def test_a_planned_program_is_run_only_if_still_there(tmp_path):
+    home = HomeDirs(tmp_path)
+    script = tmp_path / "prog"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    assert home.resolved(str(script), "prog") == str(script)
+    script.chmod(0o644)
+    with pytest.raises(LookupError, match=f"^{script} is not executable \\(resolved from "
+                                          f"'prog' when the config was loaded; not looked"):
+        home.resolved(str(script), "prog")
+    with pytest.raises(LookupError, match="'prog': no program was resolved for it"):
+        home.resolved(None, "prog")
