@@ -129,10 +129,8 @@ class Agent:
                 return
             self.ensure_lease(now)
             self.publish()
-            (live, table), (seq,), header = self.etcd.read([self.keys.live, self.keys.table],
-                                                           [self.keys.seq])
-            if not self.trust(clusterid.found(self.keys, live, header,
-                                             seq.get(self.keys.seq, (None,))[0], True)):
+            (live, table), seen = clusterid.look(self.etcd, self.keys, self.keys.table)
+            if not self.trust(seen):
                 self.report()
                 return
             table, broken = self.etable.parse(table)
@@ -232,8 +230,7 @@ class Agent:
         """A look at etcd while refusing: released by a re-initialisation; meanwhile this node's
         refusal, with what it knows, stays in live/refusal/NODE for `hadaemon cluster-init`."""
         self.ensure_lease(now, join=False)
-        (live,), (seq,), header = self.etcd.read([self.keys.live], [self.keys.seq])
-        seen = clusterid.found(self.keys, live, header, seq.get(self.keys.seq, (None,))[0], True)
+        (live,), seen = clusterid.look(self.etcd, self.keys)
         if clusterid.verdict(self.memory, seen, self.me)[0] == "adopt":
             log.warning("cluster %s re-initialised (marker %s generation %d): node %s acts "
                         "again", self.c.name, seen["marker"]["id"], seen["marker"]["generation"],

@@ -38,8 +38,15 @@ def found(keys, live, header, seq_raw=None, seq_known=False):
     return {"marker": marker, "marker_rev": raw[2] if raw else 0,
             "etcd_cluster": str(header.get("cluster_id", "")),
             "revision": int(header.get("revision", 0)),
-            "seq": (int(seq_raw) if seq_raw else 0) if seq_known else None,
+            "seq": (int(seq_raw) if seq_raw else 0) if seq_known else None, "seq_raw": seq_raw,
             "refusals": refusals}
+
+
+def look(etcd, keys, *prefixes):
+    """One read of live/, the other prefixes and the job counter: ([range of live/, then of
+    each prefix], found() of it)."""
+    ranges, (seq,), header = etcd.read([keys.live, *prefixes], [keys.seq])
+    return ranges, found(keys, ranges[0], header, seq.get(keys.seq, (None,))[0], True)
 
 
 def _object(raw):

@@ -25,17 +25,14 @@ class NotDone(Exception):
 
 def survey(etcd, keys):
     """What etcd holds now: clusterid.found() plus what a re-initialisation rewrites."""
-    (live, jobs, table), (seq,), header = etcd.read([keys.live, keys.jobs, keys.table],
-                                                    [keys.seq])
-    seq_raw = seq.get(keys.seq, (None,))[0]
-    seen = clusterid.found(keys, live, header, seq_raw, True)
+    (live, jobs, table), seen = clusterid.look(etcd, keys, keys.jobs, keys.table)
     records = {}
     for key, (value, _, _) in jobs.items():
         job = json_or_empty(value)
         if isinstance(job.get("id"), int):
             records[job["id"]] = job
     open_ids = sorted(int(k[len(keys.open):]) for k in live if k.startswith(keys.open))
-    seen.update(marker_raw=live.get(keys.marker, (None,))[0], seq_raw=seq_raw,
+    seen.update(marker_raw=live.get(keys.marker, (None,))[0],
                 top_job=max(records, default=0), hosts=sorted(k[len(keys.table):] for k in table),
                 open={i: records.get(i) for i in open_ids})
     return seen

@@ -106,7 +106,7 @@ def test_the_highest_job_id_is_noted_and_saved_at_once(tmp_path):
 def survey(marker=None, seq=2, open_jobs=None, hosts=()):
     seen = look(marker=marker, seq=seq, revision=10)
     seen.update(top_job=seq, open=open_jobs or {}, hosts=list(hosts),
-                marker_raw=None, seq_raw=None)
+                marker_raw=None)
     return seen
 
 
