@@ -725,7 +725,8 @@ def test_an_etcd_restored_from_an_older_snapshot_is_refused_until_cluster_init(c
     etcd.restore(snap)
     wait_for(lambda: refusing(nodes), 60, "every node refuses the snapshot")
     time.sleep(2 * TTL)
-    # etcd says db1 master, db2 slave again: trusted, that would fire both a second time
+    # etcd says db1 master, db2 slave again, and holds the nodes' old opinions too: trusted
+    # (as on 53def2d), every mirror silently went back to that and job ids 3, 4 came next again
     assert len(read_log(log)) == 4, read_log(log)
     for n in nodes:
         reason = n.cluster()["refused"]
@@ -744,3 +745,33 @@ def test_an_etcd_restored_from_an_older_snapshot_is_refused_until_cluster_init(c
     everywhere(nodes, "db1", "master")
     wait_for(lambda: len(read_log(log)) == 5, 30, "the next transition")
     assert read_log(log)[4].endswith("job=5 db1 slave->master resumed=0 db1"), read_log(log)
+
+
+def test_cluster_init_writes_statuses_counter_marker_and_closes_open_jobs(etcd):
+    """What `cluster-init --yes` writes over an older snapshot's state, and that a second
+    write from the same (now stale) survey is refused whole."""
+    from hadaemon import reinit
+    from hadaemon.cluster import Keys
+    from hadaemon.etcd import Etcd as Client, jput, parse_endpoints, put
+    client, keys = Client(parse_endpoints(etcd.endpoints)), Keys("/hatest/")
+    assert client.txn([], [
+        jput(keys.marker, {"id": "abc", "generation": 1}), put(keys.seq, "3"),
+        jput(keys.job(3), {"id": 3, "state": "running", "holder": "n1/1/1"}),
+        put(keys.open_job(3), ""), put(keys.claim(3), "n1/1/1"),
+        jput(keys.table + "db1", {"status": "master"}), jput(keys.table + "db9", {"status": "up"})])
+    seen = reinit.survey(client, keys)
+    sources = {"n1": {"node": "n1", "reason": "etcd is at revision 2", "marker": "abc",
+                      "generation": 1, "refused_generation": 1, "seq": 5, "revision": 40,
+                      "table": {"db1": {"status": "slave", "since": 1.0, "manual": False}},
+                      "paused": None}}
+    plan = reinit.plan(seen, sources)
+    reinit.write(client, keys, seen, plan)
+    assert json.loads(client.get(keys.marker))["generation"] == 2
+    assert client.get(keys.seq) == b"5"
+    assert json.loads(client.get(keys.job(3)))["state"] == "abandoned"
+    assert client.get(keys.open_job(3)) is None and client.get(keys.claim(3)) is None
+    assert sorted(client.range(keys.table)) == [keys.table + "db1"]
+    assert json.loads(client.get(keys.table + "db1"))["status"] == "slave"
+    with pytest.raises(reinit.NotDone, match="etcd changed while cluster-init wrote"):
+        reinit.write(client, keys, seen, plan)
+    assert json.loads(client.get(keys.marker))["generation"] == 2
