@@ -16,7 +16,7 @@ import shlex
 import signal
 import time
 
-from . import actions, config as configmod
+from . import actions, clusterid, config as configmod
 from .cluster import (Keys, child_logging, combine, identity, is_us, json_or_empty,
                       split_live, step_node)
 from .commit import Transition
@@ -62,6 +62,7 @@ class Agent:
         self.pruned = 0  # job ids up to this one are pruned from etcd
         self.error, self.unreachable_since = None, None
         self.not_joined = None  # why this node is not in the cluster (its name is taken)
+        self.memory, self.saved = {}, 0.0  # what this node remembers of etcd (clusterid.py)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -70,6 +71,12 @@ class Agent:
         signal.signal(signal.SIGTERM, self._terminate)
         self.sock.setblocking(False)  # a report the loop cannot take now is dropped, not waited on
         log.info("cluster agent for node %s: etcd %s, ttl %ds", self.me, self.c.etcd, self.c.ttl)
+        problems = []
+        self.memory = clusterid.load(self.home, self.c.name, problems)
+        for p in problems:
+            log.error("%s: read as nothing remembered", p)
+        if self.memory.get("refused"):
+            self.say_refusal()
         next_tick = 0.0
         while not self.stopping and os.getppid() == self.parent:
             wait = max(0.0, next_tick - time.monotonic())
@@ -98,6 +105,10 @@ class Agent:
         message = json.loads(data)
         if "opinions" in message:
             self.opinions = message["opinions"]
+        if "mirror" in message and self.sent_table is None:
+            # The supervisor's mirror of the committed table: what this node reports as the
+            # table it knows if it refuses etcd before it could read the table there.
+            self.table = self.sent_table = message["mirror"]
         if "request" in message:
             self.requests.append(message["request"])
         if message.get("reload"):
@@ -112,10 +123,17 @@ class Agent:
     def tick(self):
         now = time.monotonic()
         try:
+            if self.memory.get("refused"):
+                self.refusing(now)
+                self.report()
+                return
             self.ensure_lease(now)
             self.publish()
-            live = self.etcd.range(self.keys.live)
-            table, broken = self.etable.items()
+            (live, table), seen = clusterid.look(self.etcd, self.keys, self.keys.table)
+            if not self.trust(seen):
+                self.report()
+                return
+            table, broken = self.etable.parse(table)
         except EtcdUnavailable as e:
             self.unreachable(e, now)
             self.report()
@@ -151,6 +169,7 @@ class Agent:
     def unreachable(self, e, now):
         if self.unreachable_since is None:
             self.unreachable_since = now
+            self.save()  # the highest revision seen, before etcd comes back from a snapshot
             log.warning("etcd unreachable: %s; nothing is committed or started until it is back",
                         e)
         self.error = str(e)
@@ -159,17 +178,96 @@ class Agent:
                       "committing nothing more", self.me, self.c.fence_margin)
             self.leader = None
 
+    # -- is it our etcd? ---------------------------------------------------------------------
+
+    def trust(self, seen):
+        """Whether etcd holds this cluster (clusterid.verdict); remembers what it saw. False
+        (nothing more done this tick) when it refuses, or when it just failed to initialise."""
+        what, reason = clusterid.verdict(self.memory, seen, self.me)
+        if what == "refuse":
+            self.refuse(reason, seen)
+            return False
+        if what == "init":
+            marker = clusterid.new_marker(self.me, seen)
+            ok, answer = self.etcd.txn_full([absent(self.keys.marker)],
+                                            [jput(self.keys.marker, marker)])
+            if not ok:
+                return False  # another node was first: adopted on the next look
+            revision = int(answer["header"]["revision"])
+            seen = dict(seen, marker=marker, marker_rev=revision, revision=revision)
+            log.info("cluster %s initialised: marker %s written to etcd (cluster id %s, "
+                     "revision %d)", self.c.name, marker["id"], seen["etcd_cluster"], revision)
+        if what in ("init", "adopt"):
+            if what == "adopt":
+                log.info("etcd holds cluster %s: marker %s generation %d", self.c.name,
+                         seen["marker"]["id"], seen["marker"]["generation"])
+            self.memory = clusterid.adopted(self.c.name, seen, self.memory)
+            self.save()
+        elif clusterid.noted(self.memory, seen) or time.monotonic() >= self.saved + \
+                clusterid.SAVE_EVERY:
+            self.save()
+        return True
+
+    def refuse(self, reason, seen):
+        """Stop acting on etcd: the leader key, node key and opinions go with the lease; the
+        refusal is remembered, so a restart does not forget it."""
+        self.memory = clusterid.refused(self.c.name, self.memory, reason, seen)
+        self.save()
+        self.say_refusal()
+        if self.lease:
+            self.etcd.revoke(self.lease)
+        self.lease, self.leader, self.leader_rev = None, None, None
+        if self.requests:
+            log.warning("dropped %d operator request(s) not yet handed on", len(self.requests))
+            self.requests = []
+
+    def say_refusal(self):
+        log.error("etcd does not hold this cluster's data: %s. Node %s commits nothing and runs "
+                  "no job until an operator runs `hadaemon cluster-init` (docs/cluster.md)",
+                  self.memory["refused"], self.me)
+
+    def refusing(self, now):
+        """A look at etcd while refusing: released by a re-initialisation; meanwhile this node's
+        refusal, with what it knows, stays in live/refusal/NODE for `hadaemon cluster-init`."""
+        self.ensure_lease(now, join=False)
+        (live,), seen = clusterid.look(self.etcd, self.keys)
+        if clusterid.verdict(self.memory, seen, self.me)[0] == "adopt":
+            log.warning("cluster %s re-initialised (marker %s generation %d): node %s acts "
+                        "again", self.c.name, seen["marker"]["id"], seen["marker"]["generation"],
+                        self.me)
+            self.memory = clusterid.adopted(self.c.name, seen, self.memory)
+            self.save()
+            self.etcd.revoke(self.lease)  # the refusal goes; the next look joins afresh
+            self.lease = None
+            return
+        self.error, self.unreachable_since = None, None
+        value = json.dumps(clusterid.report(self.me, self.memory, self.table, self.paused),
+                           sort_keys=True)
+        key = self.keys.refusal(self.me)
+        if live.get(key, (b"",))[0].decode() != value:
+            self.etcd.txn([], [put(key, value, self.lease)])
+
+    def save(self):
+        if self.memory:
+            try:
+                clusterid.save(self.home, self.memory)
+            except OSError as e:
+                log.error("cannot write %s: %s", clusterid.path(self.home), e)
+            self.saved = time.monotonic()
+
     # -- lease and publication ------------------------------------------------------------------
 
-    def ensure_lease(self, now):
+    def ensure_lease(self, now, join=True):
         if self.lease is None:
             t0 = time.monotonic()
             lease = self.etcd.grant(self.c.ttl)
-            self.join(lease)
+            if join:
+                self.join(lease)
             self.lease, self.valid_until = lease, t0 + self.c.ttl
             self.published = None
             self.next_keepalive = t0 + self.keepalive_every()
-            log.info("node %s joined with lease %x", self.me, lease)
+            if join:
+                log.info("node %s joined with lease %x", self.me, lease)
         elif now >= self.next_keepalive:
             t0 = time.monotonic()
             ttl = self.etcd.keepalive(self.lease)
@@ -179,7 +277,7 @@ class Agent:
                 self.lease, self.leader_rev = None, None
                 if self.leader == self.me:
                     self.leader = None
-                return self.ensure_lease(now)
+                return self.ensure_lease(now, join)
             self.valid_until = t0 + ttl
             self.next_keepalive = t0 + self.keepalive_every()
 
@@ -482,12 +580,15 @@ class Agent:
                  "leader": self.leader if self.error is None or self.leading() else None,
                  "lease_left": self.lease_left(), "nodes": self.nodes,
                  "results": self.results, "paused": bool(self.paused),
-                 "stale": self.error is not None or self.not_joined is not None,
+                 "stale": self.error is not None or self.not_joined is not None
+                 or bool(self.memory.get("refused")),
                  "error": self.error, "not_joined": self.not_joined,
+                 "refused": self.memory.get("refused"),
                  "unreachable_for": now - self.unreachable_since
                  if self.unreachable_since is not None else 0.0}
         message = {"cluster": state}
-        if self.error is None and not self.not_joined and self.table != self.sent_table:
+        if self.error is None and not self.not_joined and not self.memory.get("refused") \
+                and self.table != self.sent_table:
             message["table"] = self.table
             self.sent_table = dict(self.table)
         try:

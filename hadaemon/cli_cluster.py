@@ -1,5 +1,5 @@
-"""Operator commands (pause, resume, transition; handover in cluster mode) and the cluster parts
-of `status` and `history`. Registered on the main click group by cli.py."""
+"""Operator commands (pause, resume, transition; handover and cluster-init in cluster mode) and
+the cluster parts of `status` and `history`. Registered on the main click group by cli.py."""
 
 import click
 
@@ -68,7 +68,56 @@ def register(main, home_of):
         request(ctx, {"cmd": "handover", "to": node or ""},
                 f"handover to {node or 'another node'} requested")
 
-    return pause, resume, transition, handover
+    @main.command("cluster-init")
+    @click.option("--yes", is_flag=True, help="Write it (without: only say what it would write).")
+    @click.pass_context
+    def cluster_init(ctx, yes):
+        """Re-initialise a cluster whose etcd lost its data or was restored from an older
+        snapshot (the nodes refuse it until then). Says what it writes; writes with --yes."""
+        reinitialise(home_of(ctx), yes)
+
+    return pause, resume, transition, handover, cluster_init
+
+
+def reinitialise(home, yes):
+    from . import config as configmod, reinit
+    from .etcd import Etcd, EtcdUnavailable
+    from .inifile import ConfigError
+    try:
+        config = configmod.load(home)
+    except ConfigError as e:
+        for p in e.problems:
+            click.echo(f"error: {p}", err=True)
+        raise SystemExit(1)
+    c = config.cluster
+    if c is None:
+        click.echo(f"hadaemon: cluster-init needs cluster mode (a [cluster] section in "
+                   f"{home.checks_conf})", err=True)
+        raise SystemExit(1)
+    keys = Keys(c.prefix)
+    try:
+        etcd = Etcd(c.endpoints(), max(2.0, c.request_timeout))
+        seen = reinit.survey(etcd, keys)
+        sources = dict(seen["refusals"])
+        if c.node not in sources:
+            local = reinit.local_source(home, c.name, c.node, seen)
+            if local:
+                sources[c.node] = local
+        plan = reinit.plan(seen, sources)
+        for line in reinit.describe(c.etcd, seen, sources, plan):
+            click.echo(line)
+        if not yes:
+            click.echo("nothing written: run `hadaemon cluster-init --yes` to do it", err=True)
+            raise SystemExit(1)
+        reinit.write(etcd, keys, seen, plan)
+    except EtcdUnavailable as e:
+        click.echo(f"hadaemon: cluster-init: etcd is unreachable: {e}", err=True)
+        raise SystemExit(1)
+    except reinit.NotDone as e:
+        click.echo(f"hadaemon: cluster-init: {e}", err=True)
+        raise SystemExit(1)
+    click.echo(f"done: marker {plan['marker']['id']} generation {plan['marker']['generation']}"
+               f" written; the nodes act again within a poll")
 
 
 def history(config, limit, host):

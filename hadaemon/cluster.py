@@ -147,6 +147,8 @@ class Keys:
         self.requests = self.live + "request/"
         self.open = self.live + "open/"
         self.hold = self.live + "hold/"  # hold/HOST: hold-down, on a lease of its own
+        self.marker = self.live + "marker"  # which cluster this etcd holds (clusterid.py)
+        self.refusals = self.live + "refusal/"  # refusal/NODE: a node refusing etcd's data
         self.table = prefix + "table/"
         self.jobs = prefix + "job/"
         self.steps = prefix + "step/"
@@ -168,6 +170,9 @@ class Keys:
 
     def claim(self, job_id):
         return f"{self.claims}{job_id:012d}"
+
+    def refusal(self, name):
+        return f"{self.refusals}{name}"
 
     def open_job(self, job_id):
         return f"{self.open}{job_id:012d}"
@@ -237,7 +242,11 @@ def read_history(etcd, keys, limit=100, host=None):
 def status_lines(c):
     """The cluster part of `hadaemon status`, as text."""
     lines = []
-    if c.get("not_joined"):
+    if c.get("refused"):
+        lines.append(f"REFUSING: etcd does not hold this cluster's data: {c['refused']}; "
+                     "nothing is committed and no job runs until an operator runs "
+                     "`hadaemon cluster-init`; the table below is this node's last mirror")
+    elif c.get("not_joined"):
         lines.append(f"NOT JOINED: {c['not_joined']}; the table below is this node's last "
                      "mirror")
     elif c.get("stale"):

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 
+from . import clusterid
 from .cluster import Keys, child_logging, is_us, split_live
 from .etcd import Etcd, EtcdUnavailable
 from .etcdstore import EtcdJournal, EtcdStore, EtcdTable
@@ -32,7 +33,7 @@ class ClusterRunner(Runner):
         c = settings["cluster"]
         self.me, self.ttl, self.margin = c["node"], c["ttl"], c["fence_margin"]
         self.poll = c["poll"]
-        self.keys = Keys(f"/{c['name']}/")
+        self.name, self.keys = c["name"], Keys(f"/{c['name']}/")
         self.endpoints, self.timeout = c["endpoints"], c["request_timeout"]
         self.etcd = Etcd(self.endpoints, self.timeout)
         store = EtcdStore(self.etcd, self.keys)
@@ -42,6 +43,8 @@ class ClusterRunner(Runner):
         self.lock = threading.Lock()
         self.error = None
         self.held_back = None  # id of the job whose next command waits for the lease
+        self.distrust = None  # why no job runs: etcd's data is not this cluster's (clusterid.py)
+        self.seen = (None, 0)  # (marker generation, highest revision seen under it)
 
     def program(self, step):
         """What this node's config resolved the name to at load or reload: the step may have
@@ -136,10 +139,34 @@ class ClusterRunner(Runner):
             self.settings.update(json.loads(data))
         return bool(data)
 
+    def look(self):
+        """split_live of live/, or None if etcd does not hold this cluster as the agent
+        remembers it (the runner checks itself: it may look before the agent does)."""
+        (live,), _, header = self.etcd.read([self.keys.live])
+        memory = clusterid.load(self.home, self.name)
+        if self.seen[0] != memory.get("generation"):
+            self.seen = (memory.get("generation"), 0)
+        if memory:
+            memory["revision"] = max(memory.get("revision", 0), self.seen[1])
+        seen = clusterid.found(self.keys, live, header)
+        what, reason = clusterid.verdict(memory, seen, self.me)
+        if what != "ok":  # init, adopt: the agent has not remembered the marker yet
+            if reason and self.distrust != reason:
+                log.warning("no job runs: %s", reason)
+            self.distrust = reason or self.distrust
+            return None
+        if self.distrust:
+            log.warning("etcd holds this cluster again: jobs go on")
+        self.distrust = None
+        self.seen = (self.seen[0], max(self.seen[1], seen["revision"]))
+        return split_live(self.keys, live)
+
     def work(self):
         """Run the first job (fence jobs first) whose next command is ours; True if one ran."""
-        nodes, _, leader, paused, _, _, open_ids = split_live(
-            self.keys, self.etcd.range(self.keys.live))
+        live = self.look()
+        if live is None:
+            return False
+        nodes, _, leader, paused, _, _, open_ids = live
         leader = leader[0] if leader else None
         if not is_us(nodes.get(self.me)):
             return False  # not joined (yet, or the name is another daemon's): the agent says why
@@ -209,7 +236,9 @@ class ClusterRunner(Runner):
             if idx is None:
                 self.finish(job, "failed" if failed else "done", failed)
                 return True
-            live = split_live(self.keys, self.etcd.range(self.keys.live))
+            live = self.look()
+            if live is None:
+                return False  # still claimed: it goes on once etcd is recognised again
             if (self.owner(job, idx, live[0], live[2][0] if live[2] else None) != self.me
                     or not is_us(live[0].get(self.me))):
                 self.jobs.release(job)  # the next command is another node's: hand the job on

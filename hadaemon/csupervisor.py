@@ -15,7 +15,7 @@ import time
 from . import agent, crunner
 from .commit import Committer
 from .fork import fork_with_socket
-from .names import valid_host, valid_status
+from .names import UNKNOWN, valid_host, valid_status
 from .supervisor import Supervisor, _registered
 
 log = logging.getLogger("hadaemon")
@@ -56,7 +56,9 @@ class ClusterSupervisor(Supervisor):
         self.agent_pid, self.agent_sock = fork_with_socket(
             agent.main, self.home.root, self.config, self._runner_settings())
         self.sel.register(self.agent_sock, selectors.EVENT_READ, self._on_agent)
-        self._to_agent({"opinions": dict(self.committer.committed)})
+        mirror = {h: {k: e.get(k) for k in ("status", "since", "manual")}
+                  for h, e in self.entries.items() if e.get("status", UNKNOWN) != UNKNOWN}
+        self._to_agent({"opinions": dict(self.committer.committed), "mirror": mirror})
 
     def _helpers(self):
         helpers = super()._helpers()
@@ -142,6 +144,10 @@ class ClusterSupervisor(Supervisor):
             return {"ok": False, "error": "transition needs a valid host and status"}
         if cmd == "handover" and request.get("to") and not valid_host(request["to"]):
             return {"ok": False, "error": f"{request['to']!r} is not a node name"}
+        if self.cluster.get("refused"):
+            return {"ok": False, "error": f"refused: etcd does not hold this cluster's data "
+                    f"({self.cluster['refused']}); nothing is done until an operator runs "
+                    f"`hadaemon cluster-init`"}
         forwarded = {k: request.get(k) for k in ("cmd", "host", "status", "to")}
         forwarded["node"] = self.config.cluster.node
         if not self._to_agent({"request": forwarded}):

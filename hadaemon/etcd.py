@@ -130,11 +130,20 @@ class Etcd:
 
     def range(self, prefix):
         """Every key under prefix: {key: (value bytes, lease id, create revision)}."""
-        answer = self._post("/kv/range", {"key": _b64(prefix),
-                                          "range_end": _b64(prefix_end(prefix))})
-        return {_unb64(kv["key"]).decode(): (_unb64(kv.get("value")), int(kv.get("lease", 0)),
-                                             int(kv.get("create_revision", 0)))
-                for kv in answer.get("kvs", [])}
+        return _kvs(self._post("/kv/range", {"key": _b64(prefix),
+                                             "range_end": _b64(prefix_end(prefix))}))
+
+    def read(self, prefixes=(), keys=()):
+        """Several prefixes and keys in one linearizable look (a read-only transaction):
+        ([range(prefix) of each prefix], [{key: ...} of each key, empty if absent], header).
+        The header holds etcd's cluster id and the revision the look saw."""
+        ranges = [{"request_range": {"key": _b64(p), "range_end": _b64(prefix_end(p))}}
+                  for p in prefixes] + [{"request_range": {"key": _b64(k)}} for k in keys]
+        answer = self._post("/kv/txn", {"compare": [], "success": ranges, "failure": []})
+        found = [_kvs(r.get("response_range", {})) for r in answer.get("responses", [])]
+        if len(found) != len(ranges):
+            raise EtcdUnavailable(f"/kv/txn: {len(found)} answers to {len(ranges)} reads")
+        return found[:len(prefixes)], found[len(prefixes):], answer.get("header", {})
 
     def get(self, key):
         answer = self._post("/kv/range", {"key": _b64(key)})
@@ -169,6 +178,12 @@ class Etcd:
 
     def status(self):
         return self._post("/maintenance/status", {})
+
+
+def _kvs(answer):
+    return {_unb64(kv["key"]).decode(): (_unb64(kv.get("value")), int(kv.get("lease", 0)),
+                                         int(kv.get("create_revision", 0)))
+            for kv in answer.get("kvs", [])}
 
 
 def _short(e):

@@ -68,8 +68,12 @@ class EtcdTable:
 
     def items(self):
         """(host, entry) sorted by host, and the entries that could not be read."""
+        return self.parse(self._store.etcd.range(self._keys.table))
+
+    def parse(self, kvs):
+        """items() of a range of table/ read already."""
         result, broken = [], []
-        for key, (value, _, _) in sorted(self._store.etcd.range(self._keys.table).items()):
+        for key, (value, _, _) in sorted(kvs.items()):
             try:
                 result.append((key[len(self._keys.table):], json.loads(value)))
             except ValueError as e:

@@ -146,6 +146,7 @@ class Etcd:
         self.client_ports, self.peer_ports = ports[:n], ports[n:]
         self.procs = [None] * n
         self.cluster = ",".join(f"m{i}=http://{host}:{self.peer_ports[i]}" for i in range(n))
+        self.token = f"hatest-{os.getpid()}"
 
     @property
     def endpoints(self):
@@ -161,7 +162,7 @@ class Etcd:
                     "--listen-client-urls", url, "--advertise-client-urls", url,
                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                     "--initial-cluster", self.cluster, "--initial-cluster-state", state,
-                    "--initial-cluster-token", f"hatest-{os.getpid()}",
+                    "--initial-cluster-token", self.token,
                     "--heartbeat-interval", "100", "--election-timeout", "1000",
                     "--log-level", "warn", "--logger", "zap"]
             if self.netns:
@@ -210,6 +211,41 @@ class Etcd:
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+    def wipe(self):
+        """Every member stopped, its data deleted, and started again empty: an etcd that lost
+        everything (same members, same token: etcd's cluster id is the same as before)."""
+        for i in range(self.n):
+            self.kill(i)
+            shutil.rmtree(self.base / f"m{i}")
+        self.start()
+
+    def snapshot(self, path):
+        """etcdctl snapshot save (it takes one endpoint)."""
+        r = subprocess.run([self.etcdctl, "--endpoints", self.endpoints.split(",")[0],
+                            "snapshot", "save", str(path)], capture_output=True, text=True,
+                           timeout=30, env=dict(os.environ, ETCDCTL_API="3"))
+        assert r.returncode == 0, r.stderr
+        return path
+
+    def restore(self, path):
+        """Every member stopped and restored from the snapshot at path, as etcd's disaster
+        recovery guide does it, then started."""
+        assert not self.netns, "restore runs etcdctl outside any namespace"
+        for i in range(self.n):
+            self.kill(i)
+            shutil.rmtree(self.base / f"m{i}")
+        for i in range(self.n):
+            r = subprocess.run([self.etcdctl, "snapshot", "restore", str(path), "--name", f"m{i}",
+                                "--data-dir", str(self.base / f"m{i}"),
+                                "--initial-cluster", self.cluster,
+                                "--initial-cluster-token", self.token,
+                                "--initial-advertise-peer-urls",
+                                f"http://{self.host}:{self.peer_ports[i]}"],
+                               capture_output=True, text=True, timeout=30,
+                               env=dict(os.environ, ETCDCTL_API="3"))
+            assert r.returncode == 0, r.stderr
+        self.start()
 
     def close(self):
         """Stop every member and delete its data: each member's WAL preallocates 64 MB, so

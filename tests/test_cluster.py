@@ -684,3 +684,120 @@ def test_a_dead_holders_job_is_superseded_when_the_host_moved_on(cluster):
         30, "job superseded")[0]
     assert "db1 is slave now, not master" in job["note"]
     assert read_log(log) == []  # the killed slow never logged; "after" never ran
+
+
+# -- an etcd that lost its data, or went back in time -------------------------------------------
+
+REFUSES = "etcd does not hold this cluster's data: "
+
+
+def refusing(nodes):
+    return all(n.cluster().get("refused") for n in nodes)
+
+
+def test_a_wiped_etcd_is_refused_until_cluster_init_and_nothing_fires_again(cluster, etcd):
+    nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
+    start_all(nodes, db1="master", db2="slave")
+    fired(log, 2)  # jobs 1 and 2: unknown -> master, unknown -> slave
+    etcd.wipe()
+    wait_for(lambda: refusing(nodes), 60, "every node refuses the empty etcd")
+    everywhere(nodes, "db2", "master")  # a real change meanwhile: it waits for cluster-init
+    time.sleep(2 * TTL)
+    assert len(read_log(log)) == 2, read_log(log)  # no `unknown -> master` again, nothing
+    detected = REFUSES + "the cluster's marker is missing from etcd"
+    for n in nodes:
+        assert n.daemon_log().count(detected) == 1, n.name
+        assert n.status()["hosts"]["db1"]["status"] == "master"  # the mirror, kept
+    text = nodes[0].cli("status").stdout
+    assert "REFUSING: etcd does not hold this cluster's data" in text, text
+    r = nodes[1].cli("transition", "db1", "slave")
+    assert r.returncode == 1 and "hadaemon cluster-init" in r.stderr, r.stderr
+    assert etcd.ctl("get", "--prefix", "/hatest/table/").stdout == ""
+    # without --yes it says what it would do and writes nothing
+    r = nodes[0].cli("cluster-init")
+    print(r.stdout)
+    assert r.returncode == 1 and "--yes" in r.stderr, r.stderr
+    assert "the cluster's marker: MISSING" in r.stdout
+    assert "set the job counter to #2: job ids go on from #3" in r.stdout
+    assert "db1=master, db2=slave" in r.stdout
+    for name in ("n1", "n2", "n3"):
+        assert f"  {name}: marker " in r.stdout
+    assert etcd.ctl("get", "/hatest/live/marker").stdout == ""
+    r = nodes[0].cli("cluster-init", "--yes")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: not any(n.cluster().get("refused") for n in nodes) and one_leader(nodes),
+             30, "every node acts again")
+    wait_for(lambda: len(read_log(log)) == 3, 30, "db2's change committed, once")
+    time.sleep(2)
+    lines = read_log(log)
+    assert len(lines) == 3 and lines[2].endswith("job=3 db2 slave->master resumed=0 db2"), lines
+    assert all("re-initialised" in n.daemon_log() for n in nodes)
+    assert nodes[2].cli("cluster-init").returncode == 1  # nothing to re-initialise now
+
+
+def test_an_etcd_restored_from_an_older_snapshot_is_refused_until_cluster_init(cluster, etcd,
+                                                                              tmp_path):
+    nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
+    start_all(nodes, db1="master", db2="slave")
+    wait_for(lambda: [j["state"] for j in json.loads(nodes[0].cli("history", "--json").stdout)]
+             == ["done", "done"], 30, "jobs 1 and 2 done")
+    snap = etcd.snapshot(tmp_path / "early.db")
+    everywhere(nodes, "db1", "slave")
+    fired(log, 3)
+    everywhere(nodes, "db2", "master")
+    fired(log, 4)
+    wait_for(lambda: all(has_statuses(n, {"db1": "slave", "db2": "master"}) for n in nodes), 30,
+             "jobs 3 and 4 mirrored everywhere")
+    etcd.restore(snap)
+    wait_for(lambda: refusing(nodes), 60, "every node refuses the snapshot")
+    time.sleep(2 * TTL)
+    # etcd says db1 master, db2 slave again, and holds the nodes' old opinions too: trusted
+    # (as on 53def2d), every mirror silently went back to that and job ids 3, 4 came next again
+    assert len(read_log(log)) == 4, read_log(log)
+    for n in nodes:
+        reason = n.cluster()["refused"]
+        assert "restored from an older snapshot" in reason or "refuses this etcd" in reason, \
+            reason
+        assert n.daemon_log().count(REFUSES) == 1, n.name
+    r = nodes[1].cli("cluster-init", "--yes")
+    print(r.stdout)
+    assert r.returncode == 0, r.stderr
+    assert "set the job counter to #4" in r.stdout and "db1=slave, db2=master" in r.stdout
+    wait_for(lambda: not any(n.cluster().get("refused") for n in nodes) and one_leader(nodes),
+             30, "every node acts again")
+    time.sleep(2)
+    assert len(read_log(log)) == 4
+    assert all(has_statuses(n, {"db1": "slave", "db2": "master"}) for n in nodes)
+    everywhere(nodes, "db1", "master")
+    wait_for(lambda: len(read_log(log)) == 5, 30, "the next transition")
+    assert read_log(log)[4].endswith("job=5 db1 slave->master resumed=0 db1"), read_log(log)
+
+
+def test_cluster_init_writes_statuses_counter_marker_and_closes_open_jobs(etcd):
+    """What `cluster-init --yes` writes over an older snapshot's state, and that a second
+    write from the same (now stale) survey is refused whole."""
+    from hadaemon import reinit
+    from hadaemon.cluster import Keys
+    from hadaemon.etcd import Etcd as Client, jput, parse_endpoints, put
+    client, keys = Client(parse_endpoints(etcd.endpoints)), Keys("/hatest/")
+    assert client.txn([], [
+        jput(keys.marker, {"id": "abc", "generation": 1}), put(keys.seq, "3"),
+        jput(keys.job(3), {"id": 3, "state": "running", "holder": "n1/1/1"}),
+        put(keys.open_job(3), ""), put(keys.claim(3), "n1/1/1"),
+        jput(keys.table + "db1", {"status": "master"}), jput(keys.table + "db9", {"status": "up"})])
+    seen = reinit.survey(client, keys)
+    sources = {"n1": {"node": "n1", "reason": "etcd is at revision 2", "marker": "abc",
+                      "generation": 1, "refused_generation": 1, "seq": 5, "revision": 40,
+                      "table": {"db1": {"status": "slave", "since": 1.0, "manual": False}},
+                      "paused": None}}
+    plan = reinit.plan(seen, sources)
+    reinit.write(client, keys, seen, plan)
+    assert json.loads(client.get(keys.marker))["generation"] == 2
+    assert client.get(keys.seq) == b"5"
+    assert json.loads(client.get(keys.job(3)))["state"] == "abandoned"
+    assert client.get(keys.open_job(3)) is None and client.get(keys.claim(3)) is None
+    assert sorted(client.range(keys.table)) == [keys.table + "db1"]
+    assert json.loads(client.get(keys.table + "db1"))["status"] == "slave"
+    with pytest.raises(reinit.NotDone, match="etcd changed while cluster-init wrote"):
+        reinit.write(client, keys, seen, plan)
+    assert json.loads(client.get(keys.marker))["generation"] == 2
