@@ -40,6 +40,8 @@ RUNNER_YOUNG = 60.0  # a runner that dies sooner counts as a crash loop
 STALL_MARGIN = 5.0  # seconds past a check's timeout before its worker counts as stalled
 ERROR_PAUSE = 0.1  # seconds the loop rests after a turn with an error: it never spins
 EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: the loop itself failed
+MAX_CLIENTS = 64  # control connections served at once; a client holding many cannot starve workers
+ACCEPT_BATCH = 16  # clients accepted in one turn of the loop
 HISTORY_MAX = 100000  # entries one history request may ask for (the CLI allows as many)
 WATCH_EVERY = 0.5  # seconds between two looks for stale checks (and STATUS= updates)
 
@@ -598,6 +600,19 @@ class Supervisor:
                 "restart_needed": later}
 
     def _on_accept(self, sock, events):
+        # Several per turn: a burst of clients must not wait one loop turn each.
+        for _ in range(ACCEPT_BATCH):
+            if not self._accept_one() or len(self.control.conns) >= MAX_CLIENTS:
+                break
+        if len(self.control.conns) >= MAX_CLIENTS and _registered(self.sel, self.control.sock):
+            # Descriptors are for workers first: more clients wait in the listen queue.
+            self.sel.unregister(self.control.sock)
+            self.errors.report("clients", logging.WARNING,
+                               f"control socket: {MAX_CLIENTS} clients at once; the next wait")
+
+    def _accept_one(self):
+        """Accept a pending client; False when none was (none pending, refused, or no
+        descriptor: then the socket is left unwatched for the back-off)."""
         try:
             c = self.control.accept()
         except OSError as e:
@@ -609,17 +624,21 @@ class Supervisor:
             self.errors.report("accept", logging.ERROR,
                                f"control socket: cannot accept a connection: {e}; "
                                "not listening for a moment")
-            return
-        if self.accept_retry.delay and c is not None:
+            return False
+        if c is None:
+            return False
+        if self.accept_retry.delay:
             self.accept_retry.succeeded()
             self.errors.clear("accept", "control socket: accepting connections again")
-        if c:
-            self.sel.register(c.sock, selectors.EVENT_READ, self._on_control)
+        self.sel.register(c.sock, selectors.EVENT_READ, self._on_control)
+        return True
 
     def _resume_accepting(self):
         if (not _registered(self.sel, self.control.sock) and not self.stopping
+                and len(self.control.conns) < MAX_CLIENTS
                 and self.accept_retry.ready(time.monotonic())):
             self.sel.register(self.control.sock, selectors.EVENT_READ, self._on_accept)
+            self.errors.clear("clients")
 
     def _drop_stalled_clients(self):
         for c in self.control.stalled(time.monotonic()):

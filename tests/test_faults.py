@@ -942,6 +942,51 @@ def test_held_control_connections_do_not_make_accept_spin(home, daemons):
     assert d.alive()
 
 
+def test_a_client_holding_many_connections_cannot_take_the_workers_descriptors(home, daemons):
+    """Past MAX_CLIENTS connections at once the daemon stops accepting: more clients wait in the
+    listen queue, and the descriptors left are there for the workers. A worker killed meanwhile
+    is replaced, which takes descriptors the held connections would otherwise have taken."""
+    import socket
+    from hadaemon.supervisor import MAX_CLIENTS
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    home.set_status("db1", "up")
+    d = daemons(home)
+    wait_for(lambda: status_of(home, "db1") == "up", 20, "db1 up")
+    limits = _nofile(d.pid)
+    _set_nofile(d.pid, f"{len(os.listdir(f'/proc/{d.pid}/fd')) + MAX_CLIENTS + 8}:"
+                f"{limits.split(':')[1]}")
+    held = []
+    try:
+        # As fast as the daemon accepts: it drops a client that sent nothing after 5 s.
+        for _ in range(MAX_CLIENTS + 10):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            held.append(s)
+            deadline = time.monotonic() + 0.5  # past the cap the listen queue stays full
+            while time.monotonic() < deadline:
+                try:
+                    s.connect(str(home.root / "var/control.sock"))
+                    break
+                except BlockingIOError:
+                    time.sleep(0.002)
+        wait_for(lambda: f"{MAX_CLIENTS} clients at once" in home.log(), 20, "the cap reached")
+        victim = next(p for p in children_of(d.pid) if b"hadaemon.runner" not in
+                      open(f"/proc/{p}/cmdline", "rb").read())
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: victim not in children_of(d.pid) and len(children_of(d.pid)) == 3, 30,
+                 "the killed worker replaced")
+        # Without the cap the held connections take every descriptor: the worker would wait.
+        assert "cannot start a worker" not in home.log()
+        assert "cannot accept a connection" not in home.log()
+    finally:
+        for s in held:
+            s.close()
+        _set_nofile(d.pid, limits)
+    wait_for(lambda: home.cli("status", "--json").returncode == 0, 20, "answers again")
+    assert home.log().count(f"{MAX_CLIENTS} clients at once") == 1
+    assert d.alive()
+
+
 def test_a_frozen_worker_is_killed_and_its_check_reported(home, daemons):
     """SIGSTOP a worker mid-check (as a worker stuck on a hung mount): within the check's
     timeout plus the margin, the check is reported unknown, the worker and the check are
