@@ -1,8 +1,11 @@
 """Operator commands in single-node mode: pause/resume (maintenance) and manual transitions."""
 
+import os
 import signal
+import subprocess
+import sys
 
-from conftest import status_of, wait_for
+from conftest import ROOT, status_of, wait_for
 from hadaemon import control
 
 FAST = "[daemon]\ninterval = 0.1\n"
@@ -150,3 +153,34 @@ def test_a_reload_that_cannot_apply_keeps_everything_and_the_daemon_answers(home
         answer = control.request(sock, bad, timeout=3)
         assert not answer["ok"] and "bad history request" in answer["error"], (bad, answer)
     assert d.stop() == 0
+
+
+# -- not a home -------------------------------------------------------------------------------
+
+def test_commands_outside_a_home_say_so_on_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HADAEMON_HOME"}
+    env["PYTHONPATH"] = str(ROOT)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+
+    def hadaemon(*args, cwd, extra=None):
+        return subprocess.run([sys.executable, "-m", "hadaemon", *args], cwd=cwd,
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(env, **(extra or {})))
+    for where in ("/", bare):
+        for args in (("status",), ("check-config",), ("run",), ("history",), ("stop",),
+                     ("transition", "db1", "up"), ("forget", "db1")):
+            r = hadaemon(*args, cwd=where)
+            assert r.returncode == 2 and r.stdout == "", (where, args, r)
+            assert r.stderr == (f"hadaemon: not a hadaemon home (no etc/checks.conf in "
+                                f"{where}): use --home or HADAEMON_HOME\n"), (where, args)
+    r = hadaemon("--home", str(bare), "status", cwd="/")
+    assert r.returncode == 2 and r.stderr == (
+        f"hadaemon: not a hadaemon home (no etc/checks.conf in {bare}, given by --home)\n")
+    r = hadaemon("check-config", cwd="/", extra={"HADAEMON_HOME": str(bare)})
+    assert r.returncode == 2 and r.stderr == (
+        f"hadaemon: not a hadaemon home (no etc/checks.conf in {bare}, from $HADAEMON_HOME)\n")
+    assert not (bare / "var").exists()  # nothing was made there
+    for args in (("--help",), ("status", "--help"), ("transition", "--help")):
+        r = hadaemon(*args, cwd="/")
+        assert r.returncode == 0 and r.stdout.startswith("Usage: "), (args, r)
