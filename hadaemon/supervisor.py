@@ -510,9 +510,7 @@ class Supervisor:
     def _enqueue(self, transition, observed_mono=None, note=None, write_table=True):
         """Inside a transaction: the table row (unless write_table) and the job; returns
         (job id, its steps, the table entry)."""
-        d = self.config.daemon
-        steps, env = actions.plan(self.config.sections, transition, d.action_timeout,
-                                  d.on_failure)
+        steps, env = self._plan(transition)
         wall = time.time()
         entry = dict(self.entries.get(transition.host, {}), status=transition.target, since=wall)
         if write_table:
@@ -520,6 +518,10 @@ class Supervisor:
         job = self.journal.enqueue(transition, steps, env, wall, observed_mono,
                                    paused=self.paused is not None, note=note)
         return job, steps, entry
+
+    def _plan(self, transition):
+        d = self.config.daemon
+        return actions.plan(self.config.sections, transition, d.action_timeout, d.on_failure)
 
     def _queued(self, transition, job, steps):
         """Log a recorded transition; True if its actions are to run now."""
@@ -720,6 +722,9 @@ class Supervisor:
                                dict(self.committer.committed))
                     for host, status in sorted(self.committer.committed.items())
                     if before.get(host, UNKNOWN) != status]
+            # A net change with no section has nothing to fire: its transitions are in
+            # history already (skipped while paused), and one entry is enough.
+            fire = [t for t in fire if self._plan(t)[0]]
         paused, self.paused = self.paused, None  # the jobs are queued, not skipped
         try:
             with self.store.transaction(durable=True):

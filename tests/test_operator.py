@@ -5,8 +5,9 @@ import signal
 import subprocess
 import sys
 
-from conftest import ROOT, status_of, wait_for
+from conftest import ROOT, committed, status_of, wait_for
 from hadaemon import control
+from hadaemon.journal import initial_state
 
 FAST = "[daemon]\ninterval = 0.1\n"
 
@@ -155,6 +156,39 @@ def test_a_reload_that_cannot_apply_keeps_everything_and_the_daemon_answers(home
     assert d.stop() == 0
 
 
+# -- maintenance ------------------------------------------------------------------------------
+
+def test_a_transition_committed_while_paused_with_no_section_is_recorded_once(home, daemons):
+    """Issue 11: recorded `done` while paused, then again on resume."""
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1 db2\n")
+    home.write("actions.conf", "[slave_to_master]\nrecord %HOST% %FROM% %TO%\n")
+    home.set_status("db1", "slave")
+    home.set_status("db2", "slave")
+    daemons(home)
+    wait_for(committed(home, "db2", "slave"), 20, "db2 slave")
+    wait_for(committed(home, "db1", "slave"), 20, "db1 slave")
+    home.cli("pause", check=True)
+    home.set_status("db1", "down")  # no section: slave -> down
+    home.set_status("db2", "down")  # down, then master: the net change has a section
+    wait_for(committed(home, "db2", "down"), 20, "db2 down")
+    home.set_status("db2", "master")
+    wait_for(committed(home, "db2", "master"), 20, "db2 master")
+    wait_for(committed(home, "db1", "down"), 20, "db1 down")
+    during = [(h["host"], h["from"], h["to"], h["state"]) for h in home.history()[2:]]
+    assert sorted(during) == [("db1", "slave", "down", "skipped"),
+                              ("db2", "down", "master", "skipped"),
+                              ("db2", "slave", "down", "skipped")]
+    assert home.cli("resume", check=True).returncode == 0
+    wait_for(lambda: home.actions_log(), 20, "db2's net change fired")
+    assert home.actions_log() == [home.actions_log()[0]]
+    assert home.actions_log()[0].startswith("record db2 slave master |")
+    after = [(h["host"], h["from"], h["to"], h["state"]) for h in home.history()[2:]]
+    wait_for(lambda: home.history()[-1]["state"] == "done", 20, "fired sequence done")
+    assert after[:3] == [tuple(x) for x in during] and after[3][:3] == ("db2", "slave", "master")
+    assert len(after) == 4, after  # db1's slave -> down once, not again on resume
+    assert "resumed; fired on resume (on_resume = last): db2: slave -> master" in home.log()
+
+
 # -- not a home -------------------------------------------------------------------------------
 
 def test_commands_outside_a_home_say_so_on_one_line(tmp_path):
@@ -184,3 +218,13 @@ def test_commands_outside_a_home_say_so_on_one_line(tmp_path):
     for args in (("--help",), ("status", "--help"), ("transition", "--help")):
         r = hadaemon(*args, cwd="/")
         assert r.returncode == 0 and r.stdout.startswith("Usage: "), (args, r)
+
+
+# -- the pure parts ---------------------------------------------------------------------------
+
+def test_paused_jobs_are_skipped_with_or_without_commands():
+    step = [{"argv": ["x"]}]
+    assert initial_state([], paused=True) == ("skipped", "paused: no action fired")
+    assert initial_state(step, paused=True) == ("skipped", "paused: no action fired")
+    assert initial_state([], paused=False) == ("done", None)
+    assert initial_state(step, paused=False) == ("queued", None)
