@@ -491,7 +491,7 @@ class Agent:
         refused: deposed, or the job count fell behind (it is read again)."""
         d = self.config.daemon
         table, jobs, entries, holds = dict(self.table), [], {}, {}
-        for i, t in enumerate(transitions):
+        for t in transitions:
             host, source, target = t["host"], t["source"], t["target"]
             manual = t.get("manual", False)
             snapshot = {h: e["status"] for h, e in table.items()}
@@ -499,12 +499,14 @@ class Agent:
             transition = Transition(host, source, target, snapshot, manual)
             steps, env = actions.plan(self.config.sections, transition, d.action_timeout,
                                       d.on_failure)
+            if t.get("run") and not steps:
+                continue  # a net change on resume with no section: history has it (skipped)
             vals = actions.values(transition)
             for step in steps:
                 step["node"] = step_node(step["section"], vals)
             state, note = initial_state(steps, bool(self.paused) and not t.get("run"),
                                         t.get("note"))
-            jobs.append({"id": self.seq + 1 + i, "kind": "transition", "host": host,
+            jobs.append({"id": self.seq + 1 + len(jobs), "kind": "transition", "host": host,
                          "source": source, "target": target, "manual": manual,
                          "created": time.time(), "state": state, "plan": steps, "env": env,
                          "leader": self.me, "holder": "", "resumed": False, "note": note,

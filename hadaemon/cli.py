@@ -22,7 +22,18 @@ STALE = 4  # LSB: program or service status is unknown (a host's status is no lo
 
 
 def _home(ctx):
-    return ctx.obj
+    """The home of every command that works on one: it must hold etc/checks.conf. Checked when
+    the command runs, after its arguments: `COMMAND --help` works anywhere."""
+    home = ctx.obj
+    if not home.root.is_dir():
+        _fail(f"home {home.root} is not a directory (a home holds etc/, checks/, actions/; "
+              "set it with --home or $HADAEMON_HOME)", 2)
+    if not home.checks_conf.exists():
+        given = ("given by --home" if ctx.find_root().params.get("home")
+                 else "from $HADAEMON_HOME" if os.environ.get("HADAEMON_HOME") else None)
+        _fail(f"not a hadaemon home (no etc/checks.conf in {home.root}" + (
+            f", {given})" if given else "): use --home or HADAEMON_HOME"), 2)
+    return home
 
 
 def _load(home):
@@ -72,9 +83,6 @@ class Commands(click.Group):
 def main(ctx, home):
     """hadaemon: watch hosts with checks, run actions when their status changes."""
     ctx.obj = Home.resolve(home)
-    if not ctx.obj.root.is_dir():
-        _fail(f"home {ctx.obj.root} is not a directory (a home holds etc/, checks/, actions/; "
-              "set it with --home or $HADAEMON_HOME)", 2)
 
 
 @main.command()

@@ -1,5 +1,6 @@
-"""Operator commands (pause, resume, transition; handover and cluster-init in cluster mode) and
-the cluster parts of `status` and `history`. Registered on the main click group by cli.py."""
+"""Operator commands (pause, resume, transition, forget; handover and cluster-init in cluster
+mode) and the cluster parts of `status` and `history`. Registered on the main click group by
+cli.py."""
 
 import click
 
@@ -28,7 +29,8 @@ def register(main, home_of):
         except control.ControlError as e:
             click.echo(f"hadaemon: {e}", err=True)
             raise SystemExit(NOT_RUNNING)
-        if answer.get("error", "").startswith("unknown command"):
+        if message["cmd"] == "handover" and answer.get("error", "").startswith(
+                "unknown command"):
             click.echo(f"hadaemon: {message['cmd']} needs cluster mode (a [cluster] section in "
                        f"{home.checks_conf})", err=True)
             raise SystemExit(1)
@@ -54,11 +56,21 @@ def register(main, home_of):
     @click.argument("host", callback=checked(valid_host, A_HOST))
     @click.argument("status", callback=checked(
         valid_status, "a status (a letter, then letters, digits, '-')"))
+    @click.option("--new", is_flag=True,
+                  help="HOST may be one no check reports (else that is refused: a typo).")
     @click.pass_context
-    def transition(ctx, host, status):
+    def transition(ctx, host, status, new):
         """Commit STATUS for HOST by hand and fire its actions (a manual switchover)."""
-        request(ctx, {"cmd": "transition", "host": host, "status": status.lower()},
+        request(ctx, {"cmd": "transition", "host": host, "status": status.lower(), "new": new},
                 f"transition {host} -> {status.lower()} requested")
+
+    @main.command()
+    @click.argument("host", callback=checked(valid_host, A_HOST))
+    @click.pass_context
+    def forget(ctx, host):
+        """Remove HOST, which no check reports any more, from the table (and so from every
+        %STATUS%). Refused while a check's latest result names it."""
+        request(ctx, {"cmd": "forget", "host": host}, f"{host} forgotten")
 
     @main.command()
     @click.argument("node", required=False)
@@ -76,7 +88,7 @@ def register(main, home_of):
         snapshot (the nodes refuse it until then). Says what it writes; writes with --yes."""
         reinitialise(home_of(ctx), yes)
 
-    return pause, resume, transition, handover, cluster_init
+    return pause, resume, transition, forget, handover, cluster_init
 
 
 def reinitialise(home, yes):

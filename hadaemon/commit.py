@@ -76,6 +76,14 @@ class Committer:
         for latest in self._latest.values():
             latest.pop(check_id, None)
 
+    def forget(self, host):
+        """The operator removed a host no check reports: nothing of it is left to vote or to
+        expand in %STATUS%."""
+        for state in (self.committed, self.last_change, self._latest, self._candidate,
+                      self._held):
+            state.pop(host, None)
+        self._conflicted.discard(host)
+
     def force(self, host, target):
         """A manual transition: no confirmation, no hold-down."""
         return self._propose(host, target, manual=True)

@@ -16,7 +16,7 @@ from . import agent, crunner
 from .commit import Committer
 from .fork import fork_with_socket
 from .names import UNKNOWN, valid_host, valid_status
-from .supervisor import Supervisor, _registered
+from .supervisor import Supervisor, _registered, unreported
 
 log = logging.getLogger("hadaemon")
 AGENT_RESPAWN_DELAY = 1.0
@@ -137,11 +137,17 @@ class ClusterSupervisor(Supervisor):
 
     def answer(self, request):
         cmd = request.get("cmd")
+        if cmd == "forget":
+            return {"ok": False, "error": "forget is not available in cluster mode: each node "
+                    "keeps its own opinion of every host it has seen, until its restart"}
         if cmd not in REQUESTS:
             return super().answer(request)
         if cmd == "transition" and not (valid_host(request.get("host"))
                                         and valid_status(request.get("status"))):
             return {"ok": False, "error": "transition needs a valid host and status"}
+        if cmd == "transition" and request.get("new") is not True and not (
+                self._reporting(request["host"]) or self._in_opinions(request["host"])):
+            return unreported(request["host"], request["status"], "no node's checks report")
         if cmd == "handover" and request.get("to") and not valid_host(request["to"]):
             return {"ok": False, "error": f"{request['to']!r} is not a node name"}
         if self.cluster.get("refused"):
@@ -154,6 +160,10 @@ class ClusterSupervisor(Supervisor):
             return {"ok": False, "error": "cluster agent not running; try again"}
         return {"ok": True, "requested": cmd, "leader": self.cluster.get("leader"),
                 "note": "handed to the leader through etcd"}
+
+    def _in_opinions(self, host):
+        """Some node's checks reported host since that node started (as the agent last saw)."""
+        return any(host in (o or {}) for o in self.cluster.get("results", {}).values())
 
     def status(self):
         answer = super().status()

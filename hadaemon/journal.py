@@ -25,11 +25,12 @@ OPEN = ("queued", "running")
 def initial_state(steps, paused, note=None):
     """A new job's state and note (this journal's and cluster mode's): a transition with no
     actions, or committed while paused, is history only; a sequence refused at planning
-    (actions.plan) fails before any of its commands runs."""
+    (actions.plan) fails before any of its commands runs. Committed while paused it is
+    skipped, with actions or without: resume fires only a net change that has some."""
     refused = next((s["error"] for s in steps if s.get("refused")), None)
     if refused:
         return "failed", f"not run: {refused}"
-    state = "skipped" if steps and paused else "queued" if steps else "done"
+    state = "skipped" if paused else "queued" if steps else "done"
     return state, (note or "paused: no action fired") if state == "skipped" else note
 
 

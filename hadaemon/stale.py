@@ -48,6 +48,10 @@ class Freshness:
         if hosts:  # a failure without a host= names none: keep the hosts it reported before
             self.hosts[check_id] = set(hosts)
 
+    def reporting(self, host):
+        """The checks whose latest result named host (as of the last update), sorted."""
+        return sorted(cid for cid, hosts in self.hosts.items() if host in hosts)
+
     def update(self, checks, entries, now):
         """Re-evaluate for the configured `checks`; `entries` (the host table) tells which check
         last reported each host, for checks without a result since the start."""

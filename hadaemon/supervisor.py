@@ -467,6 +467,12 @@ class Supervisor:
     def _finish_check(self, meta, results, read_at=None):
         now = time.monotonic()
         self.scheduler.done(meta["check"], meta["run"], meta["due"], now)
+        if self.scheduler.get(meta["check"]) is None:
+            # A reload removed it while it ran: it no longer votes, and must not bring back a
+            # host forgotten since.
+            log.info("check %s: result dropped: the check was removed by a reload",
+                     meta["check"])
+            return
         self.freshness.result(meta["check"], [r["host"] for r in results], now)
         check = meta["spec"]
         transitions, notes = self.committer.observe(check, results, now)
@@ -512,9 +518,7 @@ class Supervisor:
     def _enqueue(self, transition, observed_mono=None, note=None, write_table=True):
         """Inside a transaction: the table row (unless write_table) and the job; returns
         (job id, its steps, the table entry)."""
-        d = self.config.daemon
-        steps, env = actions.plan(self.config.sections, transition, d.action_timeout,
-                                  d.on_failure)
+        steps, env = self._plan(transition)
         wall = time.time()
         entry = dict(self.entries.get(transition.host, {}), status=transition.target, since=wall)
         if write_table:
@@ -522,6 +526,10 @@ class Supervisor:
         job = self.journal.enqueue(transition, steps, env, wall, observed_mono,
                                    paused=self.paused is not None, note=note)
         return job, steps, entry
+
+    def _plan(self, transition):
+        d = self.config.daemon
+        return actions.plan(self.config.sections, transition, d.action_timeout, d.on_failure)
 
     def _queued(self, transition, job, steps):
         """Log a recorded transition; True if its actions are to run now."""
@@ -694,7 +702,10 @@ class Supervisor:
         if cmd in ("pause", "resume"):
             return self.pause() if cmd == "pause" else self.resume()
         if cmd == "transition":
-            return self.manual(request.get("host"), request.get("status"))
+            return self.manual(request.get("host"), request.get("status"),
+                               request.get("new") is True)
+        if cmd == "forget":
+            return self.forget(request.get("host"))
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     # -- maintenance mode and manual transitions -------------------------------------------
@@ -739,6 +750,9 @@ class Supervisor:
                                dict(self.committer.committed))
                     for host, status in sorted(self.committer.committed.items())
                     if before.get(host, UNKNOWN) != status]
+            # A net change with no section has nothing to fire: its transitions are in
+            # history already (skipped while paused), and one entry is enough.
+            fire = [t for t in fire if self._plan(t)[0]]
         paused, self.paused = self.paused, None  # the jobs are queued, not skipped
         try:
             with self.store.transaction(durable=True):
@@ -770,15 +784,56 @@ class Supervisor:
         self._wake_runner()  # jobs queued before the pause waited for this
         return {"ok": True, "fired": fired}
 
-    def manual(self, host, status):
+    def manual(self, host, status, new=False):
+        """A status by hand. For a host no check reports only if asked for (new): a typo would
+        otherwise stay in the table and in every %STATUS% for good."""
         if not valid_host(host) or not valid_status(status):
             return {"ok": False, "error": f"invalid host or status: {host!r} {status!r}"}
+        if not new and not self._reporting(host):
+            return unreported(host, status, "no check reports")
         if self.committer.status(host) == status:
             return {"ok": False, "error": f"{host} is {status} already"}
         job = self.commit(self.committer.force(host, status), time.monotonic())
         if job is None:
             return {"ok": False, "error": f"cannot record: {self.record_error}"}
         return {"ok": True, "job": job}
+
+    def _reporting(self, host):
+        """The checks whose latest result names host."""
+        self.freshness.update(self.config.checks, self.entries, time.monotonic())
+        return self.freshness.reporting(host)
+
+    def forget(self, host):
+        """Remove a host nobody reports (a typo, a host retired) from the table and from every
+        %STATUS% to come. A host a check reports would only come back at its next result."""
+        if not valid_host(host):
+            return {"ok": False, "error": f"invalid host: {host!r}"}
+        if host not in self.entries and host not in self.committer.committed:
+            return {"ok": False, "error": f"{host}: no such host in the table"}
+        reporting = self._reporting(host)
+        if reporting:
+            return {"ok": False, "error": f"{host} is still reported by check "
+                    f"{', '.join(reporting)} (its latest result names it): take it out of "
+                    f"that check first"}
+        open_job = next((j["id"] for j in self.journal.open_jobs() if j["host"] == host), None)
+        if open_job is not None:
+            return {"ok": False, "error": f"{host}: its sequence (job #{open_job}) has not "
+                    f"ended yet: forget it once it has"}
+        try:
+            with self.store.transaction(durable=True):
+                self.table.forget(host)
+        except sqlite3.Error as e:
+            self._cannot_record(f"forgetting {host}", e, "host kept")
+            return {"ok": False, "error": f"cannot record: {e}"}
+        self._recorded()
+        was = self.committer.status(host)
+        self.committer.forget(host)
+        self.entries.pop(host, None)
+        self.dirty.discard(host)
+        self.seen.discard(host)
+        log.warning("forgot host %s (was %s; no check reports it): it is out of the table "
+                    "and of every %%STATUS%% from now on", host, was)
+        return {"ok": True, "was": was}
 
     def status(self):
         f = self.freshness
@@ -794,6 +849,12 @@ class Supervisor:
                            "stale": {"hosts": f.stale, "checks": {
                                cid: round(age, 1) for cid, age in sorted(f.checks.items())}}},
                 "queue": self.journal.open_jobs()}
+
+
+def unreported(host, status, why):
+    """The refusal of a manual transition to a host no check reports (cluster mode's too)."""
+    return {"ok": False, "error": f"{host}: {why} this host (`hadaemon status` lists them); "
+            f"`transition --new {host} {status}` commits it anyway"}
 
 
 def _checked(r):

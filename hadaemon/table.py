@@ -54,6 +54,14 @@ class Table:
     def set(self, host, entry):
         self._shelf[host] = entry
 
+    def forget(self, host):
+        """Remove host's row; False if there was none."""
+        try:
+            del self._shelf[host]
+        except KeyError:
+            return False
+        return True
+
     def items(self):
         """(host, entry) sorted by host; an entry that cannot be read is reported, not fatal."""
         result, broken = [], []

@@ -458,6 +458,14 @@ def test_pause_resume_manual_transition_and_handover(cluster):
     wait_for(lambda: one_leader(nodes) not in (None, other), 30, "someone else leads")
     time.sleep(1)
     assert len(read_log(log)) == count  # leadership moved, nothing fired
+    # a host no node's checks report takes --new (issue 11); forget is single-node only
+    r = nodes[1].cli("transition", "db9", "master")
+    assert r.returncode == 1 and "db9: no node's checks report this host" in r.stderr, r
+    r = nodes[0].cli("forget", "db2")
+    assert r.returncode == 1 and "forget is not available in cluster mode" in r.stderr, r
+    assert nodes[1].cli("transition", "--new", "db9", "down").returncode == 0
+    wait_for(lambda: any("db9 unknown->down" in line for line in read_log(log)), 30,
+             "a new host's transition fired")
 
 
 def test_a_section_can_name_the_node_that_runs_it(cluster):

@@ -1,9 +1,16 @@
 """Operator commands in single-node mode: pause/resume (maintenance) and manual transitions."""
 
+import os
 import signal
+import subprocess
+import sys
+from types import SimpleNamespace
 
-from conftest import status_of, wait_for
+from conftest import ROOT, committed, status_of, wait_for
 from hadaemon import control
+from hadaemon.commit import Committer
+from hadaemon.journal import initial_state
+from hadaemon.stale import Freshness
 
 FAST = "[daemon]\ninterval = 0.1\n"
 
@@ -150,3 +157,158 @@ def test_a_reload_that_cannot_apply_keeps_everything_and_the_daemon_answers(home
         answer = control.request(sock, bad, timeout=3)
         assert not answer["ok"] and "bad history request" in answer["error"], (bad, answer)
     assert d.stop() == 0
+
+
+# -- a host nobody reports: transition --new, forget ------------------------------------------
+
+def test_a_host_no_check_reports_needs_new_and_forget_takes_it_out_of_every_status_list(
+        home, daemons):
+    """Issue 11: `transition db9 master` (a typo) made db9 a master for good: every later
+    failover passed it in %MASTER%."""
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1 db2\nthird\n"
+               "[check:third]\nscript = status_from_files\nargs = db9\n")
+    home.write("actions.conf", "[slave_to_master]\nrecord %MASTER%\n")
+    for host, status in (("db1", "slave"), ("db2", "slave"), ("db9", "master")):
+        home.set_status(host, status)
+    d = daemons(home)
+    wait_for(committed(home, "db9", "master"), 20, "db9 master")
+    wait_for(committed(home, "db2", "slave"), 20, "db2 slave")
+
+    typo = home.cli("transition", "db8", "master")
+    assert typo.returncode == 1 and len(typo.stderr.splitlines()) == 1, typo
+    assert "db8: no check reports this host" in typo.stderr
+    assert "transition --new db8 master" in typo.stderr
+    assert "db8" not in home.status()["hosts"]
+    assert home.cli("transition", "--new", "db8", "master").returncode == 0
+    wait_for(committed(home, "db8", "master"), 20, "db8 master by hand")
+    assert home.history()[-1]["host"] == "db8" and home.history()[-1]["manual"]
+
+    # A check still names db9: forgetting it would last until its next result.
+    r = home.cli("forget", "db9")
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r
+    assert "db9 is still reported by check third (its latest result names it)" in r.stderr
+    assert home.cli("forget", "db8", check=True).stdout.strip() == "db8 forgotten"
+    assert "db8" not in home.status()["hosts"]
+    gone = home.cli("forget", "db8")
+    assert gone.returncode == 1 and "db8: no such host in the table" in gone.stderr
+    assert "forgot host db8 (was master" in home.log()
+
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1 db2\n")
+    home.cli("reload", check=True)
+    home.cli("forget", "db9", check=True)
+    assert set(home.status()["hosts"]) == {"db1", "db2"}
+    home.set_status("db2", "master")
+    wait_for(lambda: home.actions_log(), 20, "failover fired")
+    assert home.actions_log()[0].startswith("record db2 |"), home.actions_log()
+
+    # A forgotten host a check reports again is just a host, new from unknown; and forgotten
+    # is forgotten across a restart.
+    assert d.stop() == 0
+    daemons(home)
+    assert set(home.status()["hosts"]) == {"db1", "db2"}
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1 db2 db9\n")
+    home.cli("reload", check=True)
+    wait_for(committed(home, "db9", "master"), 20, "db9 back")
+    assert [(h["from"], h["to"]) for h in home.history() if h["host"] == "db9"][-1] == (
+        "unknown", "master")
+    assert home.cli("transition", "db9", "slave").returncode == 0  # reported: no --new needed
+
+
+def test_a_transition_committed_while_paused_with_no_section_is_recorded_once(home, daemons):
+    """Issue 11: recorded `done` while paused, then again on resume."""
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1 db2\n")
+    home.write("actions.conf", "[slave_to_master]\nrecord %HOST% %FROM% %TO%\n")
+    home.set_status("db1", "slave")
+    home.set_status("db2", "slave")
+    daemons(home)
+    wait_for(committed(home, "db2", "slave"), 20, "db2 slave")
+    wait_for(committed(home, "db1", "slave"), 20, "db1 slave")
+    home.cli("pause", check=True)
+    home.set_status("db1", "down")  # no section: slave -> down
+    home.set_status("db2", "down")  # down, then master: the net change has a section
+    wait_for(committed(home, "db2", "down"), 20, "db2 down")
+    home.set_status("db2", "master")
+    wait_for(committed(home, "db2", "master"), 20, "db2 master")
+    wait_for(committed(home, "db1", "down"), 20, "db1 down")
+    during = [(h["host"], h["from"], h["to"], h["state"]) for h in home.history()[2:]]
+    assert sorted(during) == [("db1", "slave", "down", "skipped"),
+                              ("db2", "down", "master", "skipped"),
+                              ("db2", "slave", "down", "skipped")]
+    assert home.cli("resume", check=True).returncode == 0
+    wait_for(lambda: home.actions_log(), 20, "db2's net change fired")
+    assert home.actions_log() == [home.actions_log()[0]]
+    assert home.actions_log()[0].startswith("record db2 slave master |")
+    after = [(h["host"], h["from"], h["to"], h["state"]) for h in home.history()[2:]]
+    wait_for(lambda: home.history()[-1]["state"] == "done", 20, "fired sequence done")
+    assert after[:3] == [tuple(x) for x in during] and after[3][:3] == ("db2", "slave", "master")
+    assert len(after) == 4, after  # db1's slave -> down once, not again on resume
+    assert "resumed; fired on resume (on_resume = last): db2: slave -> master" in home.log()
+
+
+# -- not a home -------------------------------------------------------------------------------
+
+def test_commands_outside_a_home_say_so_on_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HADAEMON_HOME"}
+    env["PYTHONPATH"] = str(ROOT)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+
+    def hadaemon(*args, cwd, extra=None):
+        return subprocess.run([sys.executable, "-m", "hadaemon", *args], cwd=cwd,
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(env, **(extra or {})))
+    for where in ("/", bare):
+        for args in (("status",), ("check-config",), ("run",), ("history",), ("stop",),
+                     ("transition", "db1", "up"), ("forget", "db1")):
+            r = hadaemon(*args, cwd=where)
+            assert r.returncode == 2 and r.stdout == "", (where, args, r)
+            assert r.stderr == (f"hadaemon: not a hadaemon home (no etc/checks.conf in "
+                                f"{where}): use --home or HADAEMON_HOME\n"), (where, args)
+    r = hadaemon("--home", str(bare), "status", cwd="/")
+    assert r.returncode == 2 and r.stderr == (
+        f"hadaemon: not a hadaemon home (no etc/checks.conf in {bare}, given by --home)\n")
+    r = hadaemon("check-config", cwd="/", extra={"HADAEMON_HOME": str(bare)})
+    assert r.returncode == 2 and r.stderr == (
+        f"hadaemon: not a hadaemon home (no etc/checks.conf in {bare}, from $HADAEMON_HOME)\n")
+    assert not (bare / "var").exists()  # nothing was made there
+    for args in (("--help",), ("status", "--help"), ("transition", "--help")):
+        r = hadaemon(*args, cwd="/")
+        assert r.returncode == 0 and r.stdout.startswith("Usage: "), (args, r)
+
+
+# -- the pure parts ---------------------------------------------------------------------------
+
+def test_paused_jobs_are_skipped_with_or_without_commands():
+    step = [{"argv": ["x"]}]
+    assert initial_state([], paused=True) == ("skipped", "paused: no action fired")
+    assert initial_state(step, paused=True) == ("skipped", "paused: no action fired")
+    assert initial_state([], paused=False) == ("done", None)
+    assert initial_state(step, paused=False) == ("queued", None)
+
+
+def test_a_forgotten_host_is_out_of_the_commit_rule():
+    spec = SimpleNamespace(id="c", interval=1.0, timeout=1.0, confirm=2, hold_down=0)
+    c = Committer({"db1": "master", "db9": "master"}, {"db9": 0.0})
+    c.observe(spec, [{"host": "db9", "status": "slave"}], 1.0)  # one of two confirmations
+    c.hold("db9", 100.0)
+    c.forget("db9")
+    assert c.status("db9") == "unknown" and "db9" not in c.committed
+    assert c.force("db1", "slave").snapshot == {"db1": "slave"}
+    # Seen again it is a new host: from unknown, confirmed afresh, held by nothing.
+    assert c.observe(spec, [{"host": "db9", "status": "slave"}], 2.0)[0] == []
+    t = c.observe(spec, [{"host": "db9", "status": "slave"}], 2.1)[0]
+    assert [(x.source, x.target) for x in t] == [("unknown", "slave")]
+
+
+def test_freshness_says_which_checks_report_a_host():
+    f = Freshness()
+    a, b = (SimpleNamespace(id=cid, interval=1.0, timeout=1.0, host="") for cid in "ab")
+    f.update([a, b], {"h1": {"check": "b"}}, 0.0)  # before their first result: the table's
+    assert f.reporting("h1") == ["b"] and f.reporting("h2") == []
+    f.result("a", ["h1", "h2"], 1.0)
+    assert f.reporting("h1") == ["a", "b"] and f.reporting("h2") == ["a"]
+    f.result("a", [], 2.0)  # a failure naming no host: still the hosts of its last result
+    assert f.reporting("h2") == ["a"]
+    f.result("a", ["h1"], 3.0)
+    f.update([b], {}, 3.0)  # a reload removed a
+    assert f.reporting("h1") == ["b"] and f.reporting("h2") == []
