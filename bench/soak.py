@@ -93,7 +93,8 @@ def main():
     groups = [hosts[i::args.checks] for i in range(args.checks)]
     home.configure([(f"c{i}", "hosts", " ".join(g), {"timeout": 0.5})
                     for i, g in enumerate(groups)],
-                   actions="[*_to_*]\nfire\n", interval=args.interval, workers=4, max_jobs=200)
+                   actions="[*_to_*]\nfire\n", interval=args.interval, workers=4, max_jobs=200,
+                   keep_jobs=10**8)  # the audit reads every job: none may be pruned
     rng = random.Random(1)
     samples, kills, flips = [], 0, 0
     with Daemon(home, log=home.root / "daemon.log") as d:
@@ -171,7 +172,7 @@ class Freshness:
 
     def __init__(self, home, hosts):
         self.socket, self.hosts = home.root / "var/control.sock", hosts
-        self.seen = {}  # host -> wall time of its newest result
+        self.seen = {}  # host -> (wall time of its newest result, the phase it came in)
         self.gaps = collections.defaultdict(float)  # phase -> longest gap
         self.recovery = collections.defaultdict(float)  # phase -> longest time to all fresh
         self.count = collections.Counter()
@@ -194,11 +195,16 @@ class Freshness:
             t = hosts.get(h, {}).get("last_seen")
             if t is None:
                 continue
-            before = self.seen.get(h, t)
-            self.gaps[self.phase] = max(self.gaps[self.phase], t - before, now - t)
-            self.seen[h] = t
+            # A gap belongs to the phase its last result came in: a worker frozen at the end of
+            # one phase leaves its gap there, not in the next.
+            before, phase = self.seen.get(h, (t, self.phase))
+            self.gaps[phase] = max(self.gaps[phase], t - before, now - t)
+            if t != before:
+                self.seen[h] = (t, self.phase)
+            else:
+                self.seen.setdefault(h, (t, self.phase))
         for phase, ended in list(self.waiting):
-            if all(self.seen.get(h, 0) > ended for h in self.hosts):
+            if all(self.seen.get(h, (0,))[0] > ended for h in self.hosts):
                 self.recovery[phase] = max(self.recovery[phase], now - ended)
                 self.waiting.remove((phase, ended))
 
