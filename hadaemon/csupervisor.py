@@ -15,7 +15,7 @@ import time
 from . import agent, crunner
 from .commit import Committer
 from .fork import fork_with_socket
-from .names import UNKNOWN, valid_host, valid_status
+from .names import UNKNOWN, valid_host
 from .supervisor import Supervisor, _registered
 
 log = logging.getLogger("hadaemon")
@@ -139,9 +139,10 @@ class ClusterSupervisor(Supervisor):
         cmd = request.get("cmd")
         if cmd not in REQUESTS:
             return super().answer(request)
-        if cmd == "transition" and not (valid_host(request.get("host"))
-                                        and valid_status(request.get("status"))):
-            return {"ok": False, "error": "transition needs a valid host and status"}
+        refused = cmd == "transition" and self.refuse_transition(request.get("host"),
+                                                                 request.get("status"))
+        if refused:
+            return {"ok": False, "error": refused}
         if cmd == "handover" and request.get("to") and not valid_host(request["to"]):
             return {"ok": False, "error": f"{request['to']!r} is not a node name"}
         if self.cluster.get("refused"):

@@ -510,7 +510,7 @@ def test_a_stalled_control_client_does_not_break_the_next_ones(home, daemons):
 
 def test_a_status_named_like_a_daemon_variable_overrides_nothing(home, daemons):
     # HA_<STATUS> lists the hosts with that status; `home` and `check` are statuses like any.
-    home.write("checks.conf", FAST + "[local]\nstatus_from_files h1 h2\n")
+    home.write("checks.conf", FAST + "statuses = home, check\n[local]\nstatus_from_files h1 h2\n")
     home.write("actions.conf", "[*_to_check]\nshow\n")
     home.script("actions", "show", '#!/bin/sh\necho "home=$HA_HOME check=${HA_CHECK-unset}"\n')
     home.set_status("h1", "home")
