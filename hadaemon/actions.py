@@ -7,8 +7,8 @@ transition (its snapshot), so a sequence resumed after a crash runs with the sam
 Linux refuses to start a program whose one argument or environment string passes 128 KiB
 (MAX_ARG_STRLEN), or whose arguments and environment together pass ARG_MAX: with a thousand
 long host names even /bin/true would fail. So a host list too long for the environment is
-handed over as a file (spill), and a command whose expanded words would pass a limit is refused
-before its sequence starts, never half-way through it (plan).
+handed over as a file (spill). A command whose expanded words would pass a limit, or that names
+a status no host has, is refused before its sequence starts, never half-way through it (plan).
 """
 
 import os
@@ -122,10 +122,12 @@ def spill(env):
 
 
 def plan(sections, transition, timeout, on_failure):
-    """The steps of the transition's sequence: each with argv, or the error that stops it.
+    """The steps of the transition's sequence, planned whole before its first command runs.
 
-    A command Linux would refuse to start (TooLong) refuses the whole sequence: every step
-    gets the reason and `refused`, so none runs (journal.initial_state records it failed).
+    A command that cannot be expanded refuses the whole sequence, never half a failover: a
+    variable with no value (no host has that status right after the transition), or a result
+    Linux would refuse to start (TooLong). Every step then gets the reason and `refused`, so
+    none runs (journal.initial_state records the job failed).
     """
     vals = values(transition)
     steps, refused = [], None
@@ -140,7 +142,10 @@ def plan(sections, transition, timeout, on_failure):
             try:
                 step["argv"] = expand(command.words, vals)
             except KeyError as e:
-                step["error"] = f"variable %{e.args[0]}% has no value (no host has that status)"
+                name = e.args[0].upper()
+                refused = refused or (f"{command.where}: {command.text!r}: %{name}% has no "
+                                      f"value (no host is {name.lower()} right after the "
+                                      f"transition)")
             except TooLong as e:
                 refused = refused or f"{command.where}: {command.text!r}: {e}"
             steps.append(step)

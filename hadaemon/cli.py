@@ -267,8 +267,11 @@ def check_config(ctx):
     """Validate etc/checks.conf, etc/actions.conf and every script they name."""
     home = _home(ctx)
     config = _load(home)
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"{home.etc}: OK: {len(config.checks)} check(s), "
-               f"{len(config.sections)} action section(s)")
+               f"{len(config.sections)} action section(s)"
+               + (f", {len(config.warnings)} warning(s)" if config.warnings else ""))
 
 
 @main.command()

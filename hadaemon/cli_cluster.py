@@ -6,7 +6,9 @@ import click
 
 from . import control
 from .cluster import Keys, read_history, status_lines
+from .config import declared_statuses
 from .names import valid_host, valid_status
+from .statuses import undeclared
 
 NOT_RUNNING = 3
 A_HOST = "a host name (letters, digits, '.', '-', '_', ':')"
@@ -17,6 +19,20 @@ def checked(valid, what):
     def check(ctx, param, value):
         if value is not None and not valid(value.lower() if param.name == "status" else value):
             raise click.BadParameter(f"{value!r} is not {what}")
+        return value
+    return check
+
+
+def declared(home_of):
+    """A click callback for STATUS: a status name, and one the home's checks.conf declares (if
+    it can be read: the daemon refuses an undeclared status too, and has the last word)."""
+    name = checked(valid_status, "a status (a letter, then letters, digits, '-')")
+
+    def check(ctx, param, value):
+        value = name(ctx, param, value).lower()
+        known = declared_statuses(home_of(ctx))
+        if known is not None and value not in known:
+            raise click.BadParameter(undeclared(value, known))
         return value
     return check
 
@@ -54,8 +70,7 @@ def register(main, home_of):
 
     @main.command()
     @click.argument("host", callback=checked(valid_host, A_HOST))
-    @click.argument("status", callback=checked(
-        valid_status, "a status (a letter, then letters, digits, '-')"))
+    @click.argument("status", callback=declared(home_of))
     @click.option("--new", is_flag=True,
                   help="HOST may be one no check reports (else that is refused: a typo).")
     @click.pass_context

@@ -10,8 +10,9 @@ import pwd
 import re
 import shlex
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 
-from . import actions, cluster as clustermod, logsetup, security
+from . import actions, cluster as clustermod, logsetup, security, statuses as statusesmod
 from .inifile import ConfigError, read_sections, split_setting
 from .names import valid_host, valid_status
 
@@ -40,6 +41,12 @@ class DaemonSettings:
     socket_group: str = ""  # group allowed on the control socket (default: owner only)
     on_resume: str = "last"  # last | none: what `resume` fires for hosts that changed meanwhile
     keep_jobs: int = 1000  # finished jobs kept in the journal (history); older ones are pruned
+    statuses: str = ""  # statuses besides statusesmod.DEFAULT, e.g. "standby, maintenance"
+
+    @cached_property
+    def known_statuses(self):
+        """Every status a check, a section, a %VAR% or `transition` may name."""
+        return statusesmod.declared(self.statuses)
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class Config:
     checks: tuple
     sections: tuple
     cluster: object = None  # cluster.ClusterSettings, or None in single-node mode
+    warnings: tuple = ()  # what is allowed but likely a mistake: check-config and the log say it
 
 
 CHECK_KEYS = {"script", "args", "host", "interval", "timeout", "confirm", "hold_down"}
@@ -84,15 +92,17 @@ CHECK_KEYS = {"script", "args", "host", "interval", "timeout", "confirm", "hold_
 
 def load(home):
     """Read both files of a home; raise ConfigError with every problem found."""
-    problems = []
+    problems, warnings = [], []
     daemon, checks, cluster_section = DaemonSettings(), (), None
+    known = None  # the declared statuses; None while checks.conf cannot be read to say them
     try:
         daemon, checks, cluster_section = _read_checks(home, problems)
+        known = daemon.known_statuses
     except ConfigError as e:
         problems += e.problems
     sections = ()
     try:
-        sections = _read_actions(home, problems)
+        sections = _read_actions(home, problems, warnings, known)
     except ConfigError as e:
         problems += e.problems
     cluster = clustermod.load(home, cluster_section, problems) if cluster_section else None
@@ -100,7 +110,19 @@ def load(home):
         problems += security.problems(_trusted_paths(home, checks, sections, cluster))
     if problems:
         raise ConfigError(problems)
-    return Config(daemon, checks, sections, cluster)
+    return Config(daemon, checks, sections, cluster, tuple(warnings))
+
+
+def declared_statuses(home):
+    """The statuses checks.conf declares, read from its [daemon] section alone (what the CLI
+    needs before it asks the daemon, which has the last word); None if it cannot be read."""
+    try:
+        daemon = next((s for s in read_sections(home.checks_conf) if s.name == "daemon"), None)
+        settings = _settings(home.checks_conf, daemon, DaemonSettings, DaemonSettings(), [],
+                             {}) if daemon else DaemonSettings()
+    except (ConfigError, OSError):
+        return None
+    return settings.known_statuses
 
 
 def _trusted_paths(home, checks, sections, cluster):
@@ -267,7 +289,7 @@ def _daemon_vet(home):
                     raise ValueError(f"no {what} {value!r} on this machine") from None
         return vet
     return {"log": log, "user": known(pwd.getpwnam, "user"),
-            "socket_group": known(grp.getgrnam, "group")}
+            "socket_group": known(grp.getgrnam, "group"), "statuses": statusesmod.vet}
 
 
 CHOICES = {"on_failure": ("stop", "continue"), "corrupt_table": ("moveaside", "refuse"),
@@ -308,10 +330,15 @@ def _convert(key, value, kind):
 
 # -- actions.conf ------------------------------------------------------------------------------
 
-def _read_actions(home, problems):
+def _read_actions(home, problems, warnings, known):
+    """known: the declared statuses every section and %VAR% must name (None: not checked,
+    checks.conf could not be read to say them)."""
     path = home.actions_conf
     if not path.exists():
-        return ()  # a daemon that only watches is a valid daemon
+        # A daemon that only watches is a valid daemon; a file that is not where it was meant
+        # to be is more likely, and nothing would ever fire.
+        warnings.append(f"{path}: does not exist: no action will run on any transition")
+        return ()
     result = []
     for s in read_sections(path):
         head, on = clustermod.split_section(s.name)  # 'on NODE': where it runs in a cluster
@@ -320,13 +347,21 @@ def _read_actions(home, problems):
             problems.append(f"{path}:{s.lineno}: section [{s.name}] is not FROM_to_TO "
                             f"(a status in lower case, or *)")
             continue
+        where = f"{path}:{s.lineno}"
+        undeclared = [p for p in (source, target) if known and p != "*" and p not in known]
+        if undeclared:
+            problems.append(f"{where}: section [{s.name}] would never run: "
+                            f"{statusesmod.undeclared(undeclared[0], known)}")
+            continue
         if on and not clustermod.valid_on(on):
-            problems.append(f"{path}:{s.lineno}: section [{s.name}]: 'on {on}' is not a node "
+            problems.append(f"{where}: section [{s.name}]: 'on {on}' is not a node "
                             f"name, 'leader' or a %VARIABLE%")
+            continue
+        if on.startswith("%") and _variables_problem(where, [on], known, problems):
             continue
         commands = []
         for lineno, text in s.lines:
-            command = _command(home, f"{path}:{lineno}", text, problems)
+            command = _command(home, f"{path}:{lineno}", text, problems, known)
             if command:
                 commands.append(command)
         result.append(ActionSection(s.name, source, target, tuple(commands)))
@@ -337,7 +372,18 @@ def _pattern_ok(p):
     return p == "*" or valid_status(p)
 
 
-def _command(home, where, text, problems):
+def _variables_problem(where, words, known, problems):
+    """Add the first %VAR% in words that can never have a value to problems; True if one was."""
+    for word in words:
+        for name in actions.TOKEN_RE.findall(word):
+            why = name and known and statusesmod.variable_problem(name, known)  # '': a literal %%
+            if why:
+                problems.append(f"{where}: {why}")
+                return True
+    return False
+
+
+def _command(home, where, text, problems, known):
     keep_going = text.startswith("-")
     body = text[1:].lstrip() if keep_going else text
     try:
@@ -351,12 +397,7 @@ def _command(home, where, text, problems):
     if VARIABLE_RE.search(words[0]):
         problems.append(f"{where}: the program name may not be a variable: {words[0]!r}")
         return None
-    never = sorted({m for w in words[1:] for m in actions.TOKEN_RE.findall(w)
-                    if m and m.upper() not in ("HOST", "FROM", "TO")
-                    and not valid_status(m.lower())})  # m is '' for a literal %%
-    if never:
-        problems.append(f"{where}: %{never[0]}% can never have a value (a status is a letter, "
-                        "then up to 31 letters, digits or '-')")
+    if _variables_problem(where, words[1:], known, problems):
         return None
     try:
         program = home.find_action(words[0])

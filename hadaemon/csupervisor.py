@@ -15,7 +15,7 @@ import time
 from . import agent, crunner
 from .commit import Committer
 from .fork import fork_with_socket
-from .names import UNKNOWN, valid_host, valid_status
+from .names import UNKNOWN, valid_host
 from .supervisor import Supervisor, _registered, unreported
 
 log = logging.getLogger("hadaemon")
@@ -142,9 +142,10 @@ class ClusterSupervisor(Supervisor):
                     "keeps its own opinion of every host it has seen, until its restart"}
         if cmd not in REQUESTS:
             return super().answer(request)
-        if cmd == "transition" and not (valid_host(request.get("host"))
-                                        and valid_status(request.get("status"))):
-            return {"ok": False, "error": "transition needs a valid host and status"}
+        refused = cmd == "transition" and self.refuse_transition(request.get("host"),
+                                                                 request.get("status"))
+        if refused:
+            return {"ok": False, "error": refused}
         if cmd == "transition" and request.get("new") is not True and not (
                 self._reporting(request["host"]) or self._in_opinions(request["host"])):
             return unreported(request["host"], request["status"], "no node's checks report")

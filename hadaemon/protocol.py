@@ -8,6 +8,7 @@ bytes in, results or one clear reason out.
 import json
 
 from .names import UNKNOWN, valid_host, valid_status
+from .statuses import undeclared
 
 NAGIOS = {0: "up", 1: "warning", 2: "down"}  # anything else: unknown
 MAX_RESULTS = 1000  # one check reporting more hosts than this is broken, not big
@@ -19,8 +20,9 @@ class Rejected(ValueError):
     """The output of a check cannot be used; the text says why."""
 
 
-def parse_output(stdout, exit_code, host=""):
-    """Return a list of {"host", "status", "details"}; raise Rejected with the reason."""
+def parse_output(stdout, exit_code, host="", statuses=None):
+    """Return a list of {"host", "status", "details"}; raise Rejected with the reason.
+    statuses: the declared ones (None: any safe name); a result naming another is rejected."""
     try:
         text = stdout.decode("utf-8").strip()
     except UnicodeDecodeError as e:
@@ -39,7 +41,8 @@ def parse_output(stdout, exit_code, host=""):
             raise Rejected(f"{len(items)} results in one output (at most {MAX_RESULTS})")
         if not items:
             raise Rejected("empty JSON array")
-        results = [validate(item, i if isinstance(data, list) else None)
+        statuses = None if statuses is None else frozenset(statuses)
+        results = [validate(item, i if isinstance(data, list) else None, statuses)
                    for i, item in enumerate(items)]
         hosts = [r["host"] for r in results]
         if len(set(hosts)) != len(hosts):
@@ -66,7 +69,7 @@ def _depth(value, level=0):
     return max((_depth(c, level + 1) for c in children), default=level + 1)
 
 
-def validate(item, index=None):
+def validate(item, index=None, statuses=None):
     at = "" if index is None else f"result {index}: "
     if not isinstance(item, dict):
         raise Rejected(f"{at}expected a JSON object, got {type(item).__name__}")
@@ -81,6 +84,8 @@ def validate(item, index=None):
     if not valid_status(status):
         raise Rejected(f"{at}unsafe status {status[:80]!r} (letters, digits and '-', "
                        f"starting with a letter)")
+    if statuses is not None and status not in statuses:
+        raise Rejected(f"{at}{undeclared(status, statuses)}")
     details = {k: v for k, v in item.items() if k not in ("host", "status")}
     return {"host": host, "status": status, "details": details}
 
@@ -88,7 +93,8 @@ def validate(item, index=None):
 def check_job(check, daemon, number):
     """The message that asks a worker to run `check` once (config.CheckSpec, DaemonSettings)."""
     return {"job": number, "check": check.id, "argv": list(check.argv), "timeout": check.timeout,
-            "limit": daemon.output_limit, "host": check.host, "user": daemon.user}
+            "limit": daemon.output_limit, "host": check.host, "user": daemon.user,
+            "statuses": sorted(daemon.known_statuses)}
 
 
 def failed(host, reason):

@@ -27,6 +27,7 @@ from .names import UNKNOWN, valid_host, valid_status
 from .pool import Pool
 from .ratelog import RateLog
 from .scheduler import Scheduler
+from .statuses import undeclared
 from .stale import Freshness
 from .store import open_store
 from .table import Table
@@ -117,6 +118,7 @@ class Supervisor:
         self._spawn_runner()
         log.info("hadaemon %d started in %s: %d check(s), %d worker(s), %d host(s) known",
                  os.getpid(), self.home.root, len(self.config.checks), d.workers, len(entries))
+        self._warn()
 
     def run(self):
         self.setup()
@@ -448,7 +450,12 @@ class Supervisor:
         meta = self.pool.finished(w)
         try:
             message = protocol.decode(data)
-            results = [_checked(r) for r in message["results"]]
+            results = [_checked(r, self.config.daemon.known_statuses) for r in message["results"]]
+        except protocol.Rejected as e:
+            # An undeclared status the worker let through (a reload since it took the job):
+            # rejected like any unusable output, the check's error logged as such.
+            results = protocol.failed(meta["spec"].host, str(e))
+            message = {"error": str(e), "read_at": message.get("read_at")}
         except (ValueError, KeyError, TypeError) as e:
             log.error("check %s: garbled message from worker %d: %s", meta["check"], w.pid, e)
             results = protocol.failed(meta["spec"].host, "garbled worker message")
@@ -604,8 +611,14 @@ class Supervisor:
         self._wake_runner(json.dumps(self._runner_settings()).encode())
         log.info("reloaded: %d check(s), %d action section(s)", len(new.checks),
                  len(new.sections))
+        self._warn()
         return {"ok": True, "checks": len(new.checks), "sections": len(new.sections),
                 "restart_needed": later}
+
+    def _warn(self):
+        """What the config allows but is likely a mistake (no actions.conf): once per load."""
+        for warning in self.config.warnings:
+            log.warning("%s", warning)
 
     def _on_accept(self, sock, events):
         # Several per turn: a burst of clients must not wait one loop turn each.
@@ -784,11 +797,20 @@ class Supervisor:
         self._wake_runner()  # jobs queued before the pause waited for this
         return {"ok": True, "fired": fired}
 
+    def refuse_transition(self, host, status):
+        """Why a manual transition to status is refused out of hand, or None."""
+        if not valid_host(host) or not valid_status(status):
+            return f"invalid host or status: {host!r} {status!r}"
+        if status not in self.config.daemon.known_statuses:
+            return undeclared(status, self.config.daemon.known_statuses)
+        return None
+
     def manual(self, host, status, new=False):
         """A status by hand. For a host no check reports only if asked for (new): a typo would
         otherwise stay in the table and in every %STATUS% for good."""
-        if not valid_host(host) or not valid_status(status):
-            return {"ok": False, "error": f"invalid host or status: {host!r} {status!r}"}
+        refused = self.refuse_transition(host, status)
+        if refused:
+            return {"ok": False, "error": refused}
         if not new and not self._reporting(host):
             return unreported(host, status, "no check reports")
         if self.committer.status(host) == status:
@@ -857,11 +879,14 @@ def unreported(host, status, why):
             f"`transition --new {host} {status}` commits it anyway"}
 
 
-def _checked(r):
-    """The supervisor trusts no worker: names are validated again before they touch the table."""
+def _checked(r, known):
+    """The supervisor trusts no worker: names are validated again before they touch the table,
+    and a status must be a declared one (protocol.Rejected says which is not)."""
     if not (isinstance(r, dict) and valid_host(r.get("host")) and valid_status(r.get("status"))
             and isinstance(r.get("details", {}), dict)):
         raise ValueError("invalid result in worker message")
+    if r["status"] not in known:
+        raise protocol.Rejected(undeclared(r["status"], known))
     return {"host": r["host"], "status": r["status"], "details": r.get("details", {})}
 
 

@@ -49,7 +49,8 @@ def run_job(job, home):
     results = []
     if not error:
         try:
-            results = protocol.parse_output(outcome.output, outcome.rc, job["host"])
+            results = protocol.parse_output(outcome.output, outcome.rc, job["host"],
+                                            job.get("statuses"))
         except protocol.Rejected as e:
             error = str(e)
     if error:

@@ -103,24 +103,28 @@ def test_commands_are_kept_verbatim(home, daemons):
                     "record two words x = y ; not-a-comment", "record 100% up:unknown"]
 
 
-def test_unset_variable_stops_the_sequence_with_a_recorded_error(home, daemons):
+def test_a_variable_with_no_value_refuses_the_whole_sequence_before_its_first_command(
+        home, daemons):
+    """Never half a failover: `plumb %MASTER%` with no master anywhere must not leave the
+    service stopped and its address gone; nothing runs, and history says why."""
     home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
     home.write("actions.conf", """
         [unknown_to_down]
-        record before
+        record stopservice1
+        -record unplumb
         record plumb %MASTER%
-        record after
+        record startservice1
         """)
     home.set_status("db1", "down")
     daemons(home)
     wait_for(lambda: home.history() and home.history()[-1]["state"] == "failed", 20, "failed")
-    assert [line.split(" | ")[0] for line in home.actions_log()] == ["record before"]
     job = home.history()[-1]
-    outcomes = [(c["command"], c["outcome"]) for c in job["commands"]]
-    assert outcomes == [("record before", "ok"), ("record plumb %MASTER%", "error"),
-                        ("record after", "not run")]
-    assert "%MASTER% has no value" in job["commands"][1]["error"]
-    assert "stopped at command 2" in job["note"]
+    assert [c["outcome"] for c in job["commands"]] == ["not run"] * 4
+    where = f"{home.root / 'etc/actions.conf'}:5"
+    assert job["note"] == (f"not run: sequence refused: {where}: 'record plumb %MASTER%': "
+                           "%MASTER% has no value (no host is master right after the transition)")
+    assert home.actions_log() == []
+    assert f"{where}: 'record plumb %MASTER%': %MASTER% has no value" in home.log()
 
 
 def test_failing_command_stops_unless_marked_to_keep_going(home, daemons):
@@ -506,7 +510,7 @@ def test_a_stalled_control_client_does_not_break_the_next_ones(home, daemons):
 
 def test_a_status_named_like_a_daemon_variable_overrides_nothing(home, daemons):
     # HA_<STATUS> lists the hosts with that status; `home` and `check` are statuses like any.
-    home.write("checks.conf", FAST + "[local]\nstatus_from_files h1 h2\n")
+    home.write("checks.conf", FAST + "statuses = home, check\n[local]\nstatus_from_files h1 h2\n")
     home.write("actions.conf", "[*_to_check]\nshow\n")
     home.script("actions", "show", '#!/bin/sh\necho "home=$HA_HOME check=${HA_CHECK-unset}"\n')
     home.set_status("h1", "home")

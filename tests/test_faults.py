@@ -756,7 +756,7 @@ def test_every_command_starts_after_an_fsync_that_covers_its_commit(home, tmp_pa
     why = _strace_works()
     if why:
         pytest.skip(why)
-    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1 db2\n")
+    home.write("checks.conf", FAST + "statuses = maint\n[local]\nstatus_from_files db1 db2\n")
     home.write("actions.conf", "[*_to_*]\nrecord %HOST% %TO%\n")
     home.set_status("db1", "up")
     home.set_status("db2", "up")
