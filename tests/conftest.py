@@ -174,11 +174,7 @@ class Daemon:
         """The supervisor still runs (a zombie of a run-mode child does not count)."""
         if self.proc:
             return self.proc.poll() is None
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
+        return pid_alive(self.pid)
 
     def kill_supervisor(self, sig=signal.SIGKILL):
         """Signal the supervisor alone (its runner and workers stay) and wait until it is gone."""
@@ -222,6 +218,15 @@ class Daemon:
             self.proc.wait()
         else:
             wait_for(lambda: not self.alive(), 30, "the daemon killed")
+
+
+def pid_alive(pid):
+    """Process pid runs (a zombie does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _with_log(text, log_file):
