@@ -76,9 +76,11 @@ class Cluster:
         self.db1, self.db2, self.ns = (f"{n}{self.suffix}" for n in ("db1", "db2", "hademo"))
         self.dir = f"/var/tmp/hadaemon-pgdemo{self.suffix}"
         self.daemon = None
+        self.home_root = None  # the hadaemon home `demo down` clears the var/ of
 
     def demo(self, *args, check=True):
-        p = subprocess.run([str(DEMO), "-s", self.suffix, "-d", self.dir, *args],
+        home = ["-H", str(self.home_root)] if self.home_root else []
+        p = subprocess.run([str(DEMO), "-s", self.suffix, "-d", self.dir, *home, *args],
                            capture_output=True, text=True, timeout=120)
         if check and p.returncode != 0:
             raise AssertionError(f"demo {' '.join(args)} exited {p.returncode}:\n"
@@ -127,7 +129,7 @@ class Cluster:
         for conf in ("checks.conf", "actions.conf"):
             (root / "etc" / conf).chmod(0o644)  # strict mode, whatever the umask
         home = Home.__new__(Home)
-        home.root = root
+        home.root = self.home_root = root
         return home
 
     def start_daemon(self, home):

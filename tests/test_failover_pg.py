@@ -101,6 +101,18 @@ def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path, caps
     text = home.cli("history", check=True).stdout
     assert text.index(f"{db1}: master -> down") < text.index(f"{db2}: slave -> master")
 
+    # The walkthrough again, as a user repeats it: `demo down` (which also ends hadaemon in
+    # hademo) then `demo up` starts from a clean home, not from a table where db2 is master.
+    cluster.demo("down")
+    assert not (home.root / "var").exists()
+    cluster.demo("up")
+    cluster.start_daemon(home)
+    wait_for(lambda: any(h["to"] == "master" and h["state"] not in ("queued", "running")
+                         for h in home.history()), 30, "start-up vip_add over")
+    startup = next(h for h in home.history() if h["to"] == "master")
+    assert (startup["host"], startup["from"], startup["state"]) == (db1, "unknown", "done"), startup
+    assert pgnet.VIP in addresses(db1)
+
 
 def run_action(cluster, name, *args, table=None):
     """An action as hadaemon runs it: from hademo, with the minimal environment (and the HA_*
