@@ -70,7 +70,8 @@ def _alive(pid):
 class Cluster:
     """db1 (primary), db2 (replica) and hademo, where hadaemon and the clients run."""
 
-    def __init__(self, suffix=None):
+    def __init__(self, suffix=None, sync=False):
+        self.sync = sync  # synchronous replication (demo -S) and pg_promote -S
         self.suffix = suffix or f"-{os.getpid()}-{next(_runs)}"
         self.db1, self.db2, self.ns = (f"{n}{self.suffix}" for n in ("db1", "db2", "hademo"))
         self.dir = f"/var/tmp/hadaemon-pgdemo{self.suffix}"
@@ -89,7 +90,7 @@ class Cluster:
     def up(self):
         reap_stale()
         self.demo("down", check=False)  # a reused pid after a reboot may find its own leftovers
-        self.demo("up")
+        self.demo(*(["-S"] if self.sync else []), "up")
         return self
 
     def down(self):
@@ -124,7 +125,10 @@ class Cluster:
             if value is not None:
                 checks = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", checks)
         (root / "etc/checks.conf").write_text(checks)
-        (root / "etc/actions.conf").write_text((EXAMPLE / "etc/actions.conf").read_text())
+        actions = (EXAMPLE / "etc/actions.conf").read_text()
+        if self.sync:  # as the example's comment says
+            actions = re.sub(r"(?m)^pg_promote -F ", "pg_promote -F -S var/pg ", actions)
+        (root / "etc/actions.conf").write_text(actions)
         for conf in ("checks.conf", "actions.conf"):
             (root / "etc" / conf).chmod(0o644)  # strict mode, whatever the umask
         home = Home.__new__(Home)

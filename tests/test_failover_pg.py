@@ -216,3 +216,80 @@ def test_check_and_actions_are_idempotent_on_real_servers(cluster):
 
     # A host that does not answer at all is down too, not a crash (nothing listens on .99).
     assert check_role(cluster, "10.231.0.99") == ("down", 2)
+
+
+@pytest.fixture
+def sync_cluster(request):
+    reason = pgnet.unavailable()
+    if reason:
+        pytest.skip(reason)
+    c = pgnet.Cluster(sync=True)
+    request.addfinalizer(c.down)
+    return c.up()
+
+
+def record(home, host):
+    """The last replication record check_pg_role -r var/pg kept of a primary: {key: value}."""
+    try:
+        text = (home.root / "var/pg" / host).read_text()
+    except FileNotFoundError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines())
+
+
+def started_sync(cluster, tmp_path):
+    home = cluster.home(tmp_path / "home")
+    cluster.start_daemon(home)
+    wait_for(committed(home, cluster.db1, "master"), 30, "db1 master")
+    wait_for(committed(home, cluster.db2, "slave"), 30, "db2 slave")
+    wait_for(lambda: record(home, cluster.db1).get("sync") == cluster.db2, 30,
+             "db1's record naming db2 its synchronous standby")
+    return home
+
+
+def test_synchronous_failover_loses_no_acknowledged_write(sync_cluster, tmp_path, capsys):
+    home = started_sync(sync_cluster, tmp_path)
+    measured = sync_cluster.failover(home, rows=5)
+    with capsys.disabled():
+        print(f"\nsynchronous failover: {measured['seconds']:.2f}s to the first write acknowledged"
+              f" by {sync_cluster.db2}; {measured['acked']} acknowledged, lost "
+              f"{len(measured['lost'])}")
+    assert measured["lost"] == []
+    down = pgnet.failover_job(home.history())
+    assert [c["outcome"] for c in down["commands"]] == ["ok", "ok"], down
+    out = down["commands"][1]["output"]
+    assert f"{sync_cluster.db2} was the synchronous standby of {sync_cluster.db1}" in out
+    # promoted without a standby, it no longer waits for one
+    assert sync_cluster.psql(pgnet.VIP, "SHOW synchronous_standby_names") == ""
+
+
+def test_synchronous_mode_refuses_to_promote_a_replica_that_lags(sync_cluster, tmp_path):
+    c = sync_cluster
+    home = started_sync(c, tmp_path)
+    # Cut the replica off (its walreceiver stops): the primary's commits now wait, and the
+    # primary's record says it has no synchronous standby.
+    c.psql(c.db2, "ALTER SYSTEM SET primary_conninfo = ''")
+    c.psql(c.db2, "SELECT pg_reload_conf()")
+    wait_for(lambda: record(home, c.db1).get("sync") == "", 30, "db1 without a sync standby")
+    # A write that is never acknowledged still takes the primary's WAL past the replica's.
+    waiting = subprocess.Popen(c.in_ns(pgnet._bin("psql"), "-X", "-h", c.db1, "-U", "postgres",
+                                       "-c", "CREATE TABLE never_acknowledged (n int)"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: c.psql(c.db2, "SELECT pg_last_wal_replay_lsn() < "
+                                       f"'{record(home, c.db1)['lsn']}'::pg_lsn") == "t",
+                 30, "db1's recorded position ahead of db2's")
+        c.demo("kill", "db1")
+        wait_for(lambda: any(h["from"] == "master" and h["to"] == "down"
+                             and h["state"] not in ("queued", "running")
+                             for h in home.history()), 60, "db1's failover sequence over")
+    finally:
+        waiting.kill()
+        waiting.wait()
+    down = pgnet.failover_job(home.history())
+    promote = down["commands"][1]
+    assert (promote["outcome"], promote["exit"]) == ("failed", 1), down
+    assert f"refusing to promote {c.db2}" in promote["output"], promote["output"]
+    assert "replayed less than" in promote["output"]
+    assert c.psql(c.db2, "SELECT pg_is_in_recovery()") == "t"
+    assert pgnet.VIP not in addresses(c.db2)
