@@ -9,7 +9,7 @@ opened after the kill. The journal's stamps split that time into its stages; at 
 acknowledged rows the promoted server does not have are counted as lost.
 
 Usage (root; PostgreSQL and iproute2 installed):
-    python3 bench/failover.py [--runs N] [--interval SECONDS] [--confirm N]
+    python3 bench/failover.py [--runs N] [--interval SECONDS] [--confirm N] [--sync]
 
 The bound printed is what the settings imply: one detection (the primary's death seen `confirm`
 times, the first up to one interval after the kill, plus one check's run), then the failover's
@@ -35,8 +35,8 @@ from conftest import wait_for  # noqa: E402
 STAGES = ("primary seen down", "old address removed", "replica promoted", "address moved")
 
 
-def one_run(interval, confirm):
-    cluster = pgnet.Cluster()
+def one_run(interval, confirm, sync):
+    cluster = pgnet.Cluster(sync=sync)
     scratch = tempfile.mkdtemp(prefix="hadaemon-failover-")
     try:
         cluster.up()
@@ -81,6 +81,8 @@ def main():
                         help="check interval in seconds (default: the example's)")
     parser.add_argument("--confirm", type=int, default=None,
                         help="confirmations (default: the example's)")
+    parser.add_argument("--sync", action="store_true",
+                        help="synchronous replication (demo -S, pg_promote -F -S var/pg)")
     args = parser.parse_args()
     reason = pgnet.unavailable()
     if reason:
@@ -93,7 +95,7 @@ def main():
     rows, failed = [], []
     for n in range(1, args.runs + 1):
         try:
-            r = one_run(interval, confirm)
+            r = one_run(interval, confirm, args.sync)
         except AssertionError as e:  # counted and shown, never averaged in
             failed.append(n)
             print(f"run {n} FAILED: {str(e).strip().splitlines()[-1][:300]}", flush=True)
@@ -116,7 +118,8 @@ def main():
     over = [n for n, r in enumerate(rows, 1) if r["seconds"] > bound(r["check"], r["actions"])]
     lost = [len(r["lost"]) for r in rows]
     print(f"\n$ python3 bench/failover.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}")
-    print(f"interval {interval:g}s, confirm {confirm}, {len(rows)} runs"
+    print(f"{'synchronous' if args.sync else 'asynchronous'} replication, "
+          f"interval {interval:g}s, confirm {confirm}, {len(rows)} runs"
           + (f", {len(failed)} failed (runs {', '.join(map(str, failed))})" if failed else "")
           + f"; load average (1 min) {min(loads):.1f}-{max(loads):.1f} during the runs")
     print(row("kill -> first write acknowledged", [r["seconds"] for r in rows]))
