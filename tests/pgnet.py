@@ -8,7 +8,6 @@ namespace name gets a suffix unique to this process and run, so runs never colli
 
 import glob
 import itertools
-import json
 import os
 import re
 import shutil
@@ -71,14 +70,17 @@ def _alive(pid):
 class Cluster:
     """db1 (primary), db2 (replica) and hademo, where hadaemon and the clients run."""
 
-    def __init__(self, suffix=None):
+    def __init__(self, suffix=None, sync=False):
+        self.sync = sync  # synchronous replication (demo -S) and pg_promote -S
         self.suffix = suffix or f"-{os.getpid()}-{next(_runs)}"
         self.db1, self.db2, self.ns = (f"{n}{self.suffix}" for n in ("db1", "db2", "hademo"))
         self.dir = f"/var/tmp/hadaemon-pgdemo{self.suffix}"
         self.daemon = None
+        self.home_root = None  # the hadaemon home `demo down` clears the var/ of
 
     def demo(self, *args, check=True):
-        p = subprocess.run([str(DEMO), "-s", self.suffix, "-d", self.dir, *args],
+        home = ["-H", str(self.home_root)] if self.home_root else []
+        p = subprocess.run([str(DEMO), "-s", self.suffix, "-d", self.dir, *home, *args],
                            capture_output=True, text=True, timeout=120)
         if check and p.returncode != 0:
             raise AssertionError(f"demo {' '.join(args)} exited {p.returncode}:\n"
@@ -88,7 +90,7 @@ class Cluster:
     def up(self):
         reap_stale()
         self.demo("down", check=False)  # a reused pid after a reboot may find its own leftovers
-        self.demo("up")
+        self.demo(*(["-S"] if self.sync else []), "up")
         return self
 
     def down(self):
@@ -123,11 +125,14 @@ class Cluster:
             if value is not None:
                 checks = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", checks)
         (root / "etc/checks.conf").write_text(checks)
-        (root / "etc/actions.conf").write_text((EXAMPLE / "etc/actions.conf").read_text())
+        actions = (EXAMPLE / "etc/actions.conf").read_text()
+        if self.sync:  # as the example's comment says
+            actions = re.sub(r"(?m)^pg_promote -F ", "pg_promote -F -S var/pg ", actions)
+        (root / "etc/actions.conf").write_text(actions)
         for conf in ("checks.conf", "actions.conf"):
             (root / "etc" / conf).chmod(0o644)  # strict mode, whatever the umask
         home = Home.__new__(Home)
-        home.root = root
+        home.root = self.home_root = root
         return home
 
     def start_daemon(self, home):
@@ -139,47 +144,77 @@ class Cluster:
         return setting_in((home.root / "etc/checks.conf").read_text(), key)
 
     def failover(self, home, rows=20, timeout=90):
-        """Write rows through the VIP, kill the primary, wait for a write through the VIP.
+        """Write rows through the VIP, start a client writing through it without a pause, kill
+        the primary, wait for the client's first write acknowledged after the kill.
 
-        Returns the measurements: kill -> first successful write (seconds, CLOCK_MONOTONIC, both
-        taken on this machine) and the wall-clock times of the kill, for the history's stamps.
+        Returns the measurements (CLOCK_MONOTONIC, taken on this machine, which network
+        namespaces do not change): kill -> first acknowledged write, the client's gap (last
+        acknowledgement before the kill -> first after), the acknowledged writes the promoted
+        server does not have, and the wall-clock time of the kill for the journal's stamps.
         """
         self.psql(VIP, "CREATE TABLE IF NOT EXISTS rows (n int PRIMARY KEY, at text)")
         for n in range(1, rows + 1):
             self.psql(VIP, f"INSERT INTO rows VALUES ({n}, 'before')")
         wait_for(lambda: self.psql(self.db2, "SELECT count(*) FROM rows") == str(rows), 30,
                  f"{rows} rows replicated to {self.db2}")
-        probe = [sys.executable, __file__, "probe", VIP, _bin("psql"), str(timeout),
-                 f"INSERT INTO rows VALUES ({rows + 1}, 'after') ON CONFLICT DO NOTHING"]
-        killed_wall, killed = time.time(), time.monotonic()
-        self.demo("kill", "db1")
-        p = subprocess.run(self.in_ns(*probe), capture_output=True, text=True,
-                           timeout=timeout + 30)
-        if p.returncode != 0:
-            raise AssertionError(f"no write through {VIP} within {timeout}s after the kill: "
-                                 f"{p.stderr.strip()}\n{home.log()}")
-        written = json.loads(p.stdout)
-        return {"seconds": written["at"] - killed, "killed_wall": killed_wall,
-                "attempts": written["attempts"]}
+        self.psql(VIP, "CREATE TABLE IF NOT EXISTS writes (n int PRIMARY KEY)")
+        log = Path(self.dir) / "writer.log"
+        writer = subprocess.Popen(self.in_ns(sys.executable, __file__, "write", VIP,
+                                             _bin("psql"), str(log)),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: len(acks(log)) >= 20, 30, "the client's first writes")
+            killed_wall, killed = time.time(), time.monotonic()
+            self.demo("kill", "db1")
+            # The old primary's backends outlive its postmaster for a few milliseconds and may
+            # still acknowledge writes: the outage ends with the first acknowledgement on a
+            # session opened after the kill.
+            wait_for(lambda: any(opened > killed for _, opened in acks(log).values()), timeout,
+                     f"a write through {VIP} acknowledged after the kill")
+            after = min(t for t, opened in acks(log).values() if opened > killed)
+            wait_for(lambda: len([t for t, _ in acks(log).values() if t > after]) >= 10, 30,
+                     "writes going on after the failover")
+        finally:
+            writer.send_signal(signal.SIGTERM)
+            writer.wait(30)
+        acked = acks(log)
+        before = max(t for t, _ in acked.values() if t < killed)
+        there = {int(n) for n in self.psql(VIP, "SELECT n FROM writes").split()}
+        return {"seconds": after - killed, "gap": after - before, "killed_wall": killed_wall,
+                "acked": len(acked), "lost": sorted(set(acked) - there)}
+
+
+def acks(log):
+    """The writing client's acknowledged writes so far: {n: (when acknowledged, when its session
+    was opened)}, both CLOCK_MONOTONIC."""
+    try:
+        lines = Path(log).read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    return {int(n): (float(t), float(opened))
+            for n, t, opened in (line.split() for line in lines if line.count(" ") == 2)}
 
 
 def setting_in(checks_conf, key):
     return re.search(rf"(?m)^{key} = (.*)$", checks_conf)[1]
 
 
-def failover_jobs(history):
-    """The two sequences of a failover: the primary's master -> down, the replica's promotion."""
-    return (next(h for h in history if h["from"] == "master" and h["to"] == "down"),
-            next(h for h in history if h["from"] == "slave" and h["to"] == "master"))
+def failover_job(history):
+    """The failover's sequence: the primary's master -> down, which promotes the replica and
+    moves the address (vip_del, then pg_promote -F ... -- vip_add)."""
+    return next(h for h in history if h["from"] == "master" and h["to"] == "down")
 
 
 def breakdown(history, killed_wall):
-    """Seconds from the kill to each step of the failover, from the journal's wall-clock stamps."""
-    down, master = failover_jobs(history)
+    """Seconds from the kill to each step of the failover, from the journal's wall-clock stamps
+    and pg_promote's own account of the promotion's time."""
+    down = failover_job(history)
+    vip_del, promote = down["commands"]
+    took = re.search(r"promoted to primary in ([0-9.]+)s", promote["output"] or "")
     return {"primary seen down": down["time"] - killed_wall,
-            "replica promoted": down["commands"][-1]["finished"] - killed_wall,
-            "replica seen master": master["time"] - killed_wall,
-            "address moved": master["commands"][-1]["finished"] - killed_wall}
+            "old address removed": vip_del["finished"] - killed_wall,
+            "replica promoted": promote["started"] - killed_wall + float(took[1] if took else "nan"),
+            "address moved": promote["finished"] - killed_wall}
 
 
 def _bin(name):
@@ -188,30 +223,42 @@ def _bin(name):
     return os.path.join(versions[0], name) if versions else name
 
 
-def probe(vip, psql, timeout, sql):
-    """Inside hademo: knock on VIP:5432 until it answers (a short TCP connect, so that a SYN lost
-    to the old owner's MAC costs 50 ms, not psql's 2 s minimum connect timeout), then write."""
+def write(vip, psql, log):
+    """Inside hademo: INSERT numbered rows through VIP one after the other, on one psql session,
+    until SIGTERM, and log "N MONOTONIC" for each once psql has printed it (RETURNING: printed
+    only after the commit, so after the replica's acknowledgement in synchronous mode). A lost
+    session is reopened after a short TCP knock (50 ms: a SYN lost to the old owner's MAC costs
+    that, not psql's 2 s minimum connect timeout)."""
     import socket
-    deadline = time.monotonic() + float(timeout)
-    attempts = 0
-    while time.monotonic() < deadline:
-        attempts += 1
-        try:
-            socket.create_connection((vip, 5432), timeout=0.05).close()
-        except OSError:
-            time.sleep(0.02)
-            continue
-        p = subprocess.run([psql, "-X", "-w", "-q", "-h", vip, "-U", "postgres", "-c", sql],
-                           capture_output=True, text=True, env=dict(os.environ,
-                                                                    PGCONNECT_TIMEOUT="2"))
-        if p.returncode == 0:
-            print(json.dumps({"at": time.monotonic(), "attempts": attempts}))
-            return 0
-        time.sleep(0.02)
-    print(f"no write through {vip} in {timeout}s", file=sys.stderr)
-    return 1
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    n = 0
+    with open(log, "a", buffering=1) as out:
+        while True:
+            try:
+                socket.create_connection((vip, 5432), timeout=0.05).close()
+            except OSError:
+                time.sleep(0.01)
+                continue
+            opened = time.monotonic()
+            session = subprocess.Popen(
+                [psql, "-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", vip, "-U", "postgres", "-f", "-"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                text=True, bufsize=1, env=dict(os.environ, PGCONNECT_TIMEOUT="2"))
+            try:
+                while True:
+                    n += 1
+                    session.stdin.write(f"INSERT INTO writes VALUES ({n}) RETURNING n;\n")
+                    session.stdin.flush()
+                    line = session.stdout.readline()
+                    if line.strip() != str(n):  # lost session, or an error: not acknowledged
+                        break
+                    out.write(f"{n} {time.monotonic()} {opened}\n")
+            except BrokenPipeError:
+                pass
+            finally:
+                session.kill()
+                session.wait()
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["probe"]:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    sys.exit(probe(*sys.argv[2:]))
+if __name__ == "__main__" and sys.argv[1:2] == ["write"]:
+    sys.exit(write(*sys.argv[2:]))

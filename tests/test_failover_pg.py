@@ -58,13 +58,18 @@ def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path, caps
     assert pgnet.VIP in addresses(db1)
 
     measured = cluster.failover(home, rows=20)
+    # hadaemon sees the new primary after the address has moved: wait for that sighting too.
+    wait_for(lambda: len(home.history()) >= 4 and home.history()[3]["state"] == "done", 30,
+             f"{db2} seen master")
     history = home.history()
     steps = pgnet.breakdown(history, measured["killed_wall"])
     with capsys.disabled():  # shown in every run, not only when the test fails
-        print(f"\nfailover (kill -> first write through {pgnet.VIP}): {measured['seconds']:.2f}s"
-              f" with interval {cluster.setting(home, 'interval')}s, "
+        print(f"\nfailover (kill -> first write acknowledged through {pgnet.VIP}): "
+              f"{measured['seconds']:.2f}s with interval {cluster.setting(home, 'interval')}s, "
               f"confirm {cluster.setting(home, 'confirm')}; "
-              + ", ".join(f"{k} at {v:.2f}s" for k, v in steps.items()))
+              + ", ".join(f"{k} at {v:.2f}s" for k, v in steps.items())
+              + f"; {measured['acked']} writes acknowledged, lost (asynchronous replication): "
+              f"{len(measured['lost'])}")
 
     # The replica is the primary now, and the service address answers from it.
     assert home.status()["hosts"][db1]["status"] == "down"
@@ -78,28 +83,44 @@ def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path, caps
     # Rows committed and replicated before the kill survived; writes go on through the VIP.
     assert cluster.psql(pgnet.VIP, "SELECT string_agg(n::text, ',' ORDER BY n) FROM rows"
                         " WHERE at = 'before'") == ",".join(str(n) for n in range(1, 21))
-    assert cluster.psql(pgnet.VIP, "SELECT count(*) FROM rows WHERE at = 'after'") == "1"
     cluster.psql(pgnet.VIP, "INSERT INTO rows VALUES (22, 'later')")
 
-    # The history tells it in order, with each command's outcome.
+    # The history tells it in order, with each command's outcome: the address moved within the
+    # failover's own sequence, after the old primary's was removed and the promotion confirmed.
     moves = [(h["host"], h["from"], h["to"]) for h in history]
     assert sorted(moves[:2]) == sorted([(db1, "unknown", "master"), (db2, "unknown", "slave")])
     assert moves[2:] == [(db1, "master", "down"), (db2, "slave", "master")]
     down, promoted = history[2], history[3]
     assert [(c["argv"], c["outcome"], c["exit"]) for c in down["commands"]] == [
         (["vip_del", "10.231.0.100/24", "eth0", db1], "ok", 0),
-        (["pg_promote", "-F", "-t", "30"], "ok", 0)]
-    assert f"{db1} down, no primary: promoting {db2}" in down["commands"][1]["output"]
-    assert "promoted to primary" in down["commands"][1]["output"]
-    # the replica's first sighting ran the same guard, which found the primary up
+        (["pg_promote", "-F", "-t", "30", "--", "vip_add", "10.231.0.100/24", "eth0"], "ok", 0)]
+    out = down["commands"][1]["output"]
+    assert f"{db1} down, no primary: promoting {db2}" in out
+    assert out.index("promoted to primary") < out.index("10.231.0.100/24 added to eth0"), out
+    # the replica's first sighting ran the same guard, which found the primary up and moved nothing
     first_slave = next(h for h in history if (h["host"], h["to"]) == (db2, "slave"))
     assert [c["outcome"] for c in first_slave["commands"]] == ["ok"]
     assert "nothing to promote" in first_slave["commands"][0]["output"]
+    assert "added" not in first_slave["commands"][0]["output"]
+    # seen as master, the address is already there
     assert [(c["argv"], c["outcome"], c["exit"]) for c in promoted["commands"]] == [
         (["vip_add", "10.231.0.100/24", "eth0", db2], "ok", 0)]
+    assert "already on eth0" in promoted["commands"][0]["output"]
     assert down["state"] == promoted["state"] == "done"
     text = home.cli("history", check=True).stdout
     assert text.index(f"{db1}: master -> down") < text.index(f"{db2}: slave -> master")
+
+    # The walkthrough again, as a user repeats it: `demo down` (which also ends hadaemon in
+    # hademo) then `demo up` starts from a clean home, not from a table where db2 is master.
+    cluster.demo("down")
+    assert not (home.root / "var").exists()
+    cluster.demo("up")
+    cluster.start_daemon(home)
+    wait_for(lambda: any(h["to"] == "master" and h["state"] not in ("queued", "running")
+                         for h in home.history()), 30, "start-up vip_add over")
+    startup = next(h for h in home.history() if h["to"] == "master")
+    assert (startup["host"], startup["from"], startup["state"]) == (db1, "unknown", "done"), startup
+    assert pgnet.VIP in addresses(db1)
 
 
 def run_action(cluster, name, *args, table=None):
@@ -195,3 +216,80 @@ def test_check_and_actions_are_idempotent_on_real_servers(cluster):
 
     # A host that does not answer at all is down too, not a crash (nothing listens on .99).
     assert check_role(cluster, "10.231.0.99") == ("down", 2)
+
+
+@pytest.fixture
+def sync_cluster(request):
+    reason = pgnet.unavailable()
+    if reason:
+        pytest.skip(reason)
+    c = pgnet.Cluster(sync=True)
+    request.addfinalizer(c.down)
+    return c.up()
+
+
+def record(home, host):
+    """The last replication record check_pg_role -r var/pg kept of a primary: {key: value}."""
+    try:
+        text = (home.root / "var/pg" / host).read_text()
+    except FileNotFoundError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines())
+
+
+def started_sync(cluster, tmp_path):
+    home = cluster.home(tmp_path / "home")
+    cluster.start_daemon(home)
+    wait_for(committed(home, cluster.db1, "master"), 30, "db1 master")
+    wait_for(committed(home, cluster.db2, "slave"), 30, "db2 slave")
+    wait_for(lambda: record(home, cluster.db1).get("sync") == cluster.db2, 30,
+             "db1's record naming db2 its synchronous standby")
+    return home
+
+
+def test_synchronous_failover_loses_no_acknowledged_write(sync_cluster, tmp_path, capsys):
+    home = started_sync(sync_cluster, tmp_path)
+    measured = sync_cluster.failover(home, rows=5)
+    with capsys.disabled():
+        print(f"\nsynchronous failover: {measured['seconds']:.2f}s to the first write acknowledged"
+              f" by {sync_cluster.db2}; {measured['acked']} acknowledged, lost "
+              f"{len(measured['lost'])}")
+    assert measured["lost"] == []
+    down = pgnet.failover_job(home.history())
+    assert [c["outcome"] for c in down["commands"]] == ["ok", "ok"], down
+    out = down["commands"][1]["output"]
+    assert f"{sync_cluster.db2} was the synchronous standby of {sync_cluster.db1}" in out
+    # promoted without a standby, it no longer waits for one
+    assert sync_cluster.psql(pgnet.VIP, "SHOW synchronous_standby_names") == ""
+
+
+def test_synchronous_mode_refuses_to_promote_a_replica_that_lags(sync_cluster, tmp_path):
+    c = sync_cluster
+    home = started_sync(c, tmp_path)
+    # Cut the replica off (its walreceiver stops): the primary's commits now wait, and the
+    # primary's record says it has no synchronous standby.
+    c.psql(c.db2, "ALTER SYSTEM SET primary_conninfo = ''")
+    c.psql(c.db2, "SELECT pg_reload_conf()")
+    wait_for(lambda: record(home, c.db1).get("sync") == "", 30, "db1 without a sync standby")
+    # A write that is never acknowledged still takes the primary's WAL past the replica's.
+    waiting = subprocess.Popen(c.in_ns(pgnet._bin("psql"), "-X", "-h", c.db1, "-U", "postgres",
+                                       "-c", "CREATE TABLE never_acknowledged (n int)"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: c.psql(c.db2, "SELECT pg_last_wal_replay_lsn() < "
+                                       f"'{record(home, c.db1)['lsn']}'::pg_lsn") == "t",
+                 30, "db1's recorded position ahead of db2's")
+        c.demo("kill", "db1")
+        wait_for(lambda: any(h["from"] == "master" and h["to"] == "down"
+                             and h["state"] not in ("queued", "running")
+                             for h in home.history()), 60, "db1's failover sequence over")
+    finally:
+        waiting.kill()
+        waiting.wait()
+    down = pgnet.failover_job(home.history())
+    promote = down["commands"][1]
+    assert (promote["outcome"], promote["exit"]) == ("failed", 1), down
+    assert f"refusing to promote {c.db2}" in promote["output"], promote["output"]
+    assert "replayed less than" in promote["output"]
+    assert c.psql(c.db2, "SELECT pg_is_in_recovery()") == "t"
+    assert pgnet.VIP not in addresses(c.db2)
