@@ -125,8 +125,10 @@ def test_the_readme_first_command_works_twice_and_installs_a_package_that_inits(
 
 @pytest.mark.slow
 def test_the_wheel_holds_the_example_as_files_and_the_docs(tmp_path):
+    source = tmp_path / "source"  # pip builds in the tree: build/ and egg-info go there
+    shutil.copytree(ROOT, source, symlinks=True, ignore=ignore_local)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path,
-                        ROOT], capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
+                        source], capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     [wheel] = tmp_path.glob("hadaemon-*.whl")
     with zipfile.ZipFile(wheel) as z:
