@@ -5,11 +5,13 @@ import os
 import sqlite3
 import sys
 import time
+from pathlib import Path
 
 import click
 
+from . import __version__
 from . import config as configmod
-from . import cli_cluster, control, daemonize, history, protocol, worker
+from . import cli_cluster, control, daemonize, history, newhome, protocol, worker
 from .home import Home
 from .config import DAY
 from .inifile import ConfigError
@@ -60,6 +62,14 @@ def _fail(message, code=1):
 class Commands(click.Group):
     """click's usage errors take four lines; ours are one, naming the command, like the rest."""
 
+    def parse_args(self, ctx, args):
+        # Bare `hadaemon`: the whole help, as a usage error. click would raise it as one, and
+        # main() below would squeeze it into one line cut short.
+        if not args:
+            click.echo(ctx.get_help(), err=True)
+            sys.exit(2)
+        return super().parse_args(ctx, args)
+
     def main(self, *args, **kwargs):
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
@@ -77,12 +87,31 @@ class Commands(click.Group):
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="hadaemon",
+                      message="%(prog)s %(version)s")
 @click.option("--home", type=click.Path(file_okay=False), default=None,
               help="Home directory (default: $HADAEMON_HOME, else the current directory).")
 @click.pass_context
 def main(ctx, home):
     """hadaemon: watch hosts with checks, run actions when their status changes."""
+    if ctx.invoked_subcommand == "init":  # it makes a home: there is none to check yet
+        return
     ctx.obj = Home.resolve(home)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def init(directory):
+    """Write a new home in DIRECTORY: the shipped example (etc/, checks/, actions/), commented,
+    to edit into your own. Nothing that exists is overwritten."""
+    try:
+        written = newhome.create(directory)
+    except newhome.InitError as e:
+        _fail(f"init: {e}")
+    where = directory.resolve()
+    click.echo(f"new home in {where}: {len(written)} files in etc/, checks/, actions/ "
+               "(the shipped example; edit etc/checks.conf and etc/actions.conf)")
+    click.echo(f"next: hadaemon --home {where} check-config, then hadaemon --home {where} run")
 
 
 @main.command()

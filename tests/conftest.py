@@ -279,6 +279,14 @@ def daemons(request):
                 d._err.close()
 
 
+def pytest_collection_modifyitems(items):
+    """A test that runs the daemon or its CLI as processes (the daemons and home fixtures) is
+    slow: `-m "not slow"` leaves the fast layer, the modules' own unit and property tests."""
+    for item in items:
+        if {"daemons", "home"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_generate_tests(metafunc):
     modes = getattr(metafunc.module, "DAEMON_MODES", None)
     if modes and "daemons" in metafunc.fixturenames:
