@@ -53,6 +53,12 @@ ACTION = """\
 echo "$HA_JOB $HA_HOST $HA_FROM $HA_TO" >> "$HA_HOME/fired.log"
 """
 SAMPLE_EVERY = 0.25  # seconds between two looks at every host's last result
+TIMEOUT = 0.5  # the checks' timeout
+
+
+def stale_limit(interval):
+    """The daemon's rule (stale.py): two intervals plus the timeout without a result."""
+    return 2 * interval + TIMEOUT
 
 
 def write_status(home, host, status):
@@ -91,14 +97,14 @@ def main():
     for h in hosts:
         write_status(home, h, "up")
     groups = [hosts[i::args.checks] for i in range(args.checks)]
-    home.configure([(f"c{i}", "hosts", " ".join(g), {"timeout": 0.5})
+    home.configure([(f"c{i}", "hosts", " ".join(g), {"timeout": TIMEOUT})
                     for i, g in enumerate(groups)],
                    actions="[*_to_*]\nfire\n", interval=args.interval, workers=4, max_jobs=200,
                    keep_jobs=10**8)  # the audit reads every job: none may be pruned
     rng = random.Random(1)
     samples, kills, flips = [], 0, 0
     with Daemon(home, log=home.root / "daemon.log") as d:
-        watch = Freshness(home, hosts)
+        watch = Freshness(home, hosts, stale_limit(args.interval))
         start = time.monotonic()
         next_kill = next_sample = next_look = start
         fault, phase_no = None, -1
@@ -155,7 +161,7 @@ def main():
     first, last = samples[1] if len(samples) > 2 else samples[0], samples[-1]
     print(f"RSS {first['rss']} -> {last['rss']} KiB, fds {first['fds']} -> {last['fds']}, "
           f"zombies at the end: {last['zombies']}")
-    stale_after = 2 * args.interval + 0.5  # two intervals plus the checks' timeout
+    stale_after = stale_limit(args.interval)
     print_table(f"Freshness by phase ({args.phase_seconds:g} s each; a host is stale after "
                 f"{stale_after:g} s without a result)",
                 ["phase", "times", "longest gap between results s", "fresh again after s"],
@@ -170,20 +176,28 @@ class Freshness:
     """Each host's newest result, looked at through the control socket; per phase, the longest
     gap between two results and how long after the phase every host had a fresh one."""
 
-    def __init__(self, home, hosts):
+    def __init__(self, home, hosts, stale_after):
         self.socket, self.hosts = home.root / "var/control.sock", hosts
-        self.seen = {}  # host -> (wall time of its newest result, the phase it came in)
+        self.stale_after = stale_after
+        self.seen = {}  # host -> wall time of its newest result
         self.gaps = collections.defaultdict(float)  # phase -> longest gap
         self.recovery = collections.defaultdict(float)  # phase -> longest time to all fresh
         self.count = collections.Counter()
         self.phase, self.waiting = None, []  # waiting: (phase, when it ended), not yet recovered
+        self.starts = []  # (wall time, phase) of every phase begun
 
     def begin(self, name):
         # A phase is recovered from once every host has a result newer than its end.
+        now = time.time()
         if self.phase:
-            self.waiting.append((self.phase, time.time()))
+            self.waiting.append((self.phase, now))
         self.phase = name
+        self.starts.append((now, name))
         self.count[name] += 1
+
+    def _phase_at(self, when):
+        return next((name for start, name in reversed(self.starts) if start <= when),
+                    self.starts[0][1])
 
     def look(self):
         try:
@@ -195,16 +209,15 @@ class Freshness:
             t = hosts.get(h, {}).get("last_seen")
             if t is None:
                 continue
-            # A gap belongs to the phase its last result came in: a worker frozen at the end of
-            # one phase leaves its gap there, not in the next.
-            before, phase = self.seen.get(h, (t, self.phase))
-            self.gaps[phase] = max(self.gaps[phase], t - before, now - t)
-            if t != before:
-                self.seen[h] = (t, self.phase)
-            else:
-                self.seen.setdefault(h, (t, self.phase))
+            # A gap belongs to the phase in which the host went stale (its last result plus
+            # the stale limit): what a phase did not cause, it is not charged with.
+            before = self.seen.get(h, t)
+            gap = max(t - before, now - t)
+            phase = self._phase_at((before if t - before >= now - t else t) + self.stale_after)
+            self.gaps[phase] = max(self.gaps[phase], gap)
+            self.seen[h] = t
         for phase, ended in list(self.waiting):
-            if all(self.seen.get(h, (0,))[0] > ended for h in self.hosts):
+            if all(self.seen.get(h, 0) > ended for h in self.hosts):
                 self.recovery[phase] = max(self.recovery[phase], now - ended)
                 self.waiting.remove((phase, ended))
 
