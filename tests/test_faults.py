@@ -983,7 +983,9 @@ def test_a_client_holding_many_connections_cannot_take_the_workers_descriptors(h
             s.close()
         _set_nofile(d.pid, limits)
     wait_for(lambda: home.cli("status", "--json").returncode == 0, 20, "answers again")
-    assert home.log().count(f"{MAX_CLIENTS} clients at once") == 1
+    # Logged when the cap is reached, not on every turn it stays reached (clients dropped after
+    # their 5 s make room, and the waiting ones may fill it once more).
+    assert 1 <= home.log().count(f"{MAX_CLIENTS} clients at once") <= 3
     assert d.alive()
 
 
