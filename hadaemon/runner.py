@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from . import actions, execute, listfiles, logsetup
+from .backoff import Backoff
 from .fork import open_stdio, with_socket
 from .home import Home
 from .journal import Journal
@@ -37,7 +38,6 @@ from .table import Table
 log = logging.getLogger("hadaemon.runner")
 OUTPUT_KEEP = 4096  # bytes of a command's output kept in history
 LOG_ARGV = 400  # characters of a command line the log shows
-RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between tries of a journal write that failed
 
 
 class GaveUp(Exception):
@@ -90,7 +90,7 @@ class Runner:
         logged once (then once a minute); the caller holds its place meanwhile, so nothing runs
         out of order. GaveUp once give_up() (default: stopping or orphaned) says so."""
         give_up = give_up or (lambda: self.stopping() or self.orphaned())
-        delay = RETRY_FIRST
+        retry = Backoff()
         while True:
             try:
                 result = call(*args)
@@ -100,10 +100,9 @@ class Runner:
                                     "command starts meanwhile", changes=False)
                 if give_up():
                     raise GaveUp(what) from None
-                deadline = time.monotonic() + delay
-                while time.monotonic() < deadline and not self.stopping():
+                retry.failed(time.monotonic())
+                while not retry.ready(time.monotonic()) and not self.stopping():
                     time.sleep(0.1)  # slices: a SIGTERM must not wait for the back-off
-                delay = min(2 * delay, RETRY_MAX)
                 continue
             self.trouble.clear("journal", f"the journal can be written again; done: {what}")
             return result
