@@ -74,6 +74,7 @@ class Supervisor:
         self.systemd = notify.Reporter(notify.Notifier.from_environment())
         self.next_watch = 0.0
         self.pruned_below = 0  # jobs under this id are pruned from the journal
+        self.prune_due = True  # a job was queued or ended since the last prune
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -364,6 +365,7 @@ class Supervisor:
         except OSError:
             data = b""
         if data.startswith(b"done "):  # a job's sequence has ended
+            self.prune_due = True
             host = self.manual_jobs.pop(int(data.split()[1]), None)
             if host:
                 self.committer.release(host)
@@ -522,16 +524,17 @@ class Supervisor:
             self._wake_runner()
         return job
 
-    def _enqueue(self, transition, observed_mono=None, note=None, write_table=True):
+    def _enqueue(self, transition, observed_mono=None, note=None, write_table=True, plan=None):
         """Inside a transaction: the table row (unless write_table) and the job; returns
-        (job id, its steps, the table entry)."""
-        steps, env = self._plan(transition)
+        (job id, its steps, the table entry). plan: the transition's, if made already."""
+        steps, env = plan or self._plan(transition)
         wall = time.time()
         entry = dict(self.entries.get(transition.host, {}), status=transition.target, since=wall)
         if write_table:
             self.table.set(transition.host, entry)
         job = self.journal.enqueue(transition, steps, env, wall, observed_mono,
                                    paused=self.paused is not None, note=note)
+        self.prune_due = True
         return job, steps, entry
 
     def _plan(self, transition):
@@ -557,7 +560,8 @@ class Supervisor:
         self.errors.clear("record", f"recording in {self.home.state_db} works again")
 
     def _flush(self):
-        self._prune()
+        if self.prune_due:
+            self._prune()
         if not self.dirty:
             return
         try:
@@ -572,7 +576,8 @@ class Supervisor:
 
     def _prune(self):
         """Old finished jobs go, at most once per flush (FLUSH_EVERY), off the path from a
-        result to its commit; a failure only delays it."""
+        result to its commit, and only after a job was queued or ended since the last time (a
+        daemon at rest does not ask); a failure only delays it."""
         try:
             self.pruned_below = self.journal.prune(self.config.daemon.keep_jobs,
                                                    self.pruned_below)
@@ -581,6 +586,7 @@ class Supervisor:
                                f"{self.home.state_db} ({e}); tried again every {FLUSH_EVERY:g}s",
                                changes=False)
             return
+        self.prune_due = False
         self.errors.clear("prune")
 
     # -- reload and control -----------------------------------------------------------------
@@ -765,12 +771,12 @@ class Supervisor:
                     if before.get(host, UNKNOWN) != status]
             # A net change with no section has nothing to fire: its transitions are in
             # history already (skipped while paused), and one entry is enough.
-            fire = [t for t in fire if self._plan(t)[0]]
+            fire = [(t, plan) for t, plan in ((t, self._plan(t)) for t in fire) if plan[0]]
         paused, self.paused = self.paused, None  # the jobs are queued, not skipped
         try:
             with self.store.transaction(durable=True):
-                jobs = [self._enqueue(t, note="fired on resume", write_table=False)
-                        for t in fire]
+                jobs = [self._enqueue(t, note="fired on resume", write_table=False, plan=plan)
+                        for t, plan in fire]
         except sqlite3.Error as e:
             self.paused = paused
             self._cannot_record("the sequences to fire on resume", e, "still paused")
@@ -779,7 +785,7 @@ class Supervisor:
                     f"once it can be written"}
         if fire:
             self._recorded()
-        for t, (job, steps, _) in zip(fire, jobs):
+        for (t, _), (job, steps, _) in zip(fire, jobs):
             self._queued(t, job, steps)
         try:
             self.home.paused.unlink()
@@ -791,7 +797,7 @@ class Supervisor:
             self.paused = dict(paused, statuses=dict(self.committer.committed))
             return {"ok": False, "error": f"cannot remove {self.home.paused}: {e.strerror}; "
                     f"still paused, the sequences fired wait for the next resume"}
-        fired = [f"{t.host}: {t.source} -> {t.target}" for t in fire]
+        fired = [f"{t.host}: {t.source} -> {t.target}" for t, _ in fire]
         log.warning("resumed; fired on resume (on_resume = %s): %s",
                     self.config.daemon.on_resume, ", ".join(fired) or "nothing")
         self._wake_runner()  # jobs queued before the pause waited for this
