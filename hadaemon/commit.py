@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 from .names import UNKNOWN
 
 
+def result_lifetime(check):
+    """Seconds a check's result counts: two intervals plus its timeout. Longer without one, the
+    check is not being run at all (stale.py)."""
+    return 2 * check.interval + check.timeout
+
+
 @dataclass(frozen=True)
 class Transition:
     host: str
@@ -49,7 +55,7 @@ class Committer:
         transition that cannot be written is proposed again by the next result.
         """
         transitions, notes = [], []
-        expires = now + 2 * check.interval + check.timeout
+        expires = now + result_lifetime(check)
         for r in results:
             host = r["host"]
             self._latest.setdefault(host, {})[check.id] = (r["status"], expires, check.confirm,

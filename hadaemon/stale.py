@@ -10,12 +10,15 @@ watching is restarted.
 
 import logging
 
+from .commit import result_lifetime
+
 log = logging.getLogger("hadaemon")
 
 
 def limit(check):
-    """Seconds a check may go without a result before it is stale."""
-    return 2 * check.interval + check.timeout
+    """Seconds a check may go without a result before it is stale: as long as the commit rule
+    lets its last result count."""
+    return result_lifetime(check)
 
 
 def stale_checks(checks, last, now):
