@@ -11,7 +11,8 @@ import click
 
 from . import __version__
 from . import config as configmod
-from . import cli_cluster, control, daemonize, history, newhome, protocol, worker
+from . import control, history, newhome
+from .cluster import cli as cli_cluster
 from .home import Home
 from .config import DAY
 from .inifile import ConfigError
@@ -118,6 +119,7 @@ def init(directory):
 @click.pass_context
 def run(ctx):
     """Run in the foreground, logging to stderr (Ctrl-C stops)."""
+    from . import daemonize  # the daemon side: only the commands that start or stop it
     home = _home(ctx)
     config = _load(home)
     try:
@@ -130,6 +132,7 @@ def run(ctx):
 @click.pass_context
 def start(ctx):
     """Start as a daemon (pidfile and control socket in var/)."""
+    from . import daemonize  # the daemon side: only the commands that start or stop it
     home = _home(ctx)
     config = _load(home)
     try:
@@ -146,6 +149,7 @@ def start(ctx):
 @click.pass_context
 def stop(ctx, wait):
     """Stop the running daemon (SIGTERM) and wait for it to exit."""
+    from . import daemonize  # the daemon side: only the commands that start or stop it
     home = _home(ctx)
     try:
         pid = daemonize.stop(home, wait)
@@ -310,6 +314,7 @@ def check_config(ctx):
 def probe(ctx, checks, as_json):
     """Run CHECKS (default: every configured check) once, as a worker would, and show what the
     daemon would take from each. Nothing is recorded; no action fires."""
+    from . import protocol, worker
     home = _home(ctx)
     config = _load(home)
     by_id = {c.id: c for c in config.checks}

@@ -12,7 +12,8 @@ import shlex
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
-from . import actions, cluster as clustermod, logsetup, security, statuses as statusesmod
+from . import actions, logsetup, security, statuses as statusesmod
+from .cluster import rules as clusterrules, settings as clustersettings
 from .inifile import ConfigError, read_sections, split_setting
 from .names import valid_host, valid_status
 
@@ -105,7 +106,7 @@ def load(home):
         sections = _read_actions(home, problems, warnings, known)
     except ConfigError as e:
         problems += e.problems
-    cluster = clustermod.load(home, cluster_section, problems) if cluster_section else None
+    cluster = clustersettings.load(home, cluster_section, problems, _settings) if cluster_section else None
     if not problems and security.enabled(daemon.strict):
         problems += security.problems(_trusted_paths(home, checks, sections, cluster))
     if problems:
@@ -341,7 +342,7 @@ def _read_actions(home, problems, warnings, known):
         return ()
     result = []
     for s in read_sections(path):
-        head, on = clustermod.split_section(s.name)  # 'on NODE': where it runs in a cluster
+        head, on = clusterrules.split_section(s.name)  # 'on NODE': where it runs in a cluster
         source, sep, target = head.partition("_to_")
         if not sep or not _pattern_ok(source) or not _pattern_ok(target):
             problems.append(f"{path}:{s.lineno}: section [{s.name}] is not FROM_to_TO "
@@ -353,7 +354,7 @@ def _read_actions(home, problems, warnings, known):
             problems.append(f"{where}: section [{s.name}] would never run: "
                             f"{statusesmod.undeclared(undeclared[0], known)}")
             continue
-        if on and not clustermod.valid_on(on):
+        if on and not clusterrules.valid_on(on):
             problems.append(f"{where}: section [{s.name}]: 'on {on}' is not a node "
                             f"name, 'leader' or a %VARIABLE%")
             continue

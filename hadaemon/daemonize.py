@@ -16,13 +16,13 @@ import daemon
 
 from . import logsetup, pidfile as pidfilemod
 from .store import StoreError
-from .supervisor import Supervisor
 
 
 def _supervisor(home, config, foreground):
+    from .supervisor import Supervisor
     if config.cluster is None:
         return Supervisor(home, config, foreground=foreground)
-    from .csupervisor import ClusterSupervisor  # etcd3gw is needed in cluster mode only
+    from .cluster.supervisor import ClusterSupervisor  # etcd3gw is needed in cluster mode only
     return ClusterSupervisor(home, config, foreground=foreground)
 
 

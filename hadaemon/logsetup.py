@@ -67,3 +67,12 @@ def descriptors():
         if fd > 2:
             fds.append(fd)
     return fds
+
+
+def configure_child(home, settings):
+    """Logging for a forked child (agent, cluster runner): the handlers inherited from the
+    supervisor point at descriptors fork_child closed, so they are dropped, not closed."""
+    logger = logging.getLogger("hadaemon")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    configure(home, settings["log"], settings["log_level"], settings["foreground"])

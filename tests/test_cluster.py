@@ -9,7 +9,7 @@ import pytest
 
 from conftest import KEEP_GOING, Home, wait_for
 from etcdkit import SERVERS, Etcd, Network, Node, netns_possible, read_log
-from hadaemon.cluster import combine, split_section, step_node
+from hadaemon.cluster.rules import combine, split_section, step_node
 
 pytestmark = pytest.mark.slow
 TTL = 3
@@ -257,9 +257,9 @@ def test_a_manual_transition_stands_while_its_sequence_runs(cluster):
 def test_a_job_id_in_use_is_never_written_over(etcd):
     """A leader whose count of jobs fell behind (its commit landed, the answer was lost) is
     refused, and nothing of its transaction is written."""
-    from hadaemon.cluster import Keys
-    from hadaemon.etcd import Etcd as Client, parse_endpoints
-    from hadaemon.etcdstore import EtcdJournal, EtcdStore, EtcdTable, Refused
+    from hadaemon.cluster.keys import Keys
+    from hadaemon.cluster.etcd import Etcd as Client, parse_endpoints
+    from hadaemon.cluster.store import EtcdJournal, EtcdStore, EtcdTable, Refused
     store = EtcdStore(Client(parse_endpoints(etcd.endpoints)), Keys("/hatest/"))
     journal, table = EtcdJournal(store), EtcdTable(store)
     job = {"id": 1, "state": "queued", "host": "db1"}
@@ -638,9 +638,9 @@ def test_reload_reaches_the_leader_and_handover_needs_a_cluster(cluster, tmp_pat
 
 
 def test_a_deposed_leaders_commit_fails_instead_of_landing(etcd):
-    from hadaemon.cluster import Keys
-    from hadaemon.etcd import Etcd as Client, absent, created_at, parse_endpoints, put, value_is
-    from hadaemon.etcdstore import EtcdJournal, EtcdStore, EtcdTable, Refused
+    from hadaemon.cluster.keys import Keys
+    from hadaemon.cluster.etcd import Etcd as Client, absent, created_at, parse_endpoints, put, value_is
+    from hadaemon.cluster.store import EtcdJournal, EtcdStore, EtcdTable, Refused
     client = Client(parse_endpoints(etcd.endpoints))
     keys = Keys("/deposed/")
     store = EtcdStore(client, keys)
@@ -784,9 +784,9 @@ def test_an_etcd_restored_from_an_older_snapshot_is_refused_until_cluster_init(c
 def test_cluster_init_writes_statuses_counter_marker_and_closes_open_jobs(etcd):
     """What `cluster-init --yes` writes over an older snapshot's state, and that a second
     write from the same (now stale) survey is refused whole."""
-    from hadaemon import reinit
-    from hadaemon.cluster import Keys
-    from hadaemon.etcd import Etcd as Client, jput, parse_endpoints, put
+    from hadaemon.cluster import reinit
+    from hadaemon.cluster.keys import Keys
+    from hadaemon.cluster.etcd import Etcd as Client, jput, parse_endpoints, put
     client, keys = Client(parse_endpoints(etcd.endpoints)), Keys("/hatest/")
     assert client.txn([], [
         jput(keys.marker, {"id": "abc", "generation": 1}), put(keys.seq, "3"),

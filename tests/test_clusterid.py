@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from hadaemon import clusterid, reinit
-from hadaemon.cluster import Keys
+from hadaemon.cluster import clusterid, reinit
+from hadaemon.cluster.keys import Keys
 from hadaemon.home import Home
 
 KEYS = Keys("/c/")

@@ -17,10 +17,12 @@ import threading
 import time
 
 from . import clusterid
-from .cluster import Keys, child_logging, is_us, split_live
+from .. import logsetup
+from ..runner import Runner
+from .keys import Keys, split_live
+from .node import is_us
 from .etcd import Etcd, EtcdUnavailable
-from .etcdstore import EtcdJournal, EtcdStore, EtcdTable
-from .runner import Runner
+from .store import EtcdJournal, EtcdStore, EtcdTable
 
 log = logging.getLogger("hadaemon.runner")
 
@@ -104,7 +106,7 @@ class ClusterRunner(Runner):
     # -- the loop -------------------------------------------------------------------------------
 
     def main(self):
-        child_logging(self.home, self.settings)
+        logsetup.configure_child(self.home, self.settings)
         signal.signal(signal.SIGTERM, self._terminate)
         os.chdir(self.home.root)  # commands run in the home: no per-run cwd, so posix_spawn
         threading.Thread(target=self.keepalive_loop, daemon=True).start()

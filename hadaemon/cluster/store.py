@@ -11,8 +11,10 @@ is raised. Outside a transaction each write is applied alone.
 import contextlib
 import json
 
+from .. import history
+from ..names import UNKNOWN
 from .etcd import absent, delete, delete_range, jput, put, value_is
-from .names import UNKNOWN
+from .keys import json_or_empty
 
 
 class Refused(Exception):
@@ -181,3 +183,16 @@ class EtcdJournal:
         job.update(holder="")
         self._etcd.txn(guard, [jput(self._keys.job(job["id"]), job),
                                delete(self._keys.claim(job["id"]))])
+
+
+def read_history(etcd, keys, limit=100, host=None):
+    """Jobs in etcd in the shape of history.read(), oldest first."""
+    jobs = [json_or_empty(v) for v, _, _ in etcd.range(keys.jobs).values()]
+    jobs = sorted((j for j in jobs if j and (not host or j.get("host") == host)),
+                  key=lambda j: j["id"])[-int(limit):]
+    steps = {}
+    if jobs:
+        for key, (value, _, _) in etcd.range(keys.steps).items():
+            job_id, idx = key[len(keys.steps):].split("/")
+            steps.setdefault(int(job_id), {})[int(idx)] = json_or_empty(value)
+    return [history.entry(j, steps.get(j["id"], {})) for j in jobs]

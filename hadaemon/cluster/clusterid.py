@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 
-from .cluster import json_or_empty
+from .keys import json_or_empty
 
 FILE = "cluster.json"  # in var/
 UNREADABLE = "(unreadable)"  # the id of a marker that is not one

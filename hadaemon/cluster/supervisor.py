@@ -12,11 +12,11 @@ import logging
 import selectors
 import time
 
-from . import agent, crunner
-from .commit import Committer
-from .fork import fork_with_socket
-from .names import UNKNOWN, valid_host
-from .supervisor import Supervisor, _registered, unreported
+from ..commit import Committer
+from ..fork import fork_with_socket
+from ..names import UNKNOWN, valid_host
+from ..supervisor import Supervisor, _registered, unreported
+from . import agent, runner as crunner
 
 log = logging.getLogger("hadaemon")
 AGENT_RESPAWN_DELAY = 1.0

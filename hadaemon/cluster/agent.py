@@ -16,16 +16,18 @@ import shlex
 import signal
 import time
 
-from . import actions, clusterid, config as configmod
-from .cluster import (Keys, child_logging, combine, identity, is_us, json_or_empty,
-                      split_live, step_node)
-from .commit import Transition
+from .. import actions, config as configmod, logsetup
+from ..commit import Transition
+from ..home import Home
+from ..inifile import ConfigError
+from ..journal import initial_state
+from ..names import UNKNOWN
+from . import clusterid
 from .etcd import Etcd, EtcdUnavailable, absent, created_at, delete, jput, put, value_is
-from .etcdstore import EtcdJournal, EtcdStore, EtcdTable, Refused
-from .home import Home
-from .inifile import ConfigError
-from .journal import initial_state
-from .names import UNKNOWN
+from .keys import Keys, json_or_empty, split_live
+from .node import identity, is_us
+from .rules import combine, step_node
+from .store import EtcdJournal, EtcdStore, EtcdTable, Refused
 
 log = logging.getLogger("hadaemon.agent")
 RESUME_BATCH = 30  # jobs per transaction when a resume fires many: 2 writes each, 128 at most
@@ -67,7 +69,7 @@ class Agent:
     # -- the loop -------------------------------------------------------------------------------
 
     def main(self):
-        child_logging(self.home, self.settings)
+        logsetup.configure_child(self.home, self.settings)
         signal.signal(signal.SIGTERM, self._terminate)
         self.sock.setblocking(False)  # a report the loop cannot take now is dropped, not waited on
         log.info("cluster agent for node %s: etcd %s, ttl %ds", self.me, self.c.etcd, self.c.ttl)

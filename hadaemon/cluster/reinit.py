@@ -12,9 +12,9 @@ import sqlite3
 import time
 
 from . import clusterid
-from .cluster import json_or_empty
+from .keys import json_or_empty
 from .etcd import absent, delete, delete_range, jput, prefix_end, put, value_is
-from .names import UNKNOWN
+from ..names import UNKNOWN
 
 BATCH = 100  # operations per transaction (etcd allows --max-txn-ops, 128 by default)
 
@@ -53,8 +53,8 @@ def local_source(home, name, me, seen):
 
 def mirror(home):
     """The committed statuses in this node's state file; {} if it cannot be read."""
-    from .store import Store
-    from .table import Table
+    from ..store import Store
+    from ..table import Table
     if not home.state_db.is_file():
         return {}
     try:

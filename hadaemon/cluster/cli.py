@@ -4,11 +4,11 @@ cli.py."""
 
 import click
 
-from . import control
-from .cluster import Keys, read_history, status_lines
-from .config import declared_statuses
-from .names import valid_host, valid_status
-from .statuses import undeclared
+from .. import control
+from ..config import declared_statuses
+from ..names import valid_host, valid_status
+from ..statuses import undeclared
+from .keys import Keys
 
 NOT_RUNNING = 3
 A_HOST = "a host name (letters, digits, '.', '-', '_', ':')"
@@ -107,9 +107,10 @@ def register(main, home_of):
 
 
 def reinitialise(home, yes):
-    from . import config as configmod, reinit
+    from .. import config as configmod
+    from . import reinit
     from .etcd import Etcd, EtcdUnavailable
-    from .inifile import ConfigError
+    from ..inifile import ConfigError
     try:
         config = configmod.load(home)
     except ConfigError as e:
@@ -150,6 +151,7 @@ def reinitialise(home, yes):
 def history(config, limit, host):
     """History read straight from etcd (the CLI may block; the daemon may not)."""
     from .etcd import Etcd
+    from .store import read_history
     c = config.cluster
     etcd = Etcd(c.endpoints(), max(2.0, c.request_timeout))
     return read_history(etcd, Keys(c.prefix), limit, host)
@@ -163,7 +165,7 @@ def history_command(home, load_quietly, limit, host, as_json):
     """Print history from etcd and return True in cluster mode; False in single-node mode."""
     import json
 
-    from . import history as historymod
+    from .. import history as historymod
     from .etcd import EtcdUnavailable
     config = load_quietly(home)
     if config is None or config.cluster is None:
@@ -178,3 +180,28 @@ def history_command(home, load_quietly, limit, host, as_json):
     else:
         click.echo(historymod.format_text(entries) if entries else "no transitions yet")
     return True
+
+
+def status_lines(c):
+    """The cluster part of `hadaemon status`, as text."""
+    lines = []
+    if c.get("refused"):
+        lines.append(f"REFUSING: etcd does not hold this cluster's data: {c['refused']}; "
+                     "nothing is committed and no job runs until an operator runs "
+                     "`hadaemon cluster-init`; the table below is this node's last mirror")
+    elif c.get("not_joined"):
+        lines.append(f"NOT JOINED: {c['not_joined']}; the table below is this node's last "
+                     "mirror")
+    elif c.get("stale"):
+        lines.append(f"STALE: etcd unreachable for {c.get('unreachable_for', 0):.0f}s "
+                     f"({c.get('error')}); the table below is this node's last mirror")
+    left = c.get("lease_left")
+    lines.append(f"cluster {c.get('name')}: node {c.get('node')}, leader "
+                 f"{c.get('leader') or '(none)'}" + (f", lease {left:.1f}s left"
+                                                      if left is not None else "")
+                 + (", PAUSED (no action fires)" if c.get("paused") else ""))
+    for node in sorted(c.get("nodes", {})):
+        seen = c.get("results", {}).get(node, {})
+        votes = " ".join(f"{h}={s}" for h, s in sorted(seen.items())) or "(no results yet)"
+        lines.append(f"  node {node}{' (leader)' if node == c.get('leader') else ''}: {votes}")
+    return lines

@@ -1,0 +1,79 @@
+"""Where cluster mode keeps things in etcd (Keys) and how the live/ range reads back."""
+
+import json
+
+
+class Keys:
+    """Everything under /NAME/. live/ is read every poll and stays small; the rest grows."""
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.live = prefix + "live/"
+        self.leader = self.live + "leader"
+        self.paused = self.live + "paused"
+        self.handover = self.live + "handover"
+        self.requests = self.live + "request/"
+        self.open = self.live + "open/"
+        self.hold = self.live + "hold/"  # hold/HOST: hold-down, on a lease of its own
+        self.marker = self.live + "marker"  # which cluster this etcd holds (clusterid.py)
+        self.refusals = self.live + "refusal/"  # refusal/NODE: a node refusing etcd's data
+        self.table = prefix + "table/"
+        self.jobs = prefix + "job/"
+        self.steps = prefix + "step/"
+        self.claims = prefix + "claim/"
+        self.seq = prefix + "seq"
+        self.last_leader = prefix + "last-leader"
+
+    def node(self, name):
+        return f"{self.live}node/{name}"
+
+    def result(self, name):
+        return f"{self.live}result/{name}"
+
+    def job(self, job_id):
+        return f"{self.jobs}{job_id:012d}"
+
+    def step(self, job_id, idx):
+        return f"{self.steps}{job_id:012d}/{idx:04d}"
+
+    def claim(self, job_id):
+        return f"{self.claims}{job_id:012d}"
+
+    def refusal(self, name):
+        return f"{self.refusals}{name}"
+
+    def open_job(self, job_id):
+        return f"{self.open}{job_id:012d}"
+
+
+def split_live(keys, kvs):
+    """A range of live/ -> (nodes, opinions, leader, paused, handover, requests, open ids)."""
+    nodes, opinions, requests, open_ids = {}, {}, {}, []
+    leader = paused = handover = None
+    for key, (value, lease, rev) in kvs.items():
+        rest = key[len(keys.live):]
+        if rest.startswith("node/"):
+            nodes[rest[5:]] = json_or_empty(value)
+        elif rest.startswith("result/"):
+            opinions[rest[7:]] = json_or_empty(value)
+        elif rest.startswith("request/"):
+            requests[key] = json_or_empty(value)
+        elif rest.startswith("open/"):
+            open_ids.append(int(rest[5:]))
+        elif key == keys.leader:
+            leader = (value.decode(), lease, rev)
+        elif key == keys.paused:
+            paused = json_or_empty(value)
+        elif key == keys.handover:
+            handover = json_or_empty(value)
+    return nodes, opinions, leader, paused, handover, requests, sorted(open_ids)
+
+
+def json_or_empty(value):
+    """A stored JSON value, or {} when it is missing or unreadable."""
+    if not value:
+        return {}
+    try:
+        return json.loads(value)
+    except ValueError:
+        return {}
