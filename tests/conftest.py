@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import procs
+from hadaemon import control
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # A check that reports, for each host given, the first line of var/status/HOST (unknown if there
@@ -120,12 +123,33 @@ class Home:
                                  f"{result.stderr}{result.stdout}")
         return result
 
+    # Polls ask the control socket from this process, as the CLI does, without the CLI's start-up
+    # (a subprocess each time); the CLI runs only where the daemon does not answer, to read var/.
+
+    def ask(self, message):
+        """The daemon's answer to one control request, None if it does not answer."""
+        try:
+            return control.request(self.root / "var/control.sock", message)
+        except control.ControlError:
+            return None
+
+    def answers(self):
+        """The daemon answers on its control socket."""
+        return self.ask({"cmd": "status"}) is not None
+
     def status(self):
-        result = self.cli("status", "--json")
-        return json.loads(result.stdout)
+        answer = self.ask({"cmd": "status"})
+        if answer is None:  # the last recorded state, read by `hadaemon status` itself
+            return json.loads(self.cli("status", "--json").stdout)
+        return answer
 
     def history(self):
-        return json.loads(self.cli("history", "--json", "--limit", "1000", check=True).stdout)
+        """Single-node history (a cluster's lives in etcd, where `hadaemon history` reads it)."""
+        answer = self.ask({"cmd": "history", "limit": 1000, "host": None})
+        if answer is None:
+            return json.loads(self.cli("history", "--json", "--limit", "1000", check=True).stdout)
+        assert answer.get("ok"), f"history refused: {answer}"
+        return answer["history"]
 
     def log(self):
         path = self.root / "test-daemon.log"
@@ -162,8 +186,7 @@ class Daemon:
             stdout=self._err, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         self.pid = self.proc.pid
         if wait_ready:
-            wait_for(lambda: self.home.cli("status", "--json").returncode == 0 or self._died(),
-                     30, "daemon ready")
+            wait_for(lambda: self.home.answers() or self._died(), 30, "daemon ready")
             assert self.proc.poll() is None, f"daemon died at start:\n{self.home.log()}"
         return self
 
@@ -174,7 +197,7 @@ class Daemon:
         """The supervisor still runs (a zombie of a run-mode child does not count)."""
         if self.proc:
             return self.proc.poll() is None
-        return pid_alive(self.pid)
+        return procs.alive(self.pid)
 
     def kill_supervisor(self, sig=signal.SIGKILL):
         """Signal the supervisor alone (its runner and workers stay) and wait until it is gone."""
@@ -218,15 +241,6 @@ class Daemon:
             self.proc.wait()
         else:
             wait_for(lambda: not self.alive(), 30, "the daemon killed")
-
-
-def pid_alive(pid):
-    """Process pid runs (a zombie does not count)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _with_log(text, log_file):

@@ -11,6 +11,7 @@ import socket
 import time
 from types import SimpleNamespace
 
+import procs
 from conftest import wait_for
 from hadaemon import notify, stale
 
@@ -183,7 +184,7 @@ def test_a_check_that_stops_running_makes_its_hosts_stale_and_starves_the_watchd
     # A loop that stops turning stops feeding the watchdog.
     os.kill(d.pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: _state(d.pid) == "T", 10, "the supervisor stopped")
+        wait_for(lambda: procs.state(d.pid) == "T", 10, "the supervisor stopped")
         mark = len(manager.read())
         time.sleep(5 * PING)  # an absence can only be waited out: five pings' worth
         assert not manager.has("WATCHDOG=1", since=mark)
@@ -193,8 +194,3 @@ def test_a_check_that_stops_running_makes_its_hosts_stale_and_starves_the_watchd
     wait_for(lambda: manager.has("WATCHDOG=1", since=mark), 20, "the watchdog fed again")
     assert d.stop() == 0
     assert manager.has("STOPPING=1")
-
-
-def _state(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
