@@ -49,6 +49,22 @@ record three
 """
 
 
+# A failover sequence: %MASTER% is the host master right after the transition.
+FAILOVER = """\
+[slave_to_master]
+record stopservice1
+record unplumb
+record plumb %MASTER%
+record startservice1
+"""
+
+
+def host_name(i):
+    """253 characters, the longest a host name may be."""
+    name = f"n{i:04d}-" + "abcdefghij.klmnopqrst-uvwxyz:0123456789_" * 7
+    return name[:253]
+
+
 # A [daemon] section for tests: checks every 0.1 s.
 FAST = """\
 [daemon]
@@ -56,6 +72,21 @@ interval = 0.1
 timeout = 5
 workers = 2
 """
+
+
+def new_results(home, *hosts):
+    """A counter for wait_for: the results for hosts (every host: none named) the daemon has
+    taken since it was made. Each moves its host's last_seen; two between polls count once, so
+    the count is a lower bound: waiting for n of them means at least n check runs."""
+    start = {h: e.get("last_seen") for h, e in home.status()["hosts"].items()}
+    seen = set()
+
+    def count():
+        for host, e in home.status()["hosts"].items():
+            if (not hosts or host in hosts) and e.get("last_seen") not in (None, start.get(host)):
+                seen.add((host, e["last_seen"]))
+        return len(seen)
+    return count
 
 
 def status_of(home, host):
@@ -293,11 +324,17 @@ def daemons(request):
                 d._err.close()
 
 
+UNIT = Path(__file__).resolve().parent / "unit"
+
+
 def pytest_collection_modifyitems(items):
-    """A test that runs the daemon or its CLI as processes (the daemons and home fixtures) is
-    slow: `-m "not slow"` leaves the fast layer, the modules' own unit and property tests."""
+    """tests/unit/ is the fast layer: the pure modules, in this process. Every other test runs
+    the daemon, its CLI, a server or a build as processes: slow, left out by `-m "not slow"`."""
     for item in items:
-        if {"daemons", "home"} & set(getattr(item, "fixturenames", ())):
+        if UNIT in item.path.parents:
+            if "daemons" in item.fixturenames:
+                raise pytest.UsageError(f"{item.nodeid}: a unit test starts no daemon")
+        else:
             item.add_marker(pytest.mark.slow)
 
 

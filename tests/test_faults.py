@@ -11,7 +11,7 @@ import time
 import pytest
 
 import procs
-from conftest import FAST, status_of, wait_for
+from conftest import FAST, new_results, status_of, wait_for
 
 # Every test here runs against `hadaemon run` and against a detached `hadaemon start`.
 DAEMON_MODES = ("run", "start")
@@ -32,6 +32,11 @@ echo "slow start $* resumed=$HA_RESUMED" >> "$HA_HOME/var/actions.log"
 sleep "$1"
 echo "slow end $* resumed=$HA_RESUMED" >> "$HA_HOME/var/actions.log"
 """
+
+
+def queued(home):
+    """The lines of var/queue not read yet (the last one repeats for ever)."""
+    return len((home.root / "var/queue").read_text().splitlines())
 
 
 def queue(home, *lines):
@@ -211,13 +216,10 @@ def test_workers_are_recycled_without_zombies(home, daemons):
     home.set_status("db1", "up")
     d = daemons(home)
     seen = set()
-    deadline = time.monotonic() + 20
-    while len(seen) < 8 and time.monotonic() < deadline:
-        kids = procs.children(d.pid)
-        seen.update(kids)
-        time.sleep(0.02)
-    assert len(seen) >= 8, seen  # 2 workers x 3 jobs at 10/s: many generations in 20 s
-    time.sleep(0.5)
+    # 2 workers x 3 jobs at 10/s: many generations in 20 s
+    wait_for(lambda: seen.update(procs.children(d.pid)) or len(seen) >= 8, 20,
+             "8 worker generations")
+    wait_for(lambda: set(procs.children(d.pid)) - seen, 20, "one more generation")
     kids = procs.children(d.pid)
     zombies = [p for p in kids if procs.state(p) == "Z"]
     assert len(zombies) <= 1, zombies  # one may be dying right now, never piling up
@@ -241,7 +243,9 @@ def test_confirmations_and_hold_down_suppress_flapping(home, daemons):
           + ["down"] * 30 + ["master"] * 60)
     daemons(home)
     wait_for(lambda: len(home.actions_log()) >= 3, 30, "three transitions")
-    time.sleep(1)
+    left = queued(home)
+    wait_for(lambda: queued(home) <= max(left - 10, 1), 30,
+             "ten more results, none of them fires")
     names = [line.split(" | ")[0] for line in home.actions_log()]
     assert names == ["record unknown master", "record master down", "record down master"]
     log = home.log()
@@ -761,7 +765,9 @@ def test_a_recycled_workers_last_result_is_kept(home, daemons):
     _steady_checks(home, 6, "workers = 4\nmax_jobs = 1")
     d = daemons(home)
     wait_for(lambda: all(status_of(home, f"h{i}") == "up" for i in range(1, 7)), 20, "all up")
-    time.sleep(5)  # some 1500 worker generations
+    runs = new_results(home)
+    # one worker per result: hundreds of generations, each reaped around its last result
+    wait_for(lambda: runs() >= 300, 120, "300 results")
     d.stop()
     _only_first_transitions(home, 6)
 
@@ -776,7 +782,8 @@ def test_shrinking_the_pool_by_reload_loses_no_check(home, daemons):
         conf.write_text(text.replace("workers = 6", "workers = 1") if n % 2 == 0
                         else text.replace("workers = 1", "workers = 6"))
         home.cli("reload", check=True)
-        time.sleep(0.2)
+        runs = new_results(home)
+        wait_for(lambda: runs() >= 6, 20, "checks run with the pool resized")
     _only_first_transitions(home, 6)
 
 
