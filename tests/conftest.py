@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -87,6 +88,15 @@ def new_results(home, *hosts):
                 seen.add((host, e["last_seen"]))
         return len(seen)
     return count
+
+
+def datagram_listener(address):
+    """An AF_UNIX datagram socket bound to address (a path, or "\\0name": abstract), as a
+    service manager's $NOTIFY_SOCKET."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(address)
+    s.settimeout(5)
+    return s
 
 
 def status_of(home, host):

@@ -232,6 +232,7 @@ def test_disagreeing_checks_hold_the_status_without_flip_flop(home, daemons):
     home.write("actions.conf", "[*_to_*]\nrecord %FROM% %TO%\n")
     daemons(home)
     wait_for(committed(home, "db1", "master"), 20, "db1 master")
+    wait_for(home.actions_log, 20, "its action")
     (home.root / "var/status/b").write_text('{"host": "db1", "status": "down"}\n')
     runs = new_results(home, "db1")
     wait_for(lambda: runs() >= 20, 20, "20 results, the two checks disagreeing")

@@ -9,7 +9,7 @@ import signal
 import time
 
 import procs
-from conftest import wait_for
+from conftest import datagram_listener, wait_for
 
 DAEMON_MODES = ("run", "start")
 
@@ -44,7 +44,7 @@ class Manager:
     """The service manager's end of $NOTIFY_SOCKET: every datagram received, in order."""
 
     def __init__(self, path):
-        self.sock = listener(str(path))
+        self.sock = datagram_listener(str(path))
         self.sock.setblocking(False)
         self.got = []
 

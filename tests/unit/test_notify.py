@@ -1,22 +1,15 @@
 """The systemd notify protocol (hadaemon/notify.py), spoken to a socket of this process."""
 
 import os
-import socket
 
+from conftest import datagram_listener
 from hadaemon import notify
-
-
-def listener(address):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(address)
-    s.settimeout(5)
-    return s
 
 
 def test_notifier_speaks_to_a_path_or_an_abstract_socket_and_takes_its_variables(tmp_path):
     for where, address in ((str(tmp_path / "n.sock"), str(tmp_path / "n.sock")),
                            (f"@hadaemon-test-{os.getpid()}", f"\0hadaemon-test-{os.getpid()}")):
-        with listener(address) as s:
+        with datagram_listener(address) as s:
             env = {"NOTIFY_SOCKET": where, "WATCHDOG_USEC": "3000000", "PATH": "/bin"}
             n = notify.Notifier.from_environment(env)
             assert env == {"PATH": "/bin"}  # children must not notify in our name
