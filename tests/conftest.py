@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+import procs
+from hadaemon import control
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +50,22 @@ record three
 """
 
 
+# A failover sequence: %MASTER% is the host master right after the transition.
+FAILOVER = """\
+[slave_to_master]
+record stopservice1
+record unplumb
+record plumb %MASTER%
+record startservice1
+"""
+
+
+def host_name(i):
+    """253 characters, the longest a host name may be."""
+    name = f"n{i:04d}-" + "abcdefghij.klmnopqrst-uvwxyz:0123456789_" * 7
+    return name[:253]
+
+
 # A [daemon] section for tests: checks every 0.1 s.
 FAST = """\
 [daemon]
@@ -53,6 +73,30 @@ interval = 0.1
 timeout = 5
 workers = 2
 """
+
+
+def new_results(home, *hosts):
+    """A counter for wait_for: the results for hosts (every host: none named) the daemon has
+    taken since it was made. Each moves its host's last_seen; two between polls count once, so
+    the count is a lower bound: waiting for n of them means at least n check runs."""
+    start = {h: e.get("last_seen") for h, e in home.status()["hosts"].items()}
+    seen = set()
+
+    def count():
+        for host, e in home.status()["hosts"].items():
+            if (not hosts or host in hosts) and e.get("last_seen") not in (None, start.get(host)):
+                seen.add((host, e["last_seen"]))
+        return len(seen)
+    return count
+
+
+def datagram_listener(address):
+    """An AF_UNIX datagram socket bound to address (a path, or "\\0name": abstract), as a
+    service manager's $NOTIFY_SOCKET."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(address)
+    s.settimeout(5)
+    return s
 
 
 def status_of(home, host):
@@ -120,12 +164,33 @@ class Home:
                                  f"{result.stderr}{result.stdout}")
         return result
 
+    # Polls ask the control socket from this process, as the CLI does, without the CLI's start-up
+    # (a subprocess each time); the CLI runs only where the daemon does not answer, to read var/.
+
+    def ask(self, message):
+        """The daemon's answer to one control request, None if it does not answer."""
+        try:
+            return control.request(self.root / "var/control.sock", message)
+        except control.ControlError:
+            return None
+
+    def answers(self):
+        """The daemon answers on its control socket."""
+        return self.ask({"cmd": "status"}) is not None
+
     def status(self):
-        result = self.cli("status", "--json")
-        return json.loads(result.stdout)
+        answer = self.ask({"cmd": "status"})
+        if answer is None:  # the last recorded state, read by `hadaemon status` itself
+            return json.loads(self.cli("status", "--json").stdout)
+        return answer
 
     def history(self):
-        return json.loads(self.cli("history", "--json", "--limit", "1000", check=True).stdout)
+        """Single-node history (a cluster's lives in etcd, where `hadaemon history` reads it)."""
+        answer = self.ask({"cmd": "history", "limit": 1000, "host": None})
+        if answer is None:
+            return json.loads(self.cli("history", "--json", "--limit", "1000", check=True).stdout)
+        assert answer.get("ok"), f"history refused: {answer}"
+        return answer["history"]
 
     def log(self):
         path = self.root / "test-daemon.log"
@@ -162,8 +227,7 @@ class Daemon:
             stdout=self._err, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         self.pid = self.proc.pid
         if wait_ready:
-            wait_for(lambda: self.home.cli("status", "--json").returncode == 0 or self._died(),
-                     30, "daemon ready")
+            wait_for(lambda: self.home.answers() or self._died(), 30, "daemon ready")
             assert self.proc.poll() is None, f"daemon died at start:\n{self.home.log()}"
         return self
 
@@ -174,7 +238,7 @@ class Daemon:
         """The supervisor still runs (a zombie of a run-mode child does not count)."""
         if self.proc:
             return self.proc.poll() is None
-        return pid_alive(self.pid)
+        return procs.alive(self.pid)
 
     def kill_supervisor(self, sig=signal.SIGKILL):
         """Signal the supervisor alone (its runner and workers stay) and wait until it is gone."""
@@ -218,15 +282,6 @@ class Daemon:
             self.proc.wait()
         else:
             wait_for(lambda: not self.alive(), 30, "the daemon killed")
-
-
-def pid_alive(pid):
-    """Process pid runs (a zombie does not count)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _with_log(text, log_file):
@@ -279,11 +334,17 @@ def daemons(request):
                 d._err.close()
 
 
+UNIT = Path(__file__).resolve().parent / "unit"
+
+
 def pytest_collection_modifyitems(items):
-    """A test that runs the daemon or its CLI as processes (the daemons and home fixtures) is
-    slow: `-m "not slow"` leaves the fast layer, the modules' own unit and property tests."""
+    """tests/unit/ is the fast layer: the pure modules, in this process. Every other test runs
+    the daemon, its CLI, a server or a build as processes: slow, left out by `-m "not slow"`."""
     for item in items:
-        if {"daemons", "home"} & set(getattr(item, "fixturenames", ())):
+        if UNIT in item.path.parents:
+            if "daemons" in item.fixturenames:
+                raise pytest.UsageError(f"{item.nodeid}: a unit test starts no daemon")
+        else:
             item.add_marker(pytest.mark.slow)
 
 

@@ -5,7 +5,6 @@ made here: a hub namespace holds etcd and a bridge, each node gets its own names
 the hub by a veth pair whose link can be taken down). Everything is torn down by close().
 """
 
-import json
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import procs
 from conftest import Daemon, Home
 
 
@@ -294,7 +294,7 @@ class Node(Home):
     def kill9(self):
         """Like a power cut: the daemon's session and every command it started."""
         if self.alive():
-            pids = _session_members(self.daemon.proc.pid)
+            pids = procs.descendants(self.daemon.proc.pid)  # commands run in sessions of their own
             self.daemon.kill_all()
             for pid in pids:
                 try:
@@ -306,9 +306,8 @@ class Node(Home):
 
     def status(self):
         """{} while the node does not answer (stopped, or cut off with etcd)."""
-        r = self.cli("status", "--json")
         try:
-            return json.loads(r.stdout)
+            return super().status()
         except ValueError:
             return {}
 
@@ -317,25 +316,6 @@ class Node(Home):
 
     def daemon_log(self):
         return self.log()
-
-
-def _session_members(sid):
-    """Every process whose parent chain reaches sid (action commands run in their own session)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(stat[1]), []).append(int(entry))
-    found, todo = [], [sid]
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def read_log(path):

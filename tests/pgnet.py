@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import procs  # noqa: E402
 from conftest import ROOT, Daemon, Home, wait_for  # noqa: E402
 
 EXAMPLE = ROOT / "examples/postgresql"
@@ -55,16 +56,8 @@ def reap_stale():
     found = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
     found += os.listdir("/var/tmp")
     for suffix in {m[1] for m in (re.fullmatch(r"(?:hademo|hadaemon-pgdemo)(-(\d+)-\d+)", n)
-                                  for n in found) if m and not _alive(int(m[2]))}:
+                                  for n in found) if m and not procs.exists(int(m[2]))}:
         Cluster(suffix).demo("down", check=False)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 class Cluster:

@@ -10,25 +10,13 @@ import sys
 
 import pytest
 
-from conftest import status_of, wait_for
-from hadaemon import actions, journal
-from hadaemon.commit import Transition
-from hadaemon.config import Command, ActionSection
-from hadaemon.names import valid_host
-from hadaemon.store import Store
+from conftest import host_name, status_of, wait_for
 
 DAEMON_MODES = ("run", "start")
 
 HOSTS = 1000
-
-
-def host_name(i):
-    """253 characters, the longest a host name may be."""
-    name = f"n{i:04d}-" + "abcdefghij.klmnopqrst-uvwxyz:0123456789_" * 7
-    return name[:253]
-
-
 NAMES = [host_name(i) for i in range(HOSTS)]
+
 
 # Half of the hosts each: one check may print at most 1000 results and 256 KiB.
 FROM_FILE = """\
@@ -176,66 +164,7 @@ def test_state_file_stops_growing_while_a_thousand_hosts_flap(home, daemons):
         assert conn.execute("SELECT count(*) FROM jobs WHERE env != '{}'").fetchone()[0] == 0
 
 
-# -- the rules, without processes ---------------------------------------------------------------
-
-def plan_of(lines, snapshot, host, target):
-    commands = tuple(Command(text=t, words=tuple(t.split()), program=t.split()[0],
-                             keep_going=t.startswith("-"), where=f"actions.conf:{i + 2}")
-                     for i, t in enumerate(lines))
-    section = ActionSection("up_to_down", "up", "down", commands)
-    t = Transition(host, "up", target, snapshot)
-    return actions.plan([section], t, 60.0, "stop")
-
-
-def test_a_word_over_one_argument_s_limit_refuses_the_whole_sequence():
-    snapshot = {n: "up" for n in NAMES}
-    snapshot[NAMES[0]] = "down"
-    steps, env = plan_of(["/bin/true", "-record --hosts=%UP%", "record %UP%"], snapshot,
-                         NAMES[0], "down")
-    assert all(s["refused"] and s["argv"] is None for s in steps)
-    assert "actions.conf:3" in steps[0]["error"]
-    state, note = journal.initial_state(steps, paused=False)
-    assert state == "failed" and note.startswith("not run: sequence refused: actions.conf:3")
-    # the same hosts one per argument are fine: 999 words of 253 bytes
-    steps, _ = plan_of(["/bin/true", "record %UP%"], snapshot, NAMES[0], "down")
-    assert not any(s.get("refused") or s["error"] for s in steps)
-    assert journal.initial_state(steps, paused=False)[0] == "queued"
-    assert len(steps[1]["argv"]) == HOSTS
-
-
-def test_expansion_limits():
-    vals = {"UP": [f"h{i}" for i in range(10)]}
-    assert actions.expand(["x", "--h=%UP%"], vals) == ["x", "--h=" + ",".join(vals["UP"])]
-    # one word: at the limit it passes, one byte over it is refused
-    fill = actions.WORD_LIMIT - len("h0,h1")
-    vals = {"UP": ["h0", "h1"], "PAD": ["a" * fill]}
-    assert len(actions.expand(["%PAD%%UP%"], vals)[0]) == actions.WORD_LIMIT
-    with pytest.raises(actions.TooLong, match="%PAD% %UP%"):
-        actions.expand(["%PAD%-%UP%"], vals)
-    # all words together: each counts its bytes, its NUL and its pointer
-    per_host = 253 + 9
-    many = {"UP": [host_name(i)[:253] for i in range(actions.ARGV_LIMIT // per_host)]}
-    assert len(actions.expand(["%UP%"], many)) == len(many["UP"])
-    many["UP"].append(host_name(9999))
-    with pytest.raises(actions.TooLong, match="over the limit"):
-        actions.expand(["%UP%"], many)
-    assert all(valid_host(h) for h in many["UP"])
-
-
-def test_spill_moves_long_lists_to_files_smallest_kept_inline():
-    small = {"HA_HOST": "db1", "HA_MANUAL": "0", "HA_MASTER": "db1"}
-    assert actions.spill(small) == (small, {})
-    big = " ".join(NAMES[:100])  # 25 400 bytes: over one variable's limit
-    inline, files = actions.spill(dict(small, HA_UP=big))
-    assert inline == small and files == {"HA_UP": "".join(f"{n}\n" for n in NAMES[:100])}
-    # under the limit each, over it together: the smallest stay inline, the rest are files
-    lists = {f"HA_S{i}": " ".join(NAMES[:50 + i]) for i in range(6)}  # ~13-14 KB each
-    inline, files = actions.spill(lists)
-    assert sorted(inline) == ["HA_S0", "HA_S1", "HA_S2", "HA_S3"]
-    assert sorted(files) == ["HA_S4", "HA_S5"]
-    assert sum(len(k) + len(v) + 2 for k, v in inline.items()) <= actions.ENV_LISTS_LIMIT
-    assert actions.spill(lists) == (inline, files)  # a resumed command gets the same split
-
+# -- spilled lists read by a real command ------------------------------------------------------
 
 def test_spilled_lists_reach_a_command_as_readable_files(tmp_path):
     """The file is an inherited descriptor: readable twice, by path and as the descriptor,
@@ -256,25 +185,3 @@ def test_spilled_lists_reach_a_command_as_readable_files(tmp_path):
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
-
-
-def test_prune_keeps_the_newest_and_every_open_job(tmp_path):
-    store = Store(tmp_path / "state.db")
-    from hadaemon.store import SCHEMA
-    store.conn.executescript(SCHEMA)
-    j = journal.Journal(store)
-    step = [{"section": "s", "text": "x", "where": "w", "keep_going": False, "timeout": 1,
-             "argv": ["x"], "error": None}]
-    ids = [j.enqueue(Transition("h", "up", "down", {"h": "down"}), step, {"HA_UP": "h"})
-           for _ in range(10)]
-    for i in ids:
-        if i != 4:
-            j.finish(i, "done")
-    assert j.prune(3) == 4  # job 4 is open: it and everything after it stay
-    assert [r[0] for r in store.conn.execute("SELECT id FROM jobs")] == ids[3:]
-    assert store.conn.execute("SELECT env FROM jobs WHERE id = 5").fetchone()[0] == "{}"
-    assert store.conn.execute("SELECT env FROM jobs WHERE id = 4").fetchone()[0] != "{}"
-    j.finish(4, "done")
-    assert j.prune(3, 4) == 8
-    assert [r[0] for r in store.conn.execute("SELECT id FROM jobs")] == [8, 9, 10]
-    assert j.prune(3, 8) == 8

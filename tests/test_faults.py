@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import FAST, status_of, wait_for
+import procs
+from conftest import FAST, new_results, status_of, wait_for
 
 # Every test here runs against `hadaemon run` and against a detached `hadaemon start`.
 DAEMON_MODES = ("run", "start")
@@ -33,39 +34,9 @@ echo "slow end $* resumed=$HA_RESUMED" >> "$HA_HOME/var/actions.log"
 """
 
 
-def daemon_pids(root_pid):
-    """The supervisor and every process below it (workers, runner, checks, commands)."""
-    pids, todo = [], [root_pid]
-    while todo:
-        pid = todo.pop()
-        pids.append(pid)
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
-    return pids
-
-
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def children_of(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
-    except OSError:
-        return []
-
-
-def alive(pid):
-    return proc_state(pid) not in (None, "Z")
+def queued(home):
+    """The lines of var/queue not read yet (the last one repeats for ever)."""
+    return len((home.root / "var/queue").read_text().splitlines())
 
 
 def queue(home, *lines):
@@ -91,7 +62,7 @@ def test_hung_check_is_killed_with_everything_it_started(home, daemons):
     wait_for(lambda: len((home.root / "var/children").read_text().split()) >= 3, 20,
              "the check ran again: its worker came back")
     first = [int(p) for p in (home.root / "var/children").read_text().split()][:2]
-    wait_for(lambda: not any(alive(p) for p in first), 10, "background children killed")
+    wait_for(lambda: not any(procs.alive(p) for p in first), 10, "background children killed")
     assert d.alive()
 
 
@@ -113,9 +84,9 @@ def test_a_hung_check_left_by_a_killed_daemon_is_killed_at_the_next_start(home, 
     wait_for(lambda: pids_file.exists() and pids_file.read_text().strip(), 20, "the check hangs")
     hung = [int(p) for p in pids_file.read_text().split()]
     d.kill_all()  # the supervisor's group; the check has a session of its own and lives on
-    assert all(alive(p) for p in hung)
+    assert all(procs.alive(p) for p in hung)
     daemons(home)
-    wait_for(lambda: not any(alive(p) for p in hung), 20, "the leftovers killed")
+    wait_for(lambda: not any(procs.alive(p) for p in hung), 20, "the leftovers killed")
     assert "that checks of a killed daemon left running" in home.log()
     wait_for(lambda: status_of(home, "h1") == "up", 20, "checks go on")
 
@@ -144,17 +115,6 @@ def test_check_that_leaves_a_daemon_does_not_hold_the_worker(home, daemons):
                 pass
 
 
-def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                total += int(next(line for line in f if line.startswith("VmRSS")).split()[1])
-        except (OSError, StopIteration):
-            pass
-    return total
-
-
 def test_output_is_bounded_and_memory_does_not_grow(home, daemons):
     home.write("checks.conf", FAST + "[local]\nhuge\n[check:huge]\nhost = h1\n")
     home.script("checks", "huge", """\
@@ -167,10 +127,10 @@ def test_output_is_bounded_and_memory_does_not_grow(home, daemons):
     assert "output exceeds 65536 bytes" in home.status()["hosts"]["h1"]["details"]["error"]
     runs = lambda: len((home.root / "var/runs").read_text().split())  # noqa: E731
     wait_for(lambda: runs() >= 10, 30, "10 runs")
-    early = rss_kib(daemon_pids(d.pid))
+    early = procs.rss_kib(procs.tree(d.pid))
     start = runs()
     wait_for(lambda: runs() >= start + 30, 60, "30 more runs")
-    late = rss_kib(daemon_pids(d.pid))
+    late = procs.rss_kib(procs.tree(d.pid))
     # Each run offers 20 MB; anything kept per run would show as tens of MB here.
     assert late - early < 8 * 1024, (early, late)
 
@@ -240,14 +200,14 @@ def test_killed_worker_is_replaced_and_its_check_reported(home, daemons):
     pidfile.unlink()
     wait_for(pidfile.exists, 20, "the check runs again")
     check_pid = int(pidfile.read_text())
-    worker = int(open(f"/proc/{check_pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    assert worker in children_of(d.pid)
+    worker = procs.parent(check_pid)
+    assert worker in procs.children(d.pid)
     os.kill(worker, signal.SIGKILL)
     wait_for(lambda: status_of(home, "h1") == "unknown", 20, "in-flight check reported unknown")
     assert "worker killed by SIGKILL" in home.status()["hosts"]["h1"]["details"]["error"]
-    wait_for(lambda: len(children_of(d.pid)) == 3, 10, "two workers and the runner again")
-    assert worker not in children_of(d.pid)
-    assert not [p for p in children_of(d.pid) if proc_state(p) == "Z"]
+    wait_for(lambda: len(procs.children(d.pid)) == 3, 10, "two workers and the runner again")
+    assert worker not in procs.children(d.pid)
+    assert not [p for p in procs.children(d.pid) if procs.state(p) == "Z"]
     wait_for(lambda: status_of(home, "h1") == "up", 20, "checks go on")
 
 
@@ -256,17 +216,14 @@ def test_workers_are_recycled_without_zombies(home, daemons):
     home.set_status("db1", "up")
     d = daemons(home)
     seen = set()
-    deadline = time.monotonic() + 20
-    while len(seen) < 8 and time.monotonic() < deadline:
-        kids = children_of(d.pid)
-        seen.update(kids)
-        time.sleep(0.02)
-    assert len(seen) >= 8, seen  # 2 workers x 3 jobs at 10/s: many generations in 20 s
-    time.sleep(0.5)
-    kids = children_of(d.pid)
-    zombies = [p for p in kids if proc_state(p) == "Z"]
+    # 2 workers x 3 jobs at 10/s: many generations in 20 s
+    wait_for(lambda: seen.update(procs.children(d.pid)) or len(seen) >= 8, 20,
+             "8 worker generations")
+    wait_for(lambda: set(procs.children(d.pid)) - seen, 20, "one more generation")
+    kids = procs.children(d.pid)
+    zombies = [p for p in kids if procs.state(p) == "Z"]
     assert len(zombies) <= 1, zombies  # one may be dying right now, never piling up
-    assert len([p for p in kids if proc_state(p) != "Z"]) == 3
+    assert len([p for p in kids if procs.state(p) != "Z"]) == 3
 
 
 def test_confirmations_and_hold_down_suppress_flapping(home, daemons):
@@ -286,7 +243,9 @@ def test_confirmations_and_hold_down_suppress_flapping(home, daemons):
           + ["down"] * 30 + ["master"] * 60)
     daemons(home)
     wait_for(lambda: len(home.actions_log()) >= 3, 30, "three transitions")
-    time.sleep(1)
+    left = queued(home)
+    wait_for(lambda: queued(home) <= max(left - 10, 1), 30,
+             "ten more results, none of them fires")
     names = [line.split(" | ")[0] for line in home.actions_log()]
     assert names == ["record unknown master", "record master down", "record down master"]
     log = home.log()
@@ -806,7 +765,9 @@ def test_a_recycled_workers_last_result_is_kept(home, daemons):
     _steady_checks(home, 6, "workers = 4\nmax_jobs = 1")
     d = daemons(home)
     wait_for(lambda: all(status_of(home, f"h{i}") == "up" for i in range(1, 7)), 20, "all up")
-    time.sleep(5)  # some 1500 worker generations
+    runs = new_results(home)
+    # one worker per result: hundreds of generations, each reaped around its last result
+    wait_for(lambda: runs() >= 300, 120, "300 results")
     d.stop()
     _only_first_transitions(home, 6)
 
@@ -821,7 +782,8 @@ def test_shrinking_the_pool_by_reload_loses_no_check(home, daemons):
         conf.write_text(text.replace("workers = 6", "workers = 1") if n % 2 == 0
                         else text.replace("workers = 1", "workers = 6"))
         home.cli("reload", check=True)
-        time.sleep(0.2)
+        runs = new_results(home)
+        wait_for(lambda: runs() >= 6, 20, "checks run with the pool resized")
     _only_first_transitions(home, 6)
 
 
@@ -850,18 +812,6 @@ def test_sigterm_during_a_check_commits_nothing(home, daemons):
 
 # -- resource exhaustion and frozen workers ----------------------------------------------------
 
-def _nofile(pid):
-    with open(f"/proc/{pid}/limits") as f:
-        soft, hard = next(line for line in f if line.startswith("Max open files")).split()[3:5]
-    return f"{soft}:{hard}"
-
-
-def _set_nofile(pid, limits):
-    """Set the limit (soft:hard); raising a hard limit again needs more than root may have in
-    a container, so tests lower the soft one only."""
-    subprocess.run(["prlimit", "--pid", str(pid), f"--nofile={limits}"], check=True)
-
-
 def _log_lines(home, since=0):
     return home.log().splitlines()[since:]
 
@@ -877,23 +827,23 @@ def test_a_moment_without_descriptors_stops_no_check_for_good(home, daemons):
     wait_for(lambda: home.actions_log(), 20, "db1 up fired")
     runner_pid = home.status()["daemon"]["runner"]
     before = len(_log_lines(home))
-    limits = _nofile(d.pid)
-    _set_nofile(d.pid, f"3:{limits.split(':')[1]}")
+    limits = procs.nofile(d.pid)
+    procs.set_nofile(d.pid, f"3:{limits.split(':')[1]}")
     try:
         wait_for(lambda: "cannot start a worker" in home.log(), 20, "workers cannot be replaced")
         os.kill(runner_pid, signal.SIGKILL)
         wait_for(lambda: "cannot start the action runner" in home.log(), 20, "no runner either")
         time.sleep(3)  # what the loop does meanwhile: dozens of retries, a few log lines
         assert d.alive()
-        assert len([p for p in children_of(d.pid) if alive(p)]) == 0
+        assert len([p for p in procs.children(d.pid) if procs.alive(p)]) == 0
     finally:
-        _set_nofile(d.pid, limits)
+        procs.set_nofile(d.pid, limits)
     low = _log_lines(home, before)
     assert sum("cannot start a worker" in line for line in low) == 1, low
     assert sum("cannot start the action runner" in line for line in low) == 1, low
     assert len(low) < 15, low
     raised = time.time()
-    wait_for(lambda: home.cli("status", "--json").returncode == 0, 20, "control socket answers")
+    wait_for(home.answers, 20, "control socket answers")
     wait_for(lambda: home.status()["daemon"]["workers"] == 2, 20, "the pool back to size")
     wait_for(lambda: home.status()["hosts"]["db1"]["last_seen"] > raised, 20, "checks resume")
     assert home.status()["daemon"]["runner"] not in (None, runner_pid)
@@ -913,8 +863,8 @@ def test_held_control_connections_do_not_make_accept_spin(home, daemons):
     home.set_status("db1", "up")
     d = daemons(home)
     wait_for(lambda: status_of(home, "db1") == "up", 20, "db1 up")
-    limits = _nofile(d.pid)
-    _set_nofile(d.pid, f"{len(os.listdir(f'/proc/{d.pid}/fd')) + 8}:{limits.split(':')[1]}")
+    limits = procs.nofile(d.pid)
+    procs.set_nofile(d.pid, f"{procs.fd_count(d.pid) + 8}:{limits.split(':')[1]}")
     before = len(_log_lines(home))
     held = []
     try:
@@ -935,8 +885,8 @@ def test_held_control_connections_do_not_make_accept_spin(home, daemons):
     finally:
         for s in held:
             s.close()
-        _set_nofile(d.pid, limits)
-    wait_for(lambda: home.cli("status", "--json").returncode == 0, 20, "answers again")
+        procs.set_nofile(d.pid, limits)
+    wait_for(home.answers, 20, "answers again")
     wait_for(lambda: "control socket: accepting connections again" in home.log(), 20,
              "recovery logged")
     assert d.alive()
@@ -952,8 +902,8 @@ def test_a_client_holding_many_connections_cannot_take_the_workers_descriptors(h
     home.set_status("db1", "up")
     d = daemons(home)
     wait_for(lambda: status_of(home, "db1") == "up", 20, "db1 up")
-    limits = _nofile(d.pid)
-    _set_nofile(d.pid, f"{len(os.listdir(f'/proc/{d.pid}/fd')) + MAX_CLIENTS + 8}:"
+    limits = procs.nofile(d.pid)
+    procs.set_nofile(d.pid, f"{procs.fd_count(d.pid) + MAX_CLIENTS + 8}:"
                 f"{limits.split(':')[1]}")
     held = []
     try:
@@ -970,10 +920,9 @@ def test_a_client_holding_many_connections_cannot_take_the_workers_descriptors(h
                 except BlockingIOError:
                     time.sleep(0.002)
         wait_for(lambda: f"{MAX_CLIENTS} clients at once" in home.log(), 20, "the cap reached")
-        victim = next(p for p in children_of(d.pid) if b"hadaemon.runner" not in
-                      open(f"/proc/{p}/cmdline", "rb").read())
+        victim = next(p for p in procs.children(d.pid) if b"hadaemon.runner" not in procs.cmdline(p))
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: victim not in children_of(d.pid) and len(children_of(d.pid)) == 3, 30,
+        wait_for(lambda: victim not in procs.children(d.pid) and len(procs.children(d.pid)) == 3, 30,
                  "the killed worker replaced")
         # Without the cap the held connections take every descriptor: the worker would wait.
         assert "cannot start a worker" not in home.log()
@@ -981,8 +930,8 @@ def test_a_client_holding_many_connections_cannot_take_the_workers_descriptors(h
     finally:
         for s in held:
             s.close()
-        _set_nofile(d.pid, limits)
-    wait_for(lambda: home.cli("status", "--json").returncode == 0, 20, "answers again")
+        procs.set_nofile(d.pid, limits)
+    wait_for(home.answers, 20, "answers again")
     # Logged when the cap is reached, not on every turn it stays reached (clients dropped after
     # their 5 s make room, and the waiting ones may fill it once more).
     assert 1 <= home.log().count(f"{MAX_CLIENTS} clients at once") <= 3
@@ -1009,17 +958,17 @@ def test_a_frozen_worker_is_killed_and_its_check_reported(home, daemons):
     pidfile = home.root / "var/check.pid"
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, "the check hangs")
     check_pid = int(pidfile.read_text())
-    worker = int(open(f"/proc/{check_pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    assert worker in children_of(d.pid)
+    worker = procs.parent(check_pid)
+    assert worker in procs.children(d.pid)
     os.kill(worker, signal.SIGSTOP)
     # The next run, by a new worker, answers up at once: the unknown is in history.
     wait_for(lambda: ("up", "unknown") in [(h["from"], h["to"]) for h in home.history()], 30,
              "the stalled check reported unknown")
     assert "check slow: worker stalled: no result 6s after the check started" in home.log()
-    wait_for(lambda: not alive(worker), 10, "the frozen worker killed")
-    wait_for(lambda: not alive(check_pid), 10, "its check killed")
+    wait_for(lambda: not procs.alive(worker), 10, "the frozen worker killed")
+    wait_for(lambda: not procs.alive(check_pid), 10, "its check killed")
     wait_for(lambda: status_of(home, "h1") == "up", 20, "checks go on")
-    wait_for(lambda: len([p for p in children_of(d.pid) if alive(p)]) == 3, 10,
+    wait_for(lambda: len([p for p in procs.children(d.pid) if procs.alive(p)]) == 3, 10,
              "two workers and the runner")
     stalled = [line for line in home.log().splitlines() if "worker stalled" in line]
     assert len(stalled) == 1 and f"killed worker {worker}" in stalled[0], stalled

@@ -4,13 +4,9 @@ import os
 import signal
 import subprocess
 import sys
-from types import SimpleNamespace
 
 from conftest import ROOT, committed, status_of, wait_for
 from hadaemon import control
-from hadaemon.commit import Committer
-from hadaemon.journal import initial_state
-from hadaemon.stale import Freshness
 
 FAST = "[daemon]\ninterval = 0.1\n"
 
@@ -274,41 +270,3 @@ def test_commands_outside_a_home_say_so_on_one_line(tmp_path):
     for args in (("--help",), ("status", "--help"), ("transition", "--help")):
         r = hadaemon(*args, cwd="/")
         assert r.returncode == 0 and r.stdout.startswith("Usage: "), (args, r)
-
-
-# -- the pure parts ---------------------------------------------------------------------------
-
-def test_paused_jobs_are_skipped_with_or_without_commands():
-    step = [{"argv": ["x"]}]
-    assert initial_state([], paused=True) == ("skipped", "paused: no action fired")
-    assert initial_state(step, paused=True) == ("skipped", "paused: no action fired")
-    assert initial_state([], paused=False) == ("done", None)
-    assert initial_state(step, paused=False) == ("queued", None)
-
-
-def test_a_forgotten_host_is_out_of_the_commit_rule():
-    spec = SimpleNamespace(id="c", interval=1.0, timeout=1.0, confirm=2, hold_down=0)
-    c = Committer({"db1": "master", "db9": "master"}, {"db9": 0.0})
-    c.observe(spec, [{"host": "db9", "status": "slave"}], 1.0)  # one of two confirmations
-    c.hold("db9", 100.0)
-    c.forget("db9")
-    assert c.status("db9") == "unknown" and "db9" not in c.committed
-    assert c.force("db1", "slave").snapshot == {"db1": "slave"}
-    # Seen again it is a new host: from unknown, confirmed afresh, held by nothing.
-    assert c.observe(spec, [{"host": "db9", "status": "slave"}], 2.0)[0] == []
-    t = c.observe(spec, [{"host": "db9", "status": "slave"}], 2.1)[0]
-    assert [(x.source, x.target) for x in t] == [("unknown", "slave")]
-
-
-def test_freshness_says_which_checks_report_a_host():
-    f = Freshness()
-    a, b = (SimpleNamespace(id=cid, interval=1.0, timeout=1.0, host="") for cid in "ab")
-    f.update([a, b], {"h1": {"check": "b"}}, 0.0)  # before their first result: the table's
-    assert f.reporting("h1") == ["b"] and f.reporting("h2") == []
-    f.result("a", ["h1", "h2"], 1.0)
-    assert f.reporting("h1") == ["a", "b"] and f.reporting("h2") == ["a"]
-    f.result("a", [], 2.0)  # a failure naming no host: still the hosts of its last result
-    assert f.reporting("h2") == ["a"]
-    f.result("a", ["h1"], 3.0)
-    f.update([b], {}, 3.0)  # a reload removed a
-    assert f.reporting("h1") == ["b"] and f.reporting("h2") == []

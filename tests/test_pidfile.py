@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import procs
 from conftest import ROOT, wait_for
 from hadaemon import pidfile
 
@@ -53,7 +54,7 @@ def test_a_recycled_pid_in_a_stale_pidfile_is_never_signalled(home, daemons):
     # The dead supervisor's pid now belongs to an editor on the home's files.
     editor = subprocess.Popen(["bash", "-c", "exec -a hadaemon-editor sleep 1000"])
     try:
-        wait_for(lambda: b"hadaemon-editor" in open(f"/proc/{editor.pid}/cmdline", "rb").read(),
+        wait_for(lambda: b"hadaemon-editor" in procs.cmdline(editor.pid),
                  10, "the editor runs")
         pid_path.write_text(f"{editor.pid}\n")
         d = daemons(home)  # start is not refused

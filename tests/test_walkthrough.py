@@ -16,7 +16,8 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT, pid_alive, wait_for
+import procs
+from conftest import ROOT, wait_for
 from etcdkit import free_ports
 
 pytestmark = pytest.mark.slow
@@ -128,26 +129,13 @@ def test_readme_walkthrough_twice_in_a_row(tmp_path):
             # Ctrl-C: SIGINT to the first terminal's foreground process group.
             os.killpg(daemon.pid, signal.SIGINT)
             daemon.wait(30)
-        wait_for(lambda: not pid_alive(pid), 30, "the daemon stopped by Ctrl-C")
+        wait_for(lambda: not procs.alive(pid), 30, "the daemon stopped by Ctrl-C")
         shown = log_path.read_text()
         for claim in ("db2: master seen 1/2 times", "transition db2: slave -> master",
                       "plumb %MASTER% exited 0", "INFO stopped"):
             assert claim in shown, f"round {round_}: the first terminal does not show " \
                                    f"{claim!r}:\n{shown}"
         assert not (home / "var/control.sock").exists()
-
-
-def processes_under(path):
-    """Pids of the processes whose command line names path."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if str(path).encode() in f.read():
-                    pids.append(int(entry))
-        except (OSError, ValueError):
-            pass
-    return [p for p in pids if pid_alive(p) and p != os.getpid()]
 
 
 def cluster_script(tmp_path):
@@ -198,8 +186,8 @@ def test_cluster_walkthrough_twice_in_a_row(tmp_path):
         for round_ in (1, 2):
             out = run_shell(script, ROOT, env, timeout=600)
             check_cluster_output(out)
-            wait_for(lambda: not processes_under(tmp_path), 30,
+            wait_for(lambda: not procs.naming(tmp_path), 30,
                      f"round {round_}: the clean-up's daemons and etcd gone")
     finally:
-        for pid in processes_under(tmp_path):
+        for pid in procs.naming(tmp_path):
             os.kill(pid, signal.SIGKILL)

@@ -4,88 +4,14 @@ The daemon tests run against `hadaemon run` and a detached `hadaemon start`; sys
 by a real AF_UNIX datagram socket passed as $NOTIFY_SOCKET.
 """
 
-import logging
 import os
 import signal
-import socket
 import time
-from types import SimpleNamespace
 
-from conftest import wait_for
-from hadaemon import notify, stale
+import procs
+from conftest import datagram_listener, wait_for
 
 DAEMON_MODES = ("run", "start")
-
-
-def check(cid, interval=1.0, timeout=2.0, host=""):
-    return SimpleNamespace(id=cid, interval=interval, timeout=timeout, host=host)
-
-
-# -- the stale rule ---------------------------------------------------------------------------
-
-def test_a_check_is_stale_past_two_intervals_plus_its_timeout():
-    c = check("c", interval=1.0, timeout=2.0)
-    assert stale.limit(c) == 4.0
-    assert stale.stale_checks([c], {"c": 10.0}, 14.0) == {}
-    assert stale.stale_checks([c], {"c": 10.0}, 14.5) == {"c": 4.5}
-    assert stale.stale_checks([c], {}, 100.0) == {}  # not watched yet: not stale
-
-
-def test_the_hosts_of_stale_checks_are_stale():
-    assert stale.stale_hosts({"a": 5.0}, {"a": {"h2", "h1"}, "b": {"h3"}}) == ["h1", "h2"]
-    assert stale.stale_hosts({"c": 5.0}, {"a": {"h1"}}) == []
-
-
-def test_freshness_follows_results_and_logs_each_change_once(caplog):
-    caplog.set_level(logging.INFO, logger="hadaemon")
-    a, b = check("a", host="h9"), check("b", interval=10.0)
-    f = stale.Freshness()
-    # Before its first result a check counts from when it began to be watched; the table says
-    # which hosts it reported before a restart.
-    f.update([a, b], {"h1": {"check": "a"}, "h2": {"check": "x"}}, now=0.0)
-    assert f.hosts["a"] == {"h1", "h9"} and f.stale == []
-    f.result("a", ["h1"], 1.0)
-    f.result("b", [], 1.0)
-    assert not f.update([a, b], {}, 4.9)
-    assert f.update([a, b], {}, 5.1) and f.stale == ["h1"] and list(f.checks) == ["a"]
-    f.update([a, b], {}, 6.0)
-    f.result("a", [], 6.5)  # a failure names no host: a still reports h1
-    assert f.hosts["a"] == {"h1"}
-    assert not f.update([a, b], {}, 7.0) and f.stale == []
-    f.update([a, b], {}, 30.0)  # a again; b never named a host: the check itself is stale
-    assert f.stale == ["h1"] and set(f.checks) == {"a", "b"}
-    f.update([a, b], {}, 31.0)
-    assert not f.update([], {}, 32.0) and f.last == {}  # a reload removed both
-    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
-        "h1: stale: check a has had no result for 4.1s", "h1: no longer stale",
-        "h1: stale: check a has had no result for 23.5s",
-        "check b: stale: no result for 29.0s", "h1: no longer stale"]
-
-
-# -- the notify protocol ----------------------------------------------------------------------
-
-def listener(address):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(address)
-    s.settimeout(5)
-    return s
-
-
-def test_notifier_speaks_to_a_path_or_an_abstract_socket_and_takes_its_variables(tmp_path):
-    for where, address in ((str(tmp_path / "n.sock"), str(tmp_path / "n.sock")),
-                           (f"@hadaemon-test-{os.getpid()}", f"\0hadaemon-test-{os.getpid()}")):
-        with listener(address) as s:
-            env = {"NOTIFY_SOCKET": where, "WATCHDOG_USEC": "3000000", "PATH": "/bin"}
-            n = notify.Notifier.from_environment(env)
-            assert env == {"PATH": "/bin"}  # children must not notify in our name
-            assert n.watchdog == 1.5
-            assert n.send(READY=1, STATUS="2 host(s)")
-            assert s.recv(4096) == b"READY=1\nSTATUS=2 host(s)\n"
-            n.close()
-    other = {"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "3000000", "WATCHDOG_PID": "1"}
-    assert notify.Notifier.from_environment(other).watchdog is None  # meant for pid 1
-    assert notify.Notifier.from_environment({}) is None
-    assert notify.Notifier.from_environment({"NOTIFY_SOCKET": "vsock:2:9"}) is None
 
 
 # -- stale checks, READY, STATUS, the watchdog, STOPPING ---------------------------------------
@@ -118,7 +44,7 @@ class Manager:
     """The service manager's end of $NOTIFY_SOCKET: every datagram received, in order."""
 
     def __init__(self, path):
-        self.sock = listener(str(path))
+        self.sock = datagram_listener(str(path))
         self.sock.setblocking(False)
         self.got = []
 
@@ -167,7 +93,7 @@ def test_a_check_that_stops_running_makes_its_hosts_stale_and_starves_the_watchd
     # systemd is told, and no longer fed: a daemon that stopped watching gets restarted.
     wait_for(lambda: any(", 1 stale" in st for st in manager.statuses()), 20, "STATUS= stale")
     mark = len(manager.read())
-    time.sleep(5 * PING)
+    time.sleep(5 * PING)  # an absence can only be waited out: five pings' worth
     assert not manager.has("WATCHDOG=1", since=mark)
     assert d.alive()
 
@@ -183,7 +109,7 @@ def test_a_check_that_stops_running_makes_its_hosts_stale_and_starves_the_watchd
     # A loop that stops turning stops feeding the watchdog.
     os.kill(d.pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: _state(d.pid) == "T", 10, "the supervisor stopped")
+        wait_for(lambda: procs.state(d.pid) == "T", 10, "the supervisor stopped")
         mark = len(manager.read())
         time.sleep(5 * PING)  # an absence can only be waited out: five pings' worth
         assert not manager.has("WATCHDOG=1", since=mark)
@@ -193,8 +119,3 @@ def test_a_check_that_stops_running_makes_its_hosts_stale_and_starves_the_watchd
     wait_for(lambda: manager.has("WATCHDOG=1", since=mark), 20, "the watchdog fed again")
     assert d.stop() == 0
     assert manager.has("STOPPING=1")
-
-
-def _state(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]

@@ -1,0 +1,145 @@
+"""The action journal (hadaemon/journal.py) on a throwaway SQLite store: the states a job is
+enqueued in, the order the runner takes jobs, a finished step never claimed again, what a
+finished job keeps, and pruning."""
+
+import json
+
+import pytest
+
+from hadaemon import journal
+from hadaemon.commit import Transition
+from hadaemon.journal import initial_state
+from hadaemon.store import Store, open_store
+
+STEP = {"section": "s", "text": "x", "where": "w", "keep_going": False, "timeout": 1,
+        "argv": ["x"], "error": None}
+ENV = {"HA_UP": "h"}
+
+
+@pytest.fixture
+def store(tmp_path):
+    store, moved = open_store(tmp_path / "state.db")
+    assert moved is None
+    yield store
+    store.close()
+
+
+def row(store, job_id, *columns):
+    return store.conn.execute(f"SELECT {', '.join(columns)} FROM jobs WHERE id = ?",
+                              (job_id,)).fetchone()
+
+
+def t(host="h", source="up", target="down"):
+    return Transition(host, source, target, {host: target})
+
+
+def test_prune_keeps_the_newest_and_every_open_job(tmp_path):
+    store = Store(tmp_path / "state.db")
+    from hadaemon.store import SCHEMA
+    store.conn.executescript(SCHEMA)
+    j = journal.Journal(store)
+    step = [{"section": "s", "text": "x", "where": "w", "keep_going": False, "timeout": 1,
+             "argv": ["x"], "error": None}]
+    ids = [j.enqueue(Transition("h", "up", "down", {"h": "down"}), step, {"HA_UP": "h"})
+           for _ in range(10)]
+    for i in ids:
+        if i != 4:
+            j.finish(i, "done")
+    assert j.prune(3) == 4  # job 4 is open: it and everything after it stay
+    assert [r[0] for r in store.conn.execute("SELECT id FROM jobs")] == ids[3:]
+    assert store.conn.execute("SELECT env FROM jobs WHERE id = 5").fetchone()[0] == "{}"
+    assert store.conn.execute("SELECT env FROM jobs WHERE id = 4").fetchone()[0] != "{}"
+    j.finish(4, "done")
+    assert j.prune(3, 4) == 8
+    assert [r[0] for r in store.conn.execute("SELECT id FROM jobs")] == [8, 9, 10]
+    assert j.prune(3, 8) == 8
+
+
+def test_paused_jobs_are_skipped_with_or_without_commands():
+    step = [{"argv": ["x"]}]
+    assert initial_state([], paused=True) == ("skipped", "paused: no action fired")
+    assert initial_state(step, paused=True) == ("skipped", "paused: no action fired")
+    assert initial_state([], paused=False) == ("done", None)
+    assert initial_state(step, paused=False) == ("queued", None)
+
+
+def test_enqueue_states_and_what_each_keeps(store):
+    j = journal.Journal(store)
+    queued = j.enqueue(t(), [STEP], ENV, now=100.0)
+    nothing = j.enqueue(t(), [], ENV, now=101.0)
+    paused = j.enqueue(t(), [STEP], ENV, now=102.0, paused=True)
+    refused = j.enqueue(t(), [dict(STEP, argv=None, refused=True,
+                                   error="sequence refused: w: 'x': %UP% has no value")],
+                        ENV, now=103.0)
+    assert row(store, queued, "state", "env", "finished", "note") == (
+        "queued", json.dumps(ENV), None, None)
+    assert row(store, nothing, "state", "env", "finished") == ("done", "{}", 101.0)
+    assert row(store, paused, "state", "env", "finished", "note") == (
+        "skipped", "{}", 102.0, "paused: no action fired")
+    assert row(store, refused, "state", "env", "note") == (
+        "failed", "{}", "not run: sequence refused: w: 'x': %UP% has no value")
+    assert json.loads(row(store, queued, "plan")[0]) == [STEP]
+    assert [(o["id"], o["state"]) for o in j.open_jobs()] == [(queued, "queued")]
+    assert j.last_id() == refused
+
+
+def test_the_runner_takes_the_oldest_open_job_with_its_progress(store):
+    j = journal.Journal(store)
+    assert j.next_job() is None
+    first = j.enqueue(t("a"), [STEP, STEP], ENV)
+    second = j.enqueue(t("b", "down", "up"), [STEP], {"HA_DOWN": "b"})
+    job = j.next_job()
+    assert (job["id"], job["host"], job["state"], job["env"], job["progress"]) == (
+        first, "a", "queued", ENV, {})
+    assert j.step_started(first, 0, resumed=False)
+    j.step_finished(first, 0, 0, 0.1, "out", None)
+    assert j.step_started(first, 1, resumed=False)
+    job = j.next_job()
+    assert job["id"] == first and job["state"] == "running"
+    assert sorted(job["progress"]) == [0, 1]
+    assert job["progress"][0][1] is not None and job["progress"][1][1] is None
+    j.mark_resumed(first)
+    assert j.next_job()["resumed"] is True
+    j.finish(first, "done")
+    job = j.next_job()
+    assert (job["id"], job["host"], job["source"], job["env"]) == (second, "b", "down",
+                                                                    {"HA_DOWN": "b"})
+
+
+def test_a_finished_step_is_never_claimed_again(store):
+    j = journal.Journal(store)
+    job = j.enqueue(t(), [STEP], ENV)
+    assert j.step_started(job, 0, resumed=False)
+    j.step_interrupted(job, 0, 0.5, "half", "stopping")
+    assert j.step_started(job, 0, resumed=True)  # cut short: it may run again
+    j.step_finished(job, 0, 1, 0.2, "", "exit 1")
+    assert not j.step_started(job, 0, resumed=True)
+    assert store.conn.execute("SELECT rc, resumed FROM steps WHERE job = ?",
+                              (job,)).fetchall() == [(1, 1)]
+
+
+def test_finish_drops_the_environment_and_keeps_the_plan_and_note(store):
+    j = journal.Journal(store)
+    job = j.enqueue(t(), [STEP], ENV)
+    j.finish(job, "failed", "stopped at command 1")
+    state, env, plan, note, finished = row(store, job, "state", "env", "plan", "note",
+                                           "finished")
+    assert (state, env, note) == ("failed", "{}", "stopped at command 1")
+    assert json.loads(plan) == [STEP] and finished is not None
+    assert j.next_job() is None and j.open_jobs() == []
+    j2 = j.enqueue(t(), [STEP], ENV, note="manual")
+    j.finish(j2, "done")  # no new note: the one it had stays
+    assert row(store, j2, "note") == ("manual",)
+
+
+def test_prune_never_removes_an_open_job_and_writes_nothing_when_the_floor_did_not_move(store):
+    j = journal.Journal(store)
+    ids = [j.enqueue(t(), [STEP], ENV) for _ in range(5)]
+    assert j.prune(1) == 1  # job 1 is open: nothing below it
+    assert j.prune(1, 1) == 1
+    for i in ids:
+        j.finish(i, "done")
+    assert j.prune(2, 1) == 4
+    assert [r[0] for r in store.conn.execute("SELECT id FROM jobs")] == [4, 5]
+    changes = store.conn.total_changes
+    assert j.prune(2, 4) == 4 and store.conn.total_changes == changes
