@@ -41,12 +41,11 @@ def transition_job(config, job_id, table, host, source, target, leader, manual=F
                    state, note)
 
 
-def fence_job(config, job_id, previous, leader):
-    """The fence command ([cluster] fence, the previous leader's name appended), for the new
-    leader `leader` to run before any sequence."""
-    c = config.cluster
-    step = {"section": "fence", "text": c.fence, "where": "[cluster] fence",
-            "keep_going": False, "timeout": config.daemon.action_timeout,
-            "argv": shlex.split(c.fence) + [previous], "error": None, "node": leader}
+def fence_job(fence, timeout, job_id, previous, leader):
+    """The fence command (`fence`: [cluster] fence as the agent started with it, the previous
+    leader's name appended), for the new leader `leader` to run before any sequence."""
+    step = {"section": "fence", "text": fence, "where": "[cluster] fence",
+            "keep_going": False, "timeout": timeout,
+            "argv": shlex.split(fence) + [previous], "error": None, "node": leader}
     return new_job(job_id, "fence", previous, "leader", "fenced", [step],
                    {"HA_FENCE_NODE": previous}, leader)

@@ -154,7 +154,8 @@ class Leader:
                 self.store.write(put(self.keys.leader, self.me, self.lease_id()),
                                  put(self.keys.last_leader, self.me))
                 if fence:
-                    self.journal.enqueue(fence_job(self.config, self.seq + 1, previous, self.me))
+                    self.journal.enqueue(fence_job(self.c.fence, self.config.daemon.action_timeout,
+                                                   self.seq + 1, previous, self.me))
         except Refused:
             return
         self.node, self.key_rev = self.me, int(self.store.answer["header"]["revision"])

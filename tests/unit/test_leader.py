@@ -10,7 +10,7 @@ import json
 import logging
 
 from hadaemon.cluster import clusterid
-from hadaemon.cluster.etcd import delete, jput
+from hadaemon.cluster.etcd import delete, jput, put
 from hadaemon.cluster.jobs import fence_job, transition_job
 from hadaemon.cluster.keys import Keys
 from hadaemon.cluster.leader import Leader, View, resume_changes
@@ -237,11 +237,22 @@ def test_a_deposed_leader_commits_nothing():
     assert not c.leader.leading()
 
 
+def test_a_new_leader_queues_the_fence_of_a_dead_previous_one_first():
+    cfg = config()
+    c = Cluster(Config(cfg.daemon, (), cfg.sections,
+                       ClusterSettings(etcd="http://127.0.0.1:2379", node="a", fence="fence-it")))
+    c.etcd.txn([], [put(c.keys.last_leader, "z")])  # z led, and is gone
+    c.see(a={"db1": "up"}, b={"db1": "up"})
+    c.tick()
+    fence, job = c.jobs()
+    assert (fence["id"], fence["kind"], fence["host"]) == (1, "fence", "z")
+    assert fence["plan"][0]["argv"] == ["fence-it", "z"]
+    assert (job["id"], job["host"]) == (2, "db1")
+
+
 def test_transition_and_fence_jobs_have_one_shape():
-    cfg = Config(config().daemon, (), config().sections,
-                 ClusterSettings(etcd="http://127.0.0.1:2379", node="a", fence="fence-it -f"))
-    t = transition_job(cfg, 3, {"db1": "up"}, "db1", "up", "down", "a")
-    f = fence_job(cfg, 4, "b", "a")
+    t = transition_job(config(), 3, {"db1": "up"}, "db1", "up", "down", "a")
+    f = fence_job("fence-it -f", 60.0, 4, "b", "a")
     assert set(t) == set(f)
     assert f["plan"][0]["argv"] == ["fence-it", "-f", "b"] and f["plan"][0]["node"] == "a"
     assert (f["kind"], f["host"], f["state"], f["holder"]) == ("fence", "b", "queued", "")
