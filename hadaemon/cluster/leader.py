@@ -72,6 +72,8 @@ def resume_changes(paused, table, on_resume):
 
 
 class Leader:
+    """This node's part in the election, and the leader's work while it is this node."""
+
     def __init__(self, me, config, etcd, store, view, lease_id, lease_left):
         """lease_id(): this node's lease (None if it has none); lease_left(): seconds it is
         sure to last (None without a lease)."""
@@ -92,7 +94,7 @@ class Leader:
         """One look at etcd: follow who leads, campaign if free, lead if ours."""
         self.config = config
         self.held_down = dict(look.held_down)
-        self.leadership(look.leader_key, look.handover)
+        self.follow(look.leader_key, look.handover)
         if self.leading():
             self.lead(look.requests, look.open_ids)
             self.prune(look.open_ids)
@@ -117,7 +119,8 @@ class Leader:
                       "committing nothing more", self.me, self.c.fence_margin)
             self.node = None
 
-    def leadership(self, leader, handover):
+    def follow(self, leader, handover):
+        """Take in who leads (the leader key, or None); campaign if none does and we may."""
         name, lease, rev = leader or (None, 0, 0)
         if name == self.me and lease == self.lease_id():
             if self.node != self.me:
