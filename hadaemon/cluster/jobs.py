@@ -1,0 +1,51 @@
+"""What the leader queues in etcd: the job of a committed transition, and the fence job.
+
+One shape for both (new_job): the cluster runner, history and `hadaemon cluster-init` read
+every job the same way. A transition's steps are planned whole here, before the job is written
+(actions.plan), each with the node that must run it (rules.step_node). No I/O.
+"""
+
+import shlex
+import time
+
+from .. import actions
+from ..commit import Transition
+from ..journal import initial_state
+from .rules import step_node
+
+
+def new_job(job_id, kind, host, source, target, plan, env, leader, manual=False,
+            state="queued", note=None, now=None):
+    """A job as etcd holds it. `holder` (the runner that claimed it) starts empty; a job not
+    queued is finished when it is written."""
+    now = time.time() if now is None else now
+    return {"id": job_id, "kind": kind, "host": host, "source": source, "target": target,
+            "manual": manual, "created": now, "state": state, "plan": plan, "env": env,
+            "leader": leader, "holder": "", "resumed": False, "note": note,
+            "finished": None if state == "queued" else now}
+
+
+def transition_job(config, job_id, table, host, source, target, leader, manual=False,
+                   paused=False, note=None):
+    """The job of `host: source -> target` committed over `table` ({host: status} before it).
+    Paused: skipped (history only)."""
+    snapshot = dict(table, **{host: target})
+    transition = Transition(host, source, target, snapshot, manual)
+    d = config.daemon
+    steps, env = actions.plan(config.sections, transition, d.action_timeout, d.on_failure)
+    vals = actions.values(transition)
+    for step in steps:
+        step["node"] = step_node(step["section"], vals)
+    state, note = initial_state(steps, paused, note)
+    return new_job(job_id, "transition", host, source, target, steps, env, leader, manual,
+                   state, note)
+
+
+def fence_job(fence, timeout, job_id, previous, leader):
+    """The fence command (`fence`: [cluster] fence as the agent started with it, the previous
+    leader's name appended), for the new leader `leader` to run before any sequence."""
+    step = {"section": "fence", "text": fence, "where": "[cluster] fence",
+            "keep_going": False, "timeout": timeout,
+            "argv": shlex.split(fence) + [previous], "error": None, "node": leader}
+    return new_job(job_id, "fence", previous, "leader", "fenced", [step],
+                   {"HA_FENCE_NODE": previous}, leader)

@@ -1,0 +1,259 @@
+"""The leader's rule (cluster/leader.py) over the real etcd store code, on an in-memory etcd.
+
+FakeEtcd stands in for the etcd client (cluster/etcd.py's Etcd: the same methods, the same v3
+JSON transactions, compares and revisions) so that the leader, EtcdStore, EtcdTable and
+EtcdJournal run unchanged and no process starts. etcd itself: tests/test_cluster.py.
+"""
+
+import base64
+import json
+import logging
+
+from hadaemon.cluster import clusterid
+from hadaemon.cluster.etcd import delete, jput, put
+from hadaemon.cluster.jobs import fence_job, transition_job
+from hadaemon.cluster.keys import Keys
+from hadaemon.cluster.leader import Leader, View, resume_changes
+from hadaemon.cluster.settings import ClusterSettings
+from hadaemon.cluster.store import EtcdStore, EtcdTable
+from hadaemon.config import ActionSection, Command, Config, DaemonSettings
+
+
+def _key(text):
+    return base64.b64decode(text).decode() if text else ""
+
+
+class FakeEtcd:
+    """An in-memory etcd: keys with value, lease and create revision; one revision per write."""
+
+    def __init__(self):
+        self.kv, self.revision, self.leases = {}, 1, set()
+
+    def get(self, key):
+        return self.kv[key][0] if key in self.kv else None
+
+    def range(self, prefix):
+        return {k: v for k, v in sorted(self.kv.items()) if k.startswith(prefix)}
+
+    def read(self, prefixes=(), keys=()):
+        return ([self.range(p) for p in prefixes],
+                [{k: self.kv[k]} if k in self.kv else {} for k in keys],
+                {"cluster_id": "1", "revision": self.revision})
+
+    def txn(self, compare, success, failure=()):
+        return self.txn_full(compare, success, failure)[0]
+
+    def txn_full(self, compare, success, failure=()):
+        ok = all(self._holds(c) for c in compare)
+        branch = success if ok else failure
+        if any("request_put" in op or "request_delete_range" in op for op in branch):
+            self.revision += 1
+        responses = [self._apply(op) for op in branch]
+        return ok, {"succeeded": ok, "header": {"revision": self.revision},
+                    "responses": responses}
+
+    def _holds(self, c):
+        key = _key(c["key"])
+        if c["target"] == "VALUE":
+            return self.get(key) == base64.b64decode(c["value"])
+        return (self.kv[key][2] if key in self.kv else 0) == c["create_revision"]
+
+    def _apply(self, op):
+        if "request_put" in op:
+            p = op["request_put"]
+            key = _key(p["key"])
+            created = self.kv[key][2] if key in self.kv else self.revision
+            self.kv[key] = (base64.b64decode(p["value"]), p.get("lease", 0), created)
+        elif "request_delete_range" in op:
+            d = op["request_delete_range"]
+            start, end = _key(d["key"]), _key(d.get("range_end"))
+            for k in [k for k in self.kv if k == start or (end and start <= k < end)]:
+                del self.kv[k]
+        return {}
+
+    def grant(self, ttl):
+        lease = len(self.leases) + 100
+        self.leases.add(lease)
+        return lease
+
+    def revoke(self, lease):
+        """Also what etcd does when a lease expires: its keys go."""
+        self.leases.discard(lease)
+        for k in [k for k, (_, lease_of, _) in self.kv.items() if lease_of == lease]:
+            del self.kv[k]
+
+
+def config(hold_down=0.0, on_resume="last"):
+    """One section for every transition: each job has a command to run."""
+    record = Command("record %HOST%", ("record", "%HOST%"), "/bin/true", False, "actions.conf:2")
+    return Config(DaemonSettings(hold_down=hold_down, on_resume=on_resume), (),
+                  (ActionSection("*_to_*", "*", "*", (record,)),),
+                  ClusterSettings(etcd="http://127.0.0.1:2379", node="a"))
+
+
+class Cluster:
+    """Node a leads nodes a, b, c; their opinions are written as their agents publish them."""
+
+    def __init__(self, cfg):
+        self.config, self.etcd, self.keys = cfg, FakeEtcd(), Keys("/t/")
+        self.store = EtcdStore(self.etcd, self.keys)
+        self.view, self.lease = View(), self.etcd.grant(10)
+        self.leader = Leader("a", cfg, self.etcd, self.store, self.view, lambda: self.lease,
+                             lambda: 10.0)
+        for node in "abc":
+            self.etcd.txn([], [jput(self.keys.node(node), {"pid": 1}, self.lease)])
+        self.requests = 0
+
+    def see(self, **opinions):
+        """opinions: node -> {host: status}, as published."""
+        for node, hosts in opinions.items():
+            self.etcd.txn([], [jput(self.keys.result(node), hosts, self.lease)])
+
+    def request(self, **request):
+        self.requests += 1
+        self.etcd.txn([], [jput(f"{self.keys.requests}b-1-{self.requests:09d}",
+                                dict(request, node="b"))])
+
+    def look(self):
+        """The agent's look at etcd, taken in by the view."""
+        (live, table), _ = clusterid.look(self.etcd, self.keys, self.keys.table)
+        return self.view.read(self.keys, live, EtcdTable(self.store).parse(table)[0])
+
+    def tick(self):
+        self.leader.step(self.config, self.look())
+
+    def status(self, host):
+        return EtcdTable(self.store).status(host)
+
+    def jobs(self):
+        return [json.loads(v) for v, _, _ in self.etcd.range(self.keys.jobs).values()]
+
+    def close(self, job_id):
+        """A runner finished the job."""
+        self.etcd.txn([], [delete(self.keys.open_job(job_id))])
+
+
+def test_a_strict_majority_commits_with_one_job():
+    c = Cluster(config())
+    c.see(a={"db1": "up"}, b={"db1": "up"}, c={"db1": "down"})
+    c.tick()
+    assert c.leader.leading()
+    assert c.status("db1") == "up"
+    (job,) = c.jobs()
+    assert (job["id"], job["host"], job["source"], job["target"], job["state"]) == \
+        (1, "db1", "unknown", "up", "queued")
+    assert job["plan"][0]["argv"] == ["record", "db1"]
+    c.tick()
+    assert len(c.jobs()) == 1  # committed once
+
+
+def test_no_majority_commits_nothing():
+    c = Cluster(config())
+    c.see(a={"db1": "up"}, b={"db1": "down"}, c={"db2": "up"})
+    c.tick()
+    assert c.status("db1") == "unknown"
+    assert [j["host"] for j in c.jobs()] == ["db2"]  # one node reporting db2 is its majority
+
+
+def test_hold_down_holds_until_its_key_expires(caplog):
+    c = Cluster(config(hold_down=5))
+    c.see(a={"db1": "up"}, b={"db1": "up"})
+    c.tick()
+    ((_, (_, hold_lease, _)),) = c.etcd.range(c.keys.hold).items()
+    c.see(a={"db1": "down"}, b={"db1": "down"})
+    with caplog.at_level(logging.INFO, "hadaemon.agent"):
+        c.tick()
+        c.tick()
+    assert c.status("db1") == "up"
+    assert sum("hold-down: db1 stays up for now, not down" in m for m in caplog.messages) == 1
+    c.etcd.revoke(hold_lease)  # hold_down seconds later, on etcd's clock
+    c.tick()
+    assert c.status("db1") == "down"
+    assert [j["target"] for j in c.jobs()] == ["up", "down"]
+
+
+def test_a_manual_job_holds_its_host_until_it_is_closed():
+    c = Cluster(config())
+    c.see(a={"db1": "up"}, b={"db1": "up"})
+    c.tick()
+    c.request(cmd="transition", host="db1", status="maintenance")
+    c.tick()
+    assert c.status("db1") == "maintenance"
+    manual = c.jobs()[-1]
+    assert manual["manual"] and manual["state"] == "queued"
+    assert not c.etcd.range(c.keys.requests)  # served, so deleted
+    c.tick()
+    assert c.status("db1") == "maintenance"  # the majority's up waits for the sequence
+    c.close(manual["id"])
+    c.tick()
+    assert c.status("db1") == "up"
+    assert [j["target"] for j in c.jobs()] == ["up", "maintenance", "up"]
+
+
+def test_resume_fires_each_net_change_once():
+    c = Cluster(config())
+    c.see(a={"db1": "up", "db2": "up", "db3": "up"}, b={"db1": "up", "db2": "up", "db3": "up"})
+    c.tick()
+    c.request(cmd="pause")
+    c.tick()
+    # db1 changes and changes back, db2 twice, db3 once: all recorded, none run
+    c.see(a={"db1": "down", "db2": "down", "db3": "down"},
+          b={"db1": "down", "db2": "down", "db3": "down"})
+    c.tick()
+    c.see(a={"db1": "up", "db2": "standby", "db3": "down"},
+          b={"db1": "up", "db2": "standby", "db3": "down"})
+    c.tick()
+    paused = c.jobs()[3:]
+    assert {j["state"] for j in paused} == {"skipped"} and len(paused) == 5
+    c.request(cmd="resume")
+    c.request(cmd="resume")  # a second resume finds nothing paused
+    c.tick()
+    c.tick()
+    fired = [(j["host"], j["source"], j["target"]) for j in c.jobs()[8:]]
+    assert fired == [("db2", "up", "standby"), ("db3", "up", "down")]
+    assert {j["note"] for j in c.jobs()[8:]} == {"fired on resume"}
+    assert c.etcd.get(c.keys.paused) is None
+
+
+def test_resume_changes_is_the_net_diff_and_none_with_on_resume_none():
+    table = {"db1": {"status": "up"}, "db2": {"status": "down"}, "db3": {"status": "up"}}
+    paused = {"statuses": {"db1": "up", "db2": "up"}}
+    assert resume_changes(paused, table, "last") == [("db2", "up", "down"),
+                                                     ("db3", "unknown", "up")]
+    assert resume_changes(paused, table, "none") == []
+
+
+def test_a_deposed_leader_commits_nothing():
+    c = Cluster(config())
+    c.see(a={"db1": "up"}, b={"db1": "up"})
+    c.tick()
+    c.etcd.txn([], [delete(c.keys.leader)])
+    c.etcd.txn([], [jput(c.keys.leader, "b")])  # b won an election meanwhile
+    c.see(a={"db1": "down"}, b={"db1": "down"})
+    c.look()
+    assert c.leader.leading()  # a has not looked at the leader key since
+    c.leader.lead({}, [])  # its guard fails
+    assert c.status("db1") == "up" and len(c.jobs()) == 1
+    assert not c.leader.leading()
+
+
+def test_a_new_leader_queues_the_fence_of_a_dead_previous_one_first():
+    cfg = config()
+    c = Cluster(Config(cfg.daemon, (), cfg.sections,
+                       ClusterSettings(etcd="http://127.0.0.1:2379", node="a", fence="fence-it")))
+    c.etcd.txn([], [put(c.keys.last_leader, "z")])  # z led, and is gone
+    c.see(a={"db1": "up"}, b={"db1": "up"})
+    c.tick()
+    fence, job = c.jobs()
+    assert (fence["id"], fence["kind"], fence["host"]) == (1, "fence", "z")
+    assert fence["plan"][0]["argv"] == ["fence-it", "z"]
+    assert (job["id"], job["host"]) == (2, "db1")
+
+
+def test_transition_and_fence_jobs_have_one_shape():
+    t = transition_job(config(), 3, {"db1": "up"}, "db1", "up", "down", "a")
+    f = fence_job("fence-it -f", 60.0, 4, "b", "a")
+    assert set(t) == set(f)
+    assert f["plan"][0]["argv"] == ["fence-it", "-f", "b"] and f["plan"][0]["node"] == "a"
+    assert (f["kind"], f["host"], f["state"], f["holder"]) == ("fence", "b", "queued", "")
+    assert (t["kind"], t["state"], t["env"]["HA_HOST"]) == ("transition", "queued", "db1")
