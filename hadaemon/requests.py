@@ -1,4 +1,6 @@
-"""The operator's requests of single-node mode: pause, resume, a manual transition, forget.
+"""The requests of the control socket. Requests answers those of both modes (status, history,
+reload, ping) and hands the others to the backend; LocalRequests are single-node mode's: pause,
+resume, a manual transition, forget.
 
 var/paused holds the maintenance state, so it survives a restart and is plain to see; an
 unreadable one keeps the daemon paused, to be safe. Resume commits what it fires before
@@ -11,13 +13,17 @@ import logging
 import os
 import sqlite3
 import time
+from dataclasses import replace
 
+from . import config as configmod, history, logsetup, wire
 from .commit import Transition
+from .inifile import ConfigError
 from .maintenance import net_changes, pause_record
 from .names import valid_host, valid_status
 from .statuses import undeclared
 
 log = logging.getLogger("hadaemon")
+HISTORY_MAX = 100000  # entries one history request may ask for (the CLI allows as many)
 
 
 def refuse_transition(host, status, known):
@@ -44,6 +50,95 @@ def read_paused(path, statuses):
     except (OSError, ValueError) as e:
         log.error("%s unreadable (%s): staying paused to be safe", path, e)
         return pause_record(statuses, time.time())
+
+
+class Requests:
+    def __init__(self, sup):
+        self.sup = sup
+
+    def answer(self, request):
+        cmd = request.get("cmd")
+        if "error" in request:
+            return {"ok": False, "error": request["error"]}
+        if cmd == "status":
+            return self.status()
+        if cmd == "history":
+            limit, host = request.get("limit", 100), request.get("host")
+            if not (isinstance(limit, int) and 0 < limit <= HISTORY_MAX) or not (
+                    host is None or valid_host(host)):
+                return {"ok": False, "error": "bad history request: limit must be 1 to "
+                        f"{HISTORY_MAX}, host a host name"}
+            return {"ok": True, "history": history.read(self.sup.store, limit, host)}
+        if cmd == "reload":
+            return self.reload()
+        if cmd == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        return self.sup.backend.answer(request)
+
+    def reload(self):
+        """Load the config files again (SIGHUP or `hadaemon reload`); a config that cannot
+        apply changes nothing."""
+        sup = self.sup
+        try:
+            new = configmod.load(sup.home)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config: %s", "; ".join(e.problems))
+            return {"ok": False, "error": "config invalid, running config kept",
+                    "problems": e.problems}
+        new, later = _keep_start_only(sup.config, new)
+        d = new.daemon
+        try:  # the one step that can fail comes first, so a failure changes nothing
+            logsetup.configure(sup.home, d.log, d.log_level, sup.foreground)
+        except OSError as e:
+            log.error("reload refused, keeping the running config: log %s: %s", d.log, e)
+            return {"ok": False, "error": f"cannot open log {d.log}: {e}; running config kept"}
+        for what in later:
+            log.warning("reload: %s changed: it takes effect at the next restart", what)
+        old_ids = {c.id for c in sup.config.checks}
+        sup.config = new
+        for cid in old_ids - {c.id for c in new.checks}:
+            sup.committer.forget_check(cid)
+        sup.scheduler.replace(new.checks, time.monotonic())
+        sup.checks.pool.resize(d.workers, d.max_jobs)
+        sup.checks.fill()
+        for child in sup.backend.children:  # the agent reads the config files again on it
+            child.send(wire.Settings(sup.child_settings()))
+        log.info("reloaded: %d check(s), %d action section(s)", len(new.checks),
+                 len(new.sections))
+        sup.warn()
+        return {"ok": True, "checks": len(new.checks), "sections": len(new.sections),
+                "restart_needed": later}
+
+    def status(self):
+        sup, f = self.sup, self.sup.freshness
+        f.update(sup.config.checks, sup.hosts.entries, time.monotonic())
+        hosts = {host: dict(e, conflict=sup.committer.in_conflict(host), stale=host in f.stale)
+                 for host, e in sorted(sup.hosts.entries.items())}
+        answer = {"ok": True, "hosts": hosts,
+                  "daemon": {"pid": os.getpid(), "home": str(sup.home.root),
+                             "started": sup.started, "checks": len(sup.config.checks),
+                             "workers": len(sup.checks.pool.workers),
+                             "runner": sup.backend.runner.pid,
+                             "record_error": sup.hosts.record_error,
+                             "paused": sup.backend.paused(),
+                             "stale": {"hosts": f.stale, "checks": {
+                                 cid: round(age, 1) for cid, age in sorted(f.checks.items())}}}}
+        sup.backend.status(answer)
+        return answer
+
+
+def _keep_start_only(running, new):
+    """The new config with the settings only a start applies put back to the running ones
+    (the control socket's group; the cluster, whose agent and runner hold etcd sessions), and
+    what of those changed."""
+    later = []
+    if new.daemon.socket_group != running.daemon.socket_group:
+        later.append("socket_group")
+        new = replace(new, daemon=replace(new.daemon, socket_group=running.daemon.socket_group))
+    if new.cluster != running.cluster:
+        later.append("[cluster]")
+        new = replace(new, cluster=running.cluster)
+    return new, later
 
 
 class LocalRequests:

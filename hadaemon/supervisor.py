@@ -17,16 +17,14 @@ import os
 import selectors
 import signal
 import time
-from dataclasses import replace
 
-from . import children, config as configmod, history, leftovers, logsetup, notify, wire
-from .control import MAX_CLIENTS, Port, Server  # noqa: F401 (MAX_CLIENTS: the limit's home)
+from . import children, leftovers, notify
+from .control import MAX_CLIENTS, Port, Server  # noqa: F401 (MAX_CLIENTS: tests read it here)
 from .dispatch import Dispatcher
 from .fork import open_stdio
-from .inifile import ConfigError
-from .names import valid_host
 from .ratelog import RateLog
 from .recorder import FLUSH_EVERY, Hosts
+from .requests import Requests
 from .scheduler import Scheduler
 from .stale import Freshness
 from .store import open_store
@@ -35,7 +33,6 @@ from .table import Table
 log = logging.getLogger("hadaemon")
 ERROR_PAUSE = 0.1  # seconds the loop rests after a turn with an error: it never spins
 EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: the loop itself failed
-HISTORY_MAX = 100000  # entries one history request may ask for (the CLI allows as many)
 WATCH_EVERY = 0.5  # seconds between two looks for stale checks (and STATUS= updates)
 
 
@@ -60,6 +57,7 @@ class Supervisor:
         self.systemd = notify.Reporter(notify.Notifier.from_environment())
         self.next_watch = 0.0
         self.backend = backend_for(self)
+        self.requests = Requests(self)
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -87,7 +85,7 @@ class Supervisor:
         d = self.config.daemon
         stopping = lambda: self.stopping  # noqa: E731
         self.control = Port(self.sel, Server(self.home.control_socket, d.socket_group),
-                            self.answer, self.errors, stopping)
+                            self.requests.answer, self.errors, stopping)
         # The pidfile lock makes this the only daemon of this home: any check of it still
         # running was left by one killed before (its hung checks would run for ever).
         left = leftovers.kill(self.home.root)
@@ -101,7 +99,7 @@ class Supervisor:
             child.spawn(self.sel, self.child_settings())
         log.info("hadaemon %d started in %s: %d check(s), %d worker(s), %d host(s) known",
                  os.getpid(), self.home.root, len(self.config.checks), d.workers, len(entries))
-        self._warn()
+        self.warn()
 
     def child_settings(self):
         return children.settings(self.config, self.foreground, self.backend.resume_upto)
@@ -237,7 +235,7 @@ class Supervisor:
                 log.info("got %s", signal.Signals(sig).name)
                 self.stopping = True
             elif sig == signal.SIGHUP:
-                self.reload()
+                self.requests.reload()
 
     def _reap(self, block_for=0.0):
         if block_for:
@@ -290,95 +288,13 @@ class Supervisor:
 
     # -- reload and control -----------------------------------------------------------------
 
-    def reload(self):
-        try:
-            new = configmod.load(self.home)
-        except ConfigError as e:
-            log.error("reload refused, keeping the running config: %s", "; ".join(e.problems))
-            return {"ok": False, "error": "config invalid, running config kept",
-                    "problems": e.problems}
-        new, later = _keep_start_only(self.config, new)
-        d = new.daemon
-        try:  # the one step that can fail comes first, so a failure changes nothing
-            logsetup.configure(self.home, d.log, d.log_level, self.foreground)
-        except OSError as e:
-            log.error("reload refused, keeping the running config: log %s: %s", d.log, e)
-            return {"ok": False, "error": f"cannot open log {d.log}: {e}; running config kept"}
-        for what in later:
-            log.warning("reload: %s changed: it takes effect at the next restart", what)
-        old_ids = {c.id for c in self.config.checks}
-        self.config = new
-        for cid in old_ids - {c.id for c in new.checks}:
-            self.committer.forget_check(cid)
-        self.scheduler.replace(new.checks, time.monotonic())
-        self.checks.pool.resize(d.workers, d.max_jobs)
-        self.checks.fill()
-        for child in self.backend.children:  # the agent reads the config files again on it
-            child.send(wire.Settings(self.child_settings()))
-        log.info("reloaded: %d check(s), %d action section(s)", len(new.checks),
-                 len(new.sections))
-        self._warn()
-        return {"ok": True, "checks": len(new.checks), "sections": len(new.sections),
-                "restart_needed": later}
-
-    def _warn(self):
+    def warn(self):
         """What the config allows but is likely a mistake (no actions.conf): once per load."""
         for warning in self.config.warnings:
             log.warning("%s", warning)
-
-    def answer(self, request):
-        """The requests of both modes here; the others are the backend's."""
-        cmd = request.get("cmd")
-        if "error" in request:
-            return {"ok": False, "error": request["error"]}
-        if cmd == "status":
-            return self.status()
-        if cmd == "history":
-            limit, host = request.get("limit", 100), request.get("host")
-            if not (isinstance(limit, int) and 0 < limit <= HISTORY_MAX) or not (
-                    host is None or valid_host(host)):
-                return {"ok": False, "error": "bad history request: limit must be 1 to "
-                        f"{HISTORY_MAX}, host a host name"}
-            return {"ok": True, "history": history.read(self.store, limit, host)}
-        if cmd == "reload":
-            return self.reload()
-        if cmd == "ping":
-            return {"ok": True, "pid": os.getpid()}
-        return self.backend.answer(request)
-
-    def status(self):
-        f = self.freshness
-        f.update(self.config.checks, self.hosts.entries, time.monotonic())
-        hosts = {host: dict(e, conflict=self.committer.in_conflict(host), stale=host in f.stale)
-                 for host, e in sorted(self.hosts.entries.items())}
-        answer = {"ok": True, "hosts": hosts,
-                  "daemon": {"pid": os.getpid(), "home": str(self.home.root),
-                             "started": self.started, "checks": len(self.config.checks),
-                             "workers": len(self.checks.pool.workers),
-                             "runner": self.backend.runner.pid,
-                             "record_error": self.hosts.record_error,
-                             "paused": self.backend.paused(),
-                             "stale": {"hosts": f.stale, "checks": {
-                                 cid: round(age, 1) for cid, age in sorted(f.checks.items())}}}}
-        self.backend.status(answer)
-        return answer
 
 
 def _exit_text(status):
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exited with status {os.WEXITSTATUS(status)}"
-
-
-def _keep_start_only(running, new):
-    """The new config with the settings only a start applies put back to the running ones
-    (the control socket's group; the cluster, whose agent and runner hold etcd sessions), and
-    what of those changed."""
-    later = []
-    if new.daemon.socket_group != running.daemon.socket_group:
-        later.append("socket_group")
-        new = replace(new, daemon=replace(new.daemon, socket_group=running.daemon.socket_group))
-    if new.cluster != running.cluster:
-        later.append("[cluster]")
-        new = replace(new, cluster=running.cluster)
-    return new, later

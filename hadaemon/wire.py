@@ -9,7 +9,7 @@ a message.
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
