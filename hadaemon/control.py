@@ -1,7 +1,8 @@
 """The control socket: one JSON request line in, one JSON answer out, then close.
 
 The server side never blocks the supervisor: connections are non-blocking and driven by the
-supervisor's selector; a client that stalls is dropped after a few seconds. The socket is made
+supervisor's selector (Port); a client that stalls is dropped after a few seconds, and at most
+MAX_CLIENTS are served at once, so clients cannot starve the workers of descriptors. The socket is made
 0600 (0660 with socket_group) before anyone can connect, and every caller's credentials are checked
 with SO_PEERCRED.
 """
@@ -10,13 +11,19 @@ import grp
 import json
 import logging
 import os
+import selectors
 import socket
 import struct
 import time
 
+from .backoff import Backoff
+from .selection import registered
+
 log = logging.getLogger("hadaemon.control")
 MAX_REQUEST = 65536
 CLIENT_TIMEOUT = 5.0
+MAX_CLIENTS = 64  # control connections served at once; a client holding many cannot starve workers
+ACCEPT_BATCH = 16  # clients accepted in one turn of the loop
 
 
 class ControlError(Exception):
@@ -126,6 +133,97 @@ class Conn:
             return True
         self.outbuf = self.outbuf[n:]
         return not self.outbuf
+
+
+class Port:
+    """The server in the supervisor's selector: answer(request) -> the answer dict; errors:
+    the loop's RateLog."""
+
+
+    def __init__(self, sel, server, answer, errors, stopping):
+        self.sel, self.server, self.answer, self.errors = sel, server, answer, errors
+        self.stopping = stopping  # () -> bool: no client is let in once stopping
+        self.accept_retry = Backoff()
+        sel.register(server.sock, selectors.EVENT_READ, self._on_accept)
+
+    def _on_accept(self, sock, events):
+        # Several per turn: a burst of clients must not wait one loop turn each.
+        conns = self.server.conns
+        for _ in range(ACCEPT_BATCH):
+            if not self._accept_one() or len(conns) >= MAX_CLIENTS:
+                break
+        if len(conns) >= MAX_CLIENTS and registered(self.sel, self.server.sock):
+            # Descriptors are for workers first: more clients wait in the listen queue.
+            self.sel.unregister(self.server.sock)
+            self.errors.report("clients", logging.WARNING,
+                               f"control socket: {MAX_CLIENTS} clients at once; the next wait")
+
+    def _accept_one(self):
+        """Accept a pending client; False when none was (none pending, refused, or no
+        descriptor: then the socket is left unwatched for the back-off)."""
+        try:
+            c = self.server.accept()
+        except OSError as e:
+            # Out of descriptors (or memory): the connection stays queued, so the socket stays
+            # readable and select would return at once for ever. Stop listening for a while;
+            # stalled clients are dropped meanwhile, which frees descriptors.
+            self.sel.unregister(self.server.sock)
+            self.accept_retry.failed(time.monotonic())
+            self.errors.report("accept", logging.ERROR,
+                               f"control socket: cannot accept a connection: {e}; "
+                               "not listening for a moment")
+            return False
+        if c is None:
+            return False
+        if self.accept_retry.delay:
+            self.accept_retry.succeeded()
+            self.errors.clear("accept", "control socket: accepting connections again")
+        self.sel.register(c.sock, selectors.EVENT_READ, self._on_client)
+        return True
+
+    def resume_accepting(self):
+        if (not registered(self.sel, self.server.sock) and not self.stopping()
+                and len(self.server.conns) < MAX_CLIENTS
+                and self.accept_retry.ready(time.monotonic())):
+            self.sel.register(self.server.sock, selectors.EVENT_READ, self._on_accept)
+            self.errors.clear("clients")
+
+    def drop_stalled(self):
+        for c in self.server.stalled(time.monotonic()):
+            self._drop(c)
+
+    def _drop(self, c):
+        # Out of the selector before its fd is closed: a closed fd left registered would keep
+        # the next client given that number from being registered.
+        self.sel.unregister(c.sock)
+        self.server.drop(c)
+
+    def _on_client(self, sock, events):
+        c = self.server.conns.get(sock)
+        if c is None:
+            return
+        if events & selectors.EVENT_WRITE:
+            if c.write():
+                self._drop(c)
+            return
+        request = c.read()
+        if request is None:
+            return
+        if request == "eof":
+            self._drop(c)
+            return
+        try:
+            answer = self.answer(request)
+        except Exception as e:  # the client gets an answer, whatever the bug
+            self.errors.report(("answer", type(e)), logging.ERROR,
+                               f"internal error answering {str(request.get('cmd'))[:40]!r}",
+                               exc_info=True)
+            answer = {"ok": False, "error": f"internal error: {e}"}
+        c.reply(answer)
+        self.sel.modify(sock, selectors.EVENT_WRITE, self._on_client)
+
+    def close(self):
+        self.server.close()
 
 
 def _send_now(conn, answer):

@@ -19,11 +19,8 @@ from .store import StoreError
 
 
 def _supervisor(home, config, foreground):
-    from .supervisor import Supervisor
-    if config.cluster is None:
-        return Supervisor(home, config, foreground=foreground)
-    from .cluster.supervisor import ClusterSupervisor  # etcd3gw is needed in cluster mode only
-    return ClusterSupervisor(home, config, foreground=foreground)
+    from .supervisor import Supervisor  # its backend (local or cluster) follows the config
+    return Supervisor(home, config, foreground=foreground)
 
 
 log = logging.getLogger("hadaemon")

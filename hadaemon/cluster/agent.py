@@ -16,7 +16,7 @@ import select
 import signal
 import time
 
-from .. import config as configmod, logsetup
+from .. import config as configmod, logsetup, wire
 from ..home import Home
 from ..inifile import ConfigError
 from . import clusterid
@@ -109,16 +109,21 @@ class Agent:
             return False
         if not data:
             return False
-        message = json.loads(data)
-        if "opinions" in message:
-            self.opinions = message["opinions"]
-        if "mirror" in message and self.sent_table is None:
-            # The supervisor's mirror of the committed table: what this node reports as the
-            # table it knows if it refuses etcd before it could read the table there.
-            self.table = self.sent_table = message["mirror"]
-        if "request" in message:
-            self.requests.append(message["request"])
-        if message.get("reload"):
+        try:
+            message = wire.decode(data)
+        except ValueError as e:
+            log.error("garbled message from the supervisor dropped: %s", e)
+            return True
+        if isinstance(message, wire.Opinions):
+            self.opinions = message.statuses
+            if message.mirror is not None and self.sent_table is None:
+                # The supervisor's mirror of the committed table: what this node reports as
+                # the table it knows if it refuses etcd before it could read the table there.
+                self.table = self.sent_table = message.mirror
+        elif isinstance(message, wire.Request):
+            self.requests.append(message.request)
+        elif isinstance(message, wire.Settings):  # after a reload, as every child gets them
+            self.settings = message.values
             try:
                 self.config = configmod.load(self.home)
             except ConfigError as e:
@@ -281,13 +286,13 @@ class Agent:
                  "refused": self.memory.get("refused"),
                  "unreachable_for": now - self.unreachable_since
                  if self.unreachable_since is not None else 0.0}
-        message = {"cluster": state}
+        table = None
         if self.error is None and not self.not_joined and not self.memory.get("refused") \
                 and self.table != self.sent_table:
-            message["table"] = self.table
+            table = self.table
             self.sent_table = dict(self.table)
         try:
-            self.sock.send(json.dumps(message).encode())
+            self.sock.send(wire.encode(wire.Report(state, table)))
         except (BlockingIOError, OSError):
             pass
 

@@ -1,0 +1,130 @@
+"""The cluster backend: the same loop, with etcd work handed to two children.
+
+The loop still runs this node's checks through the same workers and commit rule, but a
+transition of the local rule is only this node's opinion: it goes to the cluster agent
+(agent.py), which publishes it; the leader's agent combines all opinions and commits. The agent
+reports the committed table back and the loop mirrors it into the local table, so `status`
+answers from it when etcd is unreachable. Jobs are run by the cluster runner (runner.py). No
+SQLite journal and no var/paused here: jobs and the pause live in etcd.
+"""
+
+import logging
+
+from .. import wire
+from ..commit import Committer
+from ..fork import fork_with_socket
+from ..names import UNKNOWN, valid_host
+from ..requests import refuse_transition, unreported
+from ..children import Child
+from . import agent, runner as cluster_runner
+
+log = logging.getLogger("hadaemon")
+FOR_THE_LEADER = ("pause", "resume", "transition", "handover")
+
+
+class ClusterBackend:
+    resume_upto = 0  # the cluster runner supersedes by etcd's table, not by a local journal
+
+    def __init__(self, sup):
+        self.sup = sup
+        c = sup.config.cluster
+        self.cluster = {"name": c.name, "node": c.node, "leader": None, "stale": True,
+                        "error": "cluster agent starting", "nodes": {}, "results": {}}
+        self.agent = Child("cluster agent", self._start_agent, "joins the cluster",
+                           "this node publishes nothing", on_message=self._on_report,
+                           on_exit=self._agent_gone)
+        self.runner = Child("action runner", self._start_runner, "claims the cluster's jobs",
+                            "jobs wait")
+        self.children = (self.runner, self.agent)
+
+    def setup(self, hosts):
+        """This node's opinion starts blank: a mirror of the cluster's table is not an
+        observation."""
+        self.hosts = hosts
+        self.committer = Committer({}, {})
+        return self.committer
+
+    # -- the two children -----------------------------------------------------------------------
+
+    def _start_agent(self, settings):
+        pid, sock = fork_with_socket(agent.main, self.sup.home.root, self.sup.config, settings)
+        mirror = {h: {k: e.get(k) for k in ("status", "since", "manual")}
+                  for h, e in self.hosts.entries.items() if e.get("status", UNKNOWN) != UNKNOWN}
+        try:
+            sock.send(wire.encode(wire.Opinions(dict(self.committer.committed), mirror)))
+        except OSError:
+            pass  # it joins with no mirror: the table comes from etcd
+        return pid, sock
+
+    def _start_runner(self, settings):
+        return fork_with_socket(cluster_runner.main, self.sup.home.root, settings)
+
+    def _on_report(self, message):
+        if isinstance(message, wire.Report):
+            self.cluster = message.cluster
+            if message.table is not None:
+                self.hosts.mirror(message.table)
+
+    def _agent_gone(self):
+        self.cluster.update(stale=True, error="cluster agent restarting", leader=None)
+
+    # -- this node's opinions -------------------------------------------------------------------
+
+    def on_transition(self, transition, now, observed_mono):
+        """A transition of the local rule is this node's new opinion, for the leader."""
+        self.committer.apply(transition, now)
+        log.info("node %s sees %s: %s -> %s", self.sup.config.cluster.node, transition.host,
+                 transition.source, transition.target)
+        self.agent.send(wire.Opinions(dict(self.committer.committed)))
+
+    def before_results(self):
+        pass  # no manual hold here: the leader's rule holds a host (agent.py)
+
+    def settle(self):
+        pass  # jobs are pruned by the leader, in etcd
+
+    # -- control --------------------------------------------------------------------------------
+
+    def answer(self, request):
+        cmd = request.get("cmd")
+        if cmd == "forget":
+            return {"ok": False, "error": "forget is not available in cluster mode: each node "
+                    "keeps its own opinion of every host it has seen, until its restart"}
+        if cmd not in FOR_THE_LEADER:
+            return {"ok": False, "error": f"unknown command {cmd!r}"}
+        refused = cmd == "transition" and refuse_transition(
+            request.get("host"), request.get("status"), self.sup.config.daemon.known_statuses)
+        if refused:
+            return {"ok": False, "error": refused}
+        if cmd == "transition" and request.get("new") is not True and not (
+                self.sup.reporting(request["host"]) or self._in_opinions(request["host"])):
+            return unreported(request["host"], request["status"], "no node's checks report")
+        if cmd == "handover" and request.get("to") and not valid_host(request["to"]):
+            return {"ok": False, "error": f"{request['to']!r} is not a node name"}
+        if self.cluster.get("refused"):
+            return {"ok": False, "error": f"refused: etcd does not hold this cluster's data "
+                    f"({self.cluster['refused']}); nothing is done until an operator runs "
+                    f"`hadaemon cluster-init`"}
+        forwarded = {k: request.get(k) for k in ("cmd", "host", "status", "to")}
+        forwarded["node"] = self.sup.config.cluster.node
+        if not self.agent.send(wire.Request(forwarded)):
+            return {"ok": False, "error": "cluster agent not running; try again"}
+        return {"ok": True, "requested": cmd, "leader": self.cluster.get("leader"),
+                "note": "handed to the leader through etcd"}
+
+    def _in_opinions(self, host):
+        """Some node's checks reported host since that node started (as the agent last saw)."""
+        return any(host in (o or {}) for o in self.cluster.get("results", {}).values())
+
+    def paused(self):
+        return False  # the cluster's pause is in etcd: status shows it under "cluster"
+
+    def queue(self):
+        return []  # jobs are in etcd: `history` reads them there
+
+    def status(self, answer):
+        c = dict(self.cluster)
+        if c.get("lease_left") is not None and c.get("stale"):
+            c["lease_left"] = max(0.0, c["lease_left"])
+        answer["cluster"] = c
+        answer["queue"] = []
