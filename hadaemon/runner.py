@@ -39,7 +39,10 @@ from .backoff import Backoff
 from .fork import open_stdio, with_socket
 from .home import Home
 from .job import Fenced, State, StepRecord, Verdict, next_step
+from .journal import Journal
 from .ratelog import RateLog
+from .store import Store
+from .table import Table
 
 log = logging.getLogger("hadaemon.runner")
 OUTPUT_KEEP = 4096  # bytes of a command's output kept in history
@@ -331,9 +334,6 @@ class LocalGate:
 def open_local(runner):
     """(journal, LocalGate) for the runner, once it holds var/runner.lock; the jobs a previous
     run left open are resumed or superseded first."""
-    from .journal import Journal
-    from .store import Store
-    from .table import Table
     home = runner.home
     lock = open(home.runner_lock, "a")
     if not _try_lock(lock):
