@@ -3,6 +3,8 @@
 import json
 import time
 
+from . import journal
+
 
 def read(store, limit=100, host=None):
     sql = ("SELECT id, host, source, target, manual, created, state, plan, resumed, finished, note"
@@ -18,9 +20,7 @@ def read(store, limit=100, host=None):
     for r in reversed(rows):
         job = dict(zip(("id", "host", "source", "target", "manual", "created", "state", "plan",
                         "resumed", "finished", "note"), r))
-        steps = {s[0]: dict(zip(STEP_FIELDS, s[1:])) for s in store.conn.execute(
-            "SELECT idx, started, finished, rc, duration, output, error, resumed FROM steps"
-            " WHERE job = ?", (r[0],))}
+        steps = {i: s.to_dict() for i, s in journal.records(store.conn, r[0]).items()}
         try:
             result.append(entry(dict(job, plan=json.loads(job["plan"])), steps))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -30,12 +30,10 @@ def read(store, limit=100, host=None):
     return result
 
 
-STEP_FIELDS = ("started", "finished", "rc", "duration", "output", "error", "resumed")
-
-
 def entry(job, steps):
     """One history entry from a job record and its steps ({index: step}), whichever store
-    holds them: the single-node journal and the cluster's etcd give the same shape."""
+    holds them: the single-node journal and the cluster's etcd keep the same shape (job.py's
+    Job.to_dict and StepRecord.to_dict)."""
     commands = []
     for i, planned in enumerate(job["plan"]):
         s = steps.get(i) or {}

@@ -1,5 +1,9 @@
 """The durable action queue: one job per committed transition, one row per command started.
 
+It is one of the two job stores the runner loop (runner.py) works through the same methods
+(next_job, records, step_started, step_pid, step_finished, step_interrupted, close, release);
+cluster/store.py is the other.
+
 The supervisor enqueues (in the same transaction as the table write); the runner takes jobs in
 id order, writes a step row *before* it starts a command and completes it *after*, so after any
 crash the first unfinished command is known and a finished one is never run again.
@@ -15,7 +19,10 @@ shrink.
 
 import json
 import logging
+import sqlite3
 import time
+
+from .job import Job, State, StepRecord
 
 log = logging.getLogger("hadaemon")
 
@@ -34,9 +41,19 @@ def initial_state(steps, paused, note=None):
     return state, (note or "paused: no action fired") if state == "skipped" else note
 
 
+def records(conn, job_id):
+    """{index: StepRecord} of a job's commands started (the runner's and history's read)."""
+    return {r[0]: StepRecord(*r[1:7], bool(r[7])) for r in conn.execute(
+        "SELECT idx, started, finished, rc, duration, output, error, resumed FROM steps"
+        " WHERE job = ?", (job_id,))}
+
+
 class Journal:
-    def __init__(self, store):
+    def __init__(self, store, path=None):
+        """path: the file's, for messages (default the store's: a Journal can say why it
+        cannot be opened before its store is)."""
         self._store = store
+        self.path = path or store.path
 
     def transaction(self):
         return self._store.transaction()
@@ -66,57 +83,15 @@ class Journal:
             " ORDER BY id").fetchall()
         return [dict(id=r[0], host=r[1], target=r[2], state=r[3]) for r in rows]
 
-    def next_job(self):
-        row = self._store.conn.execute(
-            "SELECT id, host, source, target, manual, plan, env, state, resumed FROM jobs"
-            " WHERE state IN ('queued', 'running') ORDER BY id LIMIT 1").fetchone()
-        if row is None:
-            return None
-        done = {r[0]: r for r in self._store.conn.execute(
-            "SELECT idx, finished FROM steps WHERE job = ?", (row[0],))}
-        return dict(id=row[0], host=row[1], source=row[2], target=row[3], manual=bool(row[4]),
-                    steps=json.loads(row[5]), env=json.loads(row[6]), state=row[7],
-                    resumed=bool(row[8]), progress=done)
-
     def mark_resumed(self, job_id):
         with self._store.transaction() as conn:
             conn.execute("UPDATE jobs SET resumed = 1 WHERE id = ?", (job_id,))
 
-    def step_started(self, job_id, idx, resumed):
-        """Claim a step; False if it is already finished (checked under the write lock, so a
-        finished command can never be started again, whatever a caller read before)."""
-        with self._store.transaction() as conn:
-            row = conn.execute("SELECT finished FROM steps WHERE job = ? AND idx = ?",
-                               (job_id, idx)).fetchall()
-            if row and row[0][0] is not None:
-                return False
-            conn.execute("UPDATE jobs SET state = 'running' WHERE id = ?", (job_id,))
-            conn.execute(
-                "INSERT OR REPLACE INTO steps (job, idx, started, resumed) VALUES (?, ?, ?, ?)",
-                (job_id, idx, time.time(), int(resumed)))
-        return True
-
-    def step_pid(self, job_id, idx, pid):
-        """The command runs: its pid (for the operator) and when it started (CLOCK_MONOTONIC)."""
-        started_mono = time.monotonic()
-        with self._store.transaction() as conn:
-            conn.execute("UPDATE steps SET pid = ?, started_mono = ?"
-                         " WHERE job = ? AND idx = ?",
-                         (pid, started_mono, job_id, idx))
-
-    def step_finished(self, job_id, idx, rc, duration, output, error, finished=None):
-        """finished: when it ended, if that is written later (after a full disk)."""
-        with self._store.transaction() as conn:
-            conn.execute(
-                "UPDATE steps SET finished = ?, rc = ?, duration = ?, output = ?, error = ?"
-                " WHERE job = ? AND idx = ?",
-                (finished or time.time(), rc, duration, output, error, job_id, idx))
-
-    def step_interrupted(self, job_id, idx, duration, output, why):
-        """Cut short on purpose: the reason is kept, the step stays unfinished (to resume)."""
-        with self._store.transaction() as conn:
-            conn.execute("UPDATE steps SET duration = ?, output = ?, error = ? WHERE job = ? AND"
-                         " idx = ?", (duration, output, why, job_id, idx))
+    def is_open(self, job_id):
+        """False once the job ended (or was pruned): a manual hold on its host may end."""
+        row = self._store.conn.execute("SELECT state FROM jobs WHERE id = ?",
+                                       (job_id,)).fetchone()
+        return row is not None and row[0] in OPEN
 
     def finish(self, job_id, state, note=None):
         with self._store.transaction() as conn:
@@ -139,3 +114,82 @@ class Journal:
             conn.execute("DELETE FROM steps WHERE job < ?", (floor,))
             conn.execute("DELETE FROM jobs WHERE id < ?", (floor,))
         return floor
+
+    # -- the runner's side: the job store protocol (cluster/store.py EtcdJournal has the same) --
+
+    errors = (sqlite3.Error,)  # what a write may fail with for a while: the runner retries
+
+    def trouble(self, what, e):
+        return (f"cannot {what} in {self.path} ({e}): retrying; no command starts "
+                "meanwhile")
+
+    def recovered(self, what):
+        return f"the journal can be written again; done: {what}"
+
+    def next_job(self, gate):
+        """The first open job, in id order (one runner works the journal), or None; None also
+        while the gate says it may not begin (a job under way always goes on)."""
+        row = self._store.conn.execute(
+            "SELECT id, host, source, target, manual, created, plan, env, state, resumed, note"
+            " FROM jobs WHERE state IN ('queued', 'running') ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        job = Job.from_dict(dict(zip(("id", "host", "source", "target", "manual", "created"),
+                                     row), plan=json.loads(row[6]), env=json.loads(row[7]),
+                                 state=row[8], resumed=row[9], note=row[10]))
+        if job.state is State.QUEUED and not gate.may_begin(job, {}):
+            return None
+        return job
+
+    def records(self, job):
+        """{index: StepRecord} of the job's commands started."""
+        return records(self._store.conn, job.id)
+
+    def step_started(self, job, idx, seen, resumed):
+        """Record a command's start before it starts: its StepRecord, or None if it is
+        finished already (checked under the write lock, so a finished command can never be
+        started again, whatever the caller read before). seen: unused (one runner)."""
+        record = StepRecord(time.time(), resumed=resumed)
+        with self._store.transaction() as conn:
+            row = conn.execute("SELECT finished FROM steps WHERE job = ? AND idx = ?",
+                               (job.id, idx)).fetchall()
+            if row and row[0][0] is not None:
+                return None
+            conn.execute("UPDATE jobs SET state = 'running' WHERE id = ?", (job.id,))
+            conn.execute(
+                "INSERT OR REPLACE INTO steps (job, idx, started, resumed) VALUES (?, ?, ?, ?)",
+                (job.id, idx, record.started, int(resumed)))
+        return record
+
+    def step_pid(self, job, idx, pid):
+        """The command runs: its pid (for the operator) and when it started (CLOCK_MONOTONIC)."""
+        started_mono = time.monotonic()
+        with self._store.transaction() as conn:
+            conn.execute("UPDATE steps SET pid = ?, started_mono = ?"
+                         " WHERE job = ? AND idx = ?",
+                         (pid, started_mono, job.id, idx))
+
+    def step_finished(self, job, idx, started, record):
+        """Complete the step's record (record.finished: when it ended, which may be well
+        before this write, after a full disk); True: one runner, nobody restarts it."""
+        with self._store.transaction() as conn:
+            conn.execute(
+                "UPDATE steps SET finished = ?, rc = ?, duration = ?, output = ?, error = ?"
+                " WHERE job = ? AND idx = ?",
+                (record.finished, record.rc, record.duration, record.output, record.error,
+                 job.id, idx))
+        return True
+
+    def step_interrupted(self, job, idx, started, record):
+        """Cut short on purpose: the reason is kept, the step stays unfinished (to resume)."""
+        with self._store.transaction() as conn:
+            conn.execute("UPDATE steps SET duration = ?, output = ?, error = ? WHERE job = ? AND"
+                         " idx = ?", (record.duration, record.output, record.error, job.id, idx))
+
+    def close(self, job, state, note=None):
+        """The job ends in `state` (an allowed edge from its own); True (nobody else could)."""
+        self.finish(job.id, job.moved(state).state.value, note)
+        return True
+
+    def release(self, job):
+        """Nothing to hand on: one runner works this journal, every command is its own."""

@@ -1,27 +1,35 @@
-"""The action runner's main: one sequence at a time, FIFO, journalled, resumable.
+"""The action runner: one loop for both modes, over a job store and a gate.
 
-It is started with fork+exec (python -m hadaemon.runner), never a bare fork: SQLite keeps its
-POSIX lock bookkeeping per process, and a child forked from the supervisor's open connection
-would believe it holds locks it does not, so another process could checkpoint and drop the WAL
-under it and its commits would vanish.
+It takes the store's next job and runs its commands from the first unfinished one (job.next_step)
+in order, writing each command's start *before* it starts and its end *after*: a command whose
+end is recorded never runs again, whatever crashes. Before each command it asks the gate whether
+it may start it now (go, hold, hand on, fenced). The store and the gate come in pairs: the
+journal (journal.py) with LocalGate below, or etcd (cluster/store.py) with the cluster's gate
+(cluster/runner.py: claims, lease, which node runs which command).
+
+A runner is started with fork+exec (python -m hadaemon.runner, `spawn`), never a bare fork:
+SQLite keeps its POSIX lock bookkeeping per process, and a child forked from the supervisor's
+open connection would believe it holds locks it does not, so another process could checkpoint
+and drop the WAL under it and its commits would vanish. Settings come as one JSON dict (the
+cluster's under "cluster"); later the supervisor sends a wake-up or new settings (read_message).
 
 Only one runner works a journal at a time (an flock on var/runner.lock): after a crash of the
 supervisor, a runner left behind finishes and records its current command, then leaves; the next
 one takes the lock and carries on from the first unfinished command.
 
-The runner never leaves on a database error (a full disk, a locked or unwritable journal): it
-retries the write with back-off, and nothing else starts meanwhile. The end of a command is known
-only here, so it is held until written; were it dropped, the next runner would run that command
-again.
+The runner never leaves on a store error (a full disk, a locked or unwritable journal, etcd out
+of reach): it retries with back-off, and nothing else starts meanwhile. The end of a command is
+known only here, so it is held until written; were it dropped, the next runner would run that
+command again. The runner says nothing back about jobs: whoever needs to know reads the store.
 """
 
 import fcntl
 import json
 import logging
 import os
+import select
 import signal
 import socket
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -30,6 +38,7 @@ from . import actions, execute, listfiles, logsetup
 from .backoff import Backoff
 from .fork import open_stdio, with_socket
 from .home import Home
+from .job import Fenced, State, StepRecord, Verdict, next_step
 from .journal import Journal
 from .ratelog import RateLog
 from .store import Store
@@ -41,52 +50,44 @@ LOG_ARGV = 400  # characters of a command line the log shows
 
 
 class GaveUp(Exception):
-    """A journal write was abandoned: the runner is stopping or orphaned."""
+    """A store write was abandoned: the runner is stopping or orphaned."""
 
 
 class Runner:
-    def __init__(self, home, settings, sock):
+    def __init__(self, home, settings, sock, execute=None):
+        """execute: what starts a planned command and waits for it (Runner.execute's
+        arguments and result); the unit tests pass a fake."""
         self.home = Home(Path(home))
+        self.run_command = execute or self.execute
         self.settings = settings
         self.sock = sock
         self.parent = os.getppid()
         self.stop_at = None  # monotonic deadline once SIGTERM arrived
-        self.trouble = RateLog(log)  # journal writes that fail
+        self.trouble = RateLog(log)  # store writes that fail
+        self.store = self.gate = None
+        self.announced = None  # the job whose start was logged (a held job is not again)
 
     def main(self):
-        logsetup.configure(self.home, self.settings["log"], self.settings["log_level"],
-                           self.settings["foreground"])
+        logsetup.configure_child(self.home, self.settings)
         signal.signal(signal.SIGTERM, self._terminate)
         os.chdir(self.home.root)  # commands run in the home: no per-run cwd, so posix_spawn
-        lock = open(self.home.runner_lock, "a")
-        if not _try_lock(lock):
-            log.warning("waiting for the previous action runner to finish its command")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        # Every command inherits this descriptor and its lock: the lock outlives a killed runner
-        # for as long as the command it started runs, which is how the next runner knows.
-        self.command_lock = open(self.home.command_lock, "a")
-        os.set_inheritable(self.command_lock.fileno(), True)
-        # Not held: a command of a killed runner still runs. Whatever job comes next, its first
-        # command waits for that one (wait_for_leftover).
-        self.leftover = not _try_lock(self.command_lock)
         try:
-            store = self.durably("open the journal", Store, self.home.state_db)
-            self.journal, self.table = Journal(store), Table(store)
-            self.durably("record the jobs left open", self.resume_check)
+            if "cluster" in self.settings:
+                from .cluster.runner import open_cluster as open_backend
+            else:
+                open_backend = open_local
+            self.store, self.gate = open_backend(self)
             while not self.stopping() and not self.orphaned():
-                job = self.durably("read the journal", self.journal.next_job)
-                if job is not None and job["state"] != "running" and self.home.paused.exists():
-                    job = None  # maintenance: a sequence under way finishes, no new one starts
-                if job is None:
-                    if not self.wait_for_work():
-                        return
-                    continue
-                self.run_job(job)
+                if not self.work() and not self.wait_for_work(self.gate.poll):
+                    return
         except GaveUp:
             pass  # stopping or orphaned: what was not written, the next runner finds undone
+        finally:
+            if self.gate:
+                self.gate.close()
 
     def durably(self, what, call, *args, give_up=None):
-        """call(*args) until it raises no database error; its result. Retried with back-off,
+        """call(*args) until it raises no store error; its result. Retried with back-off,
         logged once (then once a minute); the caller holds its place meanwhile, so nothing runs
         out of order. GaveUp once give_up() (default: stopping or orphaned) says so."""
         give_up = give_up or (lambda: self.stopping() or self.orphaned())
@@ -94,37 +95,29 @@ class Runner:
         while True:
             try:
                 result = call(*args)
-            except sqlite3.Error as e:
-                self.trouble.report("journal", logging.ERROR,
-                                    f"cannot {what} in {self.home.state_db} ({e}): retrying; no "
-                                    "command starts meanwhile", changes=False)
+            except self.store.errors as e:
+                self.trouble.report("journal", logging.ERROR, self.store.trouble(what, e),
+                                    changes=False)
                 if give_up():
                     raise GaveUp(what) from None
                 retry.failed(time.monotonic())
                 while not retry.ready(time.monotonic()) and not self.stopping():
                     time.sleep(0.1)  # slices: a SIGTERM must not wait for the back-off
                 continue
-            self.trouble.clear("journal", f"the journal can be written again; done: {what}")
+            self.trouble.clear("journal", self.store.recovered(what))
             return result
 
-    def resume_check(self):
-        """After a restart: jobs left open by the previous run whose transition no longer holds
-        are superseded, not run. Jobs committed by this run always run, in order, however late
-        this runner starts."""
-        for job in self.journal.open_jobs():
-            now = self.table.status(job["host"])
-            if job["id"] <= self.settings["resume_upto"] and now != job["target"]:
-                self.journal.finish(job["id"], "superseded",
-                                    f"{job['host']} is {now} now, not {job['target']}")
-                log.warning("job #%d %s -> %s superseded: host is %s now", job["id"],
-                            job["host"], job["target"], now)
-            elif job["state"] == "running":
-                self.journal.mark_resumed(job["id"])
-                log.warning("job #%d for %s interrupted earlier: resuming", job["id"], job["host"])
+    def work(self):
+        """Take the store's next job and run it; False if there was none or the gate holds
+        it (the loop waits then)."""
+        job = self.durably("read the journal", self.store.next_job, self.gate)
+        return job is not None and self.run_job(job)
 
-    def wait_for_work(self):
-        """Block until the supervisor says something; False when it is gone or says stop."""
+    def wait_for_work(self, timeout=None):
+        """Until the supervisor says something (or `timeout` passed); False when it is gone."""
         try:
+            if timeout is not None and not select.select([self.sock], [], [], timeout)[0]:
+                return True
             data = self.sock.recv(65536)
         except InterruptedError:
             return True
@@ -132,125 +125,185 @@ class Runner:
             return False
         if not data:
             return False
-        if data.startswith(b"{"):  # new settings after a reload
-            self.settings.update(json.loads(data))
+        settings = read_message(data)
+        if settings:
+            self.settings.update(settings)
         return True
 
     def run_job(self, job):
-        log.info("job #%d %s: %s -> %s: %d command(s)%s", job["id"], job["host"], job["source"],
-                 job["target"], len(job["steps"]), " (resumed)" if job["resumed"] else "")
-        failed = None
-        for idx, step in enumerate(job["steps"]):
-            progress = job["progress"].get(idx)
-            if progress and progress[1] is not None:
-                continue  # finished before a crash: never again
+        """Run the job's commands from its first unfinished one; False if the gate holds it."""
+        if self.announced != job.id:
+            log.info("job #%d %s: %s -> %s: %d command(s)%s", job.id, job.host, job.source,
+                     job.target, len(job.plan), " (resumed)" if job.resumed else "")
+            self.announced = job.id
+        while True:
+            records = self.durably(f"read the commands of job #{job.id}", self.store.records,
+                                   job)
+            idx, failed = next_step(job, records)
+            if idx is None:
+                if self.durably(f"record the end of job #{job.id}", self.store.close, job,
+                                State.FAILED if failed else State.DONE, failed):
+                    log.info("job #%d %s", job.id, failed or "done")
+                return True
             if self.stopping() or self.orphaned():
-                return
-            resumed = job["resumed"]
-            if self.leftover:
-                self.wait_for_leftover()
-            result = self.run_step(job, idx, step, resumed)
-            if result == "interrupted":
-                return
-            if result != "ok" and not step["keep_going"]:
-                failed = f"stopped at command {idx + 1}: {step['text']}"
-                break
-        self.durably(f"record the end of job #{job['id']}", self.journal.finish, job["id"],
-                     "failed" if failed else "done", failed)
-        log.info("job #%d %s", job["id"], failed or "done")
-        try:
-            self.sock.send(f"done {job['id']}".encode())
-        except OSError:
-            pass  # the supervisor is gone or busy: a manual hold then ends by its deadline
+                return True
+            verdict = self.durably(f"ask whether command {idx + 1} of job #{job.id} may start",
+                                   self.gate.check, job, idx)
+            if verdict is Verdict.HAND_ON:
+                self.durably(f"hand job #{job.id} on", self.store.release, job)
+            if verdict is not Verdict.GO:
+                return verdict is not Verdict.HOLD
+            verdict = self.run_step(job, idx, records.get(idx))
+            if verdict is not Verdict.GO:
+                return verdict is not Verdict.HOLD
+            if job.state is State.QUEUED:
+                job = job.moved(State.RUNNING)
 
-    def run_step(self, job, idx, step, resumed):
-        if not self.durably(f"record the start of {step['text']!r} (job #{job['id']})",
-                            self.journal.step_started, job["id"], idx, resumed):
-            log.error("job #%d: command %d was already finished: not run again", job["id"],
-                      idx + 1)
-            return "ok"
-        outcome, error = self.execute(
-            job, step, resumed, pass_fds=(self.command_lock.fileno(),),
-            on_start=lambda pid: self.note_pid(job["id"], idx, pid))
+    def run_step(self, job, idx, seen):
+        """Start step idx and record its end. GO: go on with the job; HOLD: not now, the job
+        stays this runner's; FENCED: leave it (claim lost, cut short by a stop)."""
+        step = job.plan[idx]
+        try:
+            started = self.durably(f"record the start of {step.text!r} (job #{job.id})",
+                                   self.store.step_started, job, idx, seen, job.resumed)
+        except Fenced:
+            log.error("job #%d: claim lost before %r: not started", job.id, step.text)
+            return Verdict.FENCED
+        if started is None:  # finished, or restarted by another runner: read it again
+            log.warning("job #%d: command %d was finished or started meanwhile: not run again",
+                        job.id, idx + 1)
+            return Verdict.GO
+        verdict = self.durably(f"ask whether {step.text!r} may start", self.gate.confirm, job,
+                               idx)
+        if verdict is not Verdict.GO:
+            return verdict
+        outcome, error = self.run_command(job, step, job.resumed, extra_env=self.gate.env,
+                                      pass_fds=self.gate.pass_fds,
+                                      on_start=lambda pid: self.note_pid(job, idx, pid))
         if outcome is None:
-            if not self.record_end(job, idx, step, None, 0.0, "", error):
-                return "interrupted"
-            log.error("job #%d: %s: %s", job["id"], step["text"], error)
-            return "error"
+            return self.record_end(job, idx, step, started, None, 0.0, "", error)
         output = outcome.output.decode("utf-8", "replace")
         if self.stop_at is not None and outcome.timed_out:
             # Cut short by shutdown: left unfinished so the next start resumes it.
             log.warning("job #%d: %s interrupted by shutdown after %.1fs; it will be resumed",
-                        job["id"], step["text"], outcome.duration)
+                        job.id, step.text, outcome.duration)
+            why = StepRecord(started.started, None, None, outcome.duration, output,
+                             "interrupted by shutdown; resumed at the next start", job.resumed)
             try:  # only the reason: the step stays unfinished whether this is written or not
-                self.durably(f"record why {step['text']!r} was cut short",
-                             self.journal.step_interrupted, job["id"], idx, outcome.duration,
-                             output, "interrupted by shutdown; resumed at the next start")
+                self.durably(f"record why {step.text!r} was cut short",
+                             self.store.step_interrupted, job, idx, started, why)
             except GaveUp:
                 pass
-            return "interrupted"
-        error = outcome.reason()
-        if not self.record_end(job, idx, step, outcome.rc, outcome.duration, output, error):
-            return "interrupted"
-        ok = outcome.rc == 0 and not error
-        (log.info if ok else log.error)("job #%d: %s exited %s in %.2fs%s", job["id"],
-                                        step["text"], outcome.rc, outcome.duration,
-                                        f" ({error})" if error else "")
-        return "ok" if ok else "failed"
+            return Verdict.FENCED
+        return self.record_end(job, idx, step, started, outcome.rc, outcome.duration, output,
+                               outcome.reason())
 
-    def record_end(self, job, idx, step, rc, duration, output, error):
+    def record_end(self, job, idx, step, started, rc, duration, output, error):
         """Write a command's end, however long that takes: held here, it is the only thing that
         keeps the next runner from running the command again. An orphaned runner holds it too
-        (the next one waits on runner.lock); only a stop gives up, at the end of its grace. False
-        then: the command stays unfinished and the next start resumes it (HA_RESUMED=1)."""
-        finished = time.time()
+        (the next one waits on runner.lock); only a stop gives up, at the end of its grace.
+        FENCED then (the command stays unfinished and the next start resumes it with
+        HA_RESUMED=1), or when another runner restarted the command meanwhile."""
+        done = StepRecord(started.started, time.time(), rc, duration, output, error,
+                          started.resumed, started.node)
         try:
-            self.durably(f"record the end of {step['text']!r} (job #{job['id']})",
-                         self.journal.step_finished, job["id"], idx, rc, duration, output, error,
-                         finished, give_up=lambda: self.stopping()
-                         and time.monotonic() >= self.stop_at)
-            return True
+            recorded = self.durably(
+                f"record the end of {step.text!r} (job #{job.id})", self.store.step_finished,
+                job, idx, started, done,
+                give_up=lambda: self.stopping() and time.monotonic() >= self.stop_at)
         except GaveUp:
             log.error("job #%d: stopping before the end of %s could be recorded: the next "
-                      "start runs it again with HA_RESUMED=1", job["id"], step["text"])
-            return False
+                      "start runs it again with HA_RESUMED=1", job.id, step.text)
+            return Verdict.FENCED
+        if not recorded:
+            log.error("job #%d: %r finished after another node took the job over", job.id,
+                      step.text)
+            return Verdict.FENCED
+        if rc is None:
+            log.error("job #%d: %s: %s", job.id, step.text, error)
+        else:
+            (log.info if done.ok else log.error)("job #%d: %s exited %s in %.2fs%s", job.id,
+                                                 step.text, rc, duration,
+                                                 f" ({error})" if error else "")
+        return Verdict.GO
 
-    def note_pid(self, job_id, idx, pid):
+    def note_pid(self, job, idx, pid):
         """For the operator and the latency bench only: a command never waits for it."""
         try:
-            self.journal.step_pid(job_id, idx, pid)
-        except sqlite3.Error as e:
+            self.store.step_pid(job, idx, pid)
+        except self.store.errors as e:
             self.trouble.report("journal", logging.ERROR,
-                                f"cannot record the pid of job #{job_id}'s command {idx + 1} in "
-                                f"{self.home.state_db} ({e})", changes=False)
+                                f"cannot record the pid of job #{job.id}'s command {idx + 1}: "
+                                f"{self.store.trouble('record it', e)}", changes=False)
 
     def execute(self, job, step, resumed, extra_env=(), **options):
         """Start one planned command and wait for it: (outcome, None), or (None, why it could
-        not start). The same for both runners; `options` go to execute.run."""
-        if step["error"]:
-            return None, f"{step['error']} ({step['where']})"
+        not start). `options` go to execute.run."""
+        if step.error:
+            return None, f"{step.error} ({step.where})"
         try:
-            argv = [self.home.resolved(self.program(step), step["argv"][0])] + step["argv"][1:]
+            argv = [self.home.resolved(self.gate.program(step), step.argv[0]),
+                    *step.argv[1:]]
         except LookupError as e:
             return None, str(e)
-        inline, files = actions.spill(job["env"])
-        line = " ".join(step["argv"])  # a host list can make it hundreds of KiB: not in the log
-        log.info("job #%d: running %s", job["id"],
+        inline, files = actions.spill(job.env)
+        line = " ".join(step.argv)  # a host list can make it hundreds of KiB: not in the log
+        log.info("job #%d: running %s", job.id,
                  line if len(line) <= LOG_ARGV else f"{line[:LOG_ARGV]}... ({len(line)} bytes)")
         with listfiles.opened(files) as (file_env, fds):
             env = dict(inline)
             env.update(file_env)  # over a status named `<s>-file`: the daemon's names win
-            env.update(HA_RESUMED="1" if resumed else "0", HA_JOB=str(job["id"]))
+            env.update(HA_RESUMED="1" if resumed else "0", HA_JOB=str(job.id))
             env = execute.base_environment(self.home.root, dict(env, **dict(extra_env)))
             options["pass_fds"] = tuple(options.get("pass_fds", ())) + fds
-            return execute.run(argv, step["timeout"], OUTPUT_KEEP, env, merge_output=True,
+            return execute.run(argv, step.timeout, OUTPUT_KEEP, env, merge_output=True,
                                kill_leftovers=False, user=self.settings.get("user") or None,
                                deadline_hook=lambda: self.stop_at, **options), None
+
+    def stopping(self):
+        return self.stop_at is not None
+
+    def orphaned(self):
+        return os.getppid() != self.parent
+
+    def _terminate(self, signum, frame):
+        self.stop_at = time.monotonic() + self.settings["grace"]
+
+
+class LocalGate:
+    """The single-node gate: one runner works the journal, so every command is its own. Only a
+    command a killed runner left running holds the next one back (wait_for_leftover)."""
+
+    poll = None  # nothing is ever held: wait until the supervisor wakes us
+    env = {}
+
+    def __init__(self, runner):
+        self.runner, self.settings, self.home = runner, runner.settings, runner.home
+        # Every command inherits this descriptor and its lock: the lock outlives a killed runner
+        # for as long as the command it started runs, which is how the next runner knows.
+        self.command_lock = open(self.home.command_lock, "a")
+        os.set_inheritable(self.command_lock.fileno(), True)
+        self.pass_fds = (self.command_lock.fileno(),)
+        # Not held: a command of a killed runner still runs. Whatever job comes next, its first
+        # command waits for that one (wait_for_leftover).
+        self.leftover = not _try_lock(self.command_lock)
+
+    def may_begin(self, job, records):
+        """Maintenance (var/paused): a sequence under way finishes, no new one starts."""
+        return not self.home.paused.exists()
+
+    def check(self, job, idx):
+        if self.leftover:
+            self.wait_for_leftover()
+        return Verdict.GO
+
+    def confirm(self, job, idx):
+        return Verdict.GO
 
     def program(self, step):
         """The path resolved at load, journalled with the step (an older journal's step has
         none: the running config's)."""
-        return step.get("program") or self.settings["programs"].get(step["argv"][0])
+        return step.program or self.settings["programs"].get(step.argv[0])
 
     def wait_for_leftover(self):
         """A command of a dead runner may still run: never let two copies overlap.
@@ -274,25 +327,65 @@ class Runner:
         log.error("%s still held after %gs (by a process an action left behind?): going on",
                   self.home.command_lock, limit)
 
-    def stopping(self):
-        return self.stop_at is not None
+    def close(self):
+        pass  # the locks go with the process
 
-    def orphaned(self):
-        return os.getppid() != self.parent
 
-    def _terminate(self, signum, frame):
-        self.stop_at = time.monotonic() + self.settings["grace"]
+def open_local(runner):
+    """(journal, LocalGate) for the runner, once it holds var/runner.lock; the jobs a previous
+    run left open are resumed or superseded first."""
+    home = runner.home
+    lock = open(home.runner_lock, "a")
+    if not _try_lock(lock):
+        log.warning("waiting for the previous action runner to finish its command")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    runner.runner_lock = lock  # held for the runner's life
+    gate = LocalGate(runner)
+    runner.store = Journal(None, home.state_db)  # not open yet: its errors and messages
+    store = runner.durably("open the journal", Store, home.state_db)
+    journal, table = Journal(store), Table(store)
+    runner.store = journal
+    runner.durably("record the jobs left open", resume_left_open, journal, table,
+                   runner.settings["resume_upto"])
+    return journal, gate
+
+
+def resume_left_open(journal, table, upto):
+    """After a restart: jobs left open by the previous run (ids up to `upto`) whose transition
+    no longer holds are superseded, not run. Jobs committed by this run always run, in order,
+    however late this runner starts."""
+    for job in journal.open_jobs():
+        now = table.status(job["host"])
+        if job["id"] <= upto and now != job["target"]:
+            journal.finish(job["id"], "superseded",
+                           f"{job['host']} is {now} now, not {job['target']}")
+            log.warning("job #%d %s -> %s superseded: host is %s now", job["id"],
+                        job["host"], job["target"], now)
+        elif job["state"] == "running":
+            journal.mark_resumed(job["id"])
+            log.warning("job #%d for %s interrupted earlier: resuming", job["id"], job["host"])
+
+
+def read_message(data):
+    """What the supervisor sent: new settings (a dict) after a reload, or None for a wake-up.
+    The one place the runner decodes its messages."""
+    return json.loads(data) if data.startswith(b"{") else None
 
 
 def spawn(home, settings):
-    """Start a runner process; return (pid, the supervisor's end of its socket)."""
+    """Start a runner process (either mode: the cluster's settings under "cluster"); return
+    (pid, the supervisor's end of its socket)."""
     def start(child):
         os.set_inheritable(child.fileno(), True)
-        argv = [sys.executable, "-m", "hadaemon.runner", str(home), str(child.fileno()),
-                json.dumps(settings)]
-        return os.posix_spawn(sys.executable, argv, os.environ,
+        return os.posix_spawn(sys.executable, command(home, child.fileno(), settings),
+                              os.environ,
                               setsigdef=(signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
     return with_socket(start)
+
+
+def command(home, fd, settings):
+    """The argv that starts a runner on socket descriptor fd."""
+    return [sys.executable, "-m", "hadaemon.runner", str(home), str(fd), json.dumps(settings)]
 
 
 def main():

@@ -2,7 +2,11 @@
 
 EtcdTable has the methods of table.Table (get, status, set, items, transaction); EtcdJournal
 holds what journal.Journal holds (jobs, one record per command started), plus what a cluster
-needs on top: claims. Writes made inside `store.transaction(guard)` go to etcd as one
+needs on top: claims. For the runner loop it is a job store with journal.Journal's methods
+(next_job, records, step_started, step_pid, step_finished, step_interrupted, close, release);
+its gate (cluster/runner.py) says which jobs are this node's.
+
+Writes made inside `store.transaction(guard)` go to etcd as one
 transaction at the end of the block, applied only if every compare of the guard holds (the
 leader key for commits, the claim for a job's records); otherwise nothing is written and Refused
 is raised. Outside a transaction each write is applied alone.
@@ -10,11 +14,18 @@ is raised. Outside a transaction each write is applied alone.
 
 import contextlib
 import json
+import logging
+import time
+from dataclasses import replace
 
 from .. import history
+from ..job import Fenced, Job, State, StepRecord, next_step
 from ..names import UNKNOWN
-from .etcd import absent, delete, delete_range, jput, put, value_is
+from .etcd import EtcdUnavailable, absent, delete, delete_range, jput, put, value_is
 from .keys import json_or_empty
+
+
+log = logging.getLogger("hadaemon.runner")
 
 
 class Refused(Exception):
@@ -87,8 +98,9 @@ class EtcdTable:
 
 
 class EtcdJournal:
-    def __init__(self, store):
-        self._store, self._keys = store, store.keys
+    def __init__(self, store, node=None):
+        """node: the node whose runner works through it (named in each step record)."""
+        self._store, self._keys, self.node = store, store.keys, node
 
     @property
     def _etcd(self):
@@ -119,10 +131,19 @@ class EtcdJournal:
         raw = self._etcd.get(self._keys.seq)
         return raw, int(raw) if raw else 0
 
-    # -- the runners' side ----------------------------------------------------------------------
+    # -- the runners' side: the job store protocol (journal.Journal has the same) -------------
+
+    errors = (EtcdUnavailable,)  # etcd out of reach, or refusing: the runner retries
+
+    def trouble(self, what, e):
+        return f"etcd unreachable: cannot {what} ({e}): retrying; no command starts meanwhile"
+
+    def recovered(self, what):
+        return f"etcd reachable again: jobs go on (done: {what})"
 
     def open_jobs(self, open_ids):
-        """[(stored bytes, job)] of the given open ids: fence jobs first, then in id order."""
+        """[(stored bytes, job dict)] of the given open ids: fence jobs first, then in id
+        order."""
         jobs = []
         for job_id in open_ids:
             raw = self._etcd.get(self._keys.job(job_id))
@@ -130,59 +151,104 @@ class EtcdJournal:
                 jobs.append((raw, json.loads(raw)))
         return sorted(jobs, key=lambda j: (j[1].get("kind") != "fence", j[1]["id"]))
 
-    def claims(self):
-        """{claim key: holder} of every claimed job."""
-        return {k: v.decode() for k, (v, _, _) in self._etcd.range(self._keys.claims).items()}
+    def next_job(self, gate):
+        """The job this runner holds already (a command was held back), else the first open
+        one (fence jobs first) the gate lets begin whose next command is this node's, claimed
+        for it; None if there is none."""
+        open_ids = gate.open_ids()
+        if not open_ids:
+            return None  # the usual case: no claim/ read on every poll
+        claims = {k: v.decode() for k, (v, _, _) in self._etcd.range(self._keys.claims).items()}
+        mine = gate.holder()
+        for raw, d in self.open_jobs(open_ids):
+            job = Job.from_dict(d, raw)
+            holder = claims.get(self._keys.claim(job.id))
+            if holder is not None:
+                if holder == mine == job.holder:
+                    return job  # ours already: the claim outlived a command held back
+                continue
+            records = self.records(job)
+            if not gate.may_begin(job, records) or not gate.ours(job, next_step(job,
+                                                                                records)[0]):
+                continue
+            claimed = self.claim(job, mine, gate.lease.id)
+            if claimed:
+                return claimed
+        return None
 
-    def holder(self, claims, job_id):
-        """Who holds job_id per `claims`, or None."""
-        return claims.get(self._keys.claim(job_id))
+    def claim(self, job, holder, lease):
+        """Take an unclaimed job, unchanged since it was read: the job as claimed, or None if
+        someone was first, or if its runner vanished and its host moved on (superseded)."""
+        taken_over = bool(job.holder)  # its holder's claim vanished without a release
+        claimed = job.moved(State.RUNNING, holder=holder, resumed=job.resumed or taken_over)
+        job_key, claim = self._keys.job(job.id), self._keys.claim(job.id)
+        if not self._etcd.txn([absent(claim), value_is(job_key, job.stored)],
+                              [put(claim, holder, lease), jput(job_key, claimed.to_dict())]):
+            return None
+        if taken_over:
+            log.warning("job #%d for %s: its runner is gone: taking it over", job.id, job.host)
+            raw = self._etcd.get(self._keys.table + job.host)
+            status = json.loads(raw)["status"] if raw else UNKNOWN
+            if job.kind == "transition" and status != job.target:
+                note = f"{job.host} is {status} now, not {job.target}"
+                if self.close(claimed, State.SUPERSEDED, note):
+                    log.info("job #%d %s -> %s: superseded (%s)", job.id, job.host, job.target,
+                             note)
+                return None
+        return claimed
 
-    def progress(self, job_id, raw=False):
-        """Command records by index: parsed, or as stored (bytes, for compares)."""
-        prefix = f"{self._keys.steps}{job_id:012d}/"
-        return {int(k[len(prefix):]): v if raw else json.loads(v)
+    def records(self, job):
+        """{index: StepRecord} of the job's commands started, each with its stored bytes."""
+        prefix = f"{self._keys.steps}{job.id:012d}/"
+        return {int(k[len(prefix):]): StepRecord.from_dict(json.loads(v), v)
                 for k, (v, _, _) in self._etcd.range(prefix).items()}
 
-    def claim(self, raw, job, holder, lease):
-        """Take an unclaimed job, unchanged since it was read as `raw`; False if someone was
-        first."""
-        job_key, claim = self._keys.job(job["id"]), self._keys.claim(job["id"])
-        return self._etcd.txn([absent(claim), value_is(job_key, raw)],
-                              [put(claim, holder, lease), jput(job_key, job)])
-
     def _guard(self, job):
-        return [value_is(self._keys.claim(job["id"]), job["holder"])]
+        return [value_is(self._keys.claim(job.id), job.holder)]
 
-    def step_started(self, job, idx, seen, record):
-        """Write a command's start record: 'ok'; 'changed' if its record is no longer `seen`;
-        'lost' if our claim is gone."""
-        key = self._keys.step(job["id"], idx)
+    def step_started(self, job, idx, seen, resumed):
+        """Write a command's start record, if its record is still `seen` and our claim holds:
+        the record; None if the record changed (read it again); Fenced if the claim is gone."""
+        key = self._keys.step(job.id, idx)
+        record = StepRecord(time.time(), resumed=resumed, node=self.node)
         ok, answer = self._etcd.txn_full(
-            [value_is(key, seen) if seen is not None else absent(key)],
-            [{"request_txn": {"compare": self._guard(job), "success": [jput(key, record)]}}])
+            [value_is(key, seen.stored) if seen is not None else absent(key)],
+            [{"request_txn": {"compare": self._guard(job),
+                              "success": [jput(key, record.to_dict())]}}])
         if not ok:
-            return "changed"
-        return "ok" if answer["responses"][0]["response_txn"].get("succeeded") else "lost"
+            return None
+        if not answer["responses"][0]["response_txn"].get("succeeded"):
+            raise Fenced(job.id)
+        return record
+
+    def step_pid(self, job, idx, pid):
+        """Not kept in etcd: the pid means something on one node only."""
 
     def step_finished(self, job, idx, started, record):
-        """Complete the record we started; False if another runner restarted the command."""
-        key = self._keys.step(job["id"], idx)
-        return self._etcd.txn([value_is(key, json.dumps(started, sort_keys=True))],
-                              [jput(key, record)])
+        """Complete the record we started; False if another runner restarted the command.
+        Guarded by our own start record, not the claim: if nobody restarted the command, its
+        outcome is true and recording it late still saves a second run."""
+        key = self._keys.step(job.id, idx)
+        return self._etcd.txn([value_is(key, json.dumps(started.to_dict(), sort_keys=True))],
+                              [jput(key, record.to_dict())])
 
-    def finish(self, job, state, note, now):
-        guard = self._guard(job)
-        job.update(state=state, note=note, finished=now, holder="")
-        return self._etcd.txn(guard, [jput(self._keys.job(job["id"]), job),
-                                      delete(self._keys.open_job(job["id"])),
-                                      delete(self._keys.claim(job["id"]))])
+    def step_interrupted(self, job, idx, started, record):
+        """Not written: the record stays as started, and whoever takes the job next resumes
+        the command (HA_RESUMED=1)."""
+
+    def close(self, job, state, note=None):
+        """The job ends in `state` (an allowed edge from its own), if our claim holds: True;
+        False if it is no longer ours."""
+        closed = job.moved(state, note=note, finished=time.time(), holder="")
+        return self._etcd.txn(self._guard(job), [
+            jput(self._keys.job(job.id), closed.to_dict()),
+            delete(self._keys.open_job(job.id)), delete(self._keys.claim(job.id))])
 
     def release(self, job):
-        guard = self._guard(job)
-        job.update(holder="")
-        self._etcd.txn(guard, [jput(self._keys.job(job["id"]), job),
-                               delete(self._keys.claim(job["id"]))])
+        """Hand the job on: its claim goes, its next runner claims it again."""
+        self._etcd.txn(self._guard(job), [jput(self._keys.job(job.id),
+                                               replace(job, holder="").to_dict()),
+                                          delete(self._keys.claim(job.id))])
 
 
 def read_history(etcd, keys, limit=100, host=None):
