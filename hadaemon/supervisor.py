@@ -19,7 +19,7 @@ import signal
 import time
 
 from . import children, leftovers, notify
-from .control import MAX_CLIENTS, Port, Server  # noqa: F401 (MAX_CLIENTS: tests read it here)
+from .control import Port, Server
 from .dispatch import Dispatcher
 from .fork import open_stdio
 from .ratelog import RateLog

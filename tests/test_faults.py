@@ -897,7 +897,7 @@ def test_a_client_holding_many_connections_cannot_take_the_workers_descriptors(h
     listen queue, and the descriptors left are there for the workers. A worker killed meanwhile
     is replaced, which takes descriptors the held connections would otherwise have taken."""
     import socket
-    from hadaemon.supervisor import MAX_CLIENTS
+    from hadaemon.control import MAX_CLIENTS
     home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
     home.set_status("db1", "up")
     d = daemons(home)

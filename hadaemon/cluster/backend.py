@@ -10,13 +10,13 @@ SQLite journal and no var/paused here: jobs and the pause live in etcd.
 
 import logging
 
-from .. import wire
+from .. import runner, wire
+from ..children import Child
 from ..commit import Committer
 from ..fork import fork_with_socket
 from ..names import UNKNOWN, valid_host
 from ..requests import refuse_transition, unreported
-from ..children import Child
-from . import agent, runner as cluster_runner
+from . import agent
 
 log = logging.getLogger("hadaemon")
 FOR_THE_LEADER = ("pause", "resume", "transition", "handover")
@@ -57,7 +57,7 @@ class ClusterBackend:
         return pid, sock
 
     def _start_runner(self, settings):
-        return fork_with_socket(cluster_runner.main, self.sup.home.root, settings)
+        return runner.spawn(self.sup.home.root, settings)  # as in single-node mode
 
     def _on_report(self, message):
         if isinstance(message, wire.Report):

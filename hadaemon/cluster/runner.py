@@ -19,7 +19,6 @@ import time
 
 from . import clusterid
 from ..job import Verdict
-from ..runner import command
 from .etcd import Etcd, EtcdUnavailable
 from .keys import Keys, split_live
 from .lease import Lease
@@ -177,11 +176,3 @@ def open_cluster(runner):
     """(etcd's journal, ClusterGate) for the runner."""
     gate = ClusterGate(runner)
     return EtcdJournal(EtcdStore(gate.etcd, gate.keys), gate.me), gate
-
-
-def main(sock, home, settings):
-    """Entry for a supervisor that forks: the runner is exec'd here all the same (runner.spawn
-    is the entry that needs no fork of the supervisor)."""
-    os.set_inheritable(sock.fileno(), True)
-    argv = command(home, sock.fileno(), settings)
-    os.execv(argv[0], argv)

@@ -3,11 +3,13 @@ enqueued in, the order the runner takes jobs, a finished step never claimed agai
 finished job keeps, and pruning."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from hadaemon import journal
 from hadaemon.commit import Transition
+from hadaemon.job import State, next_step
 from hadaemon.journal import initial_state
 from hadaemon.store import Store, open_store
 
@@ -83,50 +85,78 @@ def test_enqueue_states_and_what_each_keeps(store):
     assert j.last_id() == refused
 
 
+class Open:
+    """A gate that lets every job begin (the runner's LocalGate without its lock file)."""
+
+    @staticmethod
+    def may_begin(job, records):
+        return True
+
+
+class Paused:
+    @staticmethod
+    def may_begin(job, records):
+        return False
+
+
+def finished(started, rc=0, error=None):
+    return replace(started, finished=started.started + 0.1, rc=rc, duration=0.1, output="out",
+                   error=error)
+
+
 def test_the_runner_takes_the_oldest_open_job_with_its_progress(store):
     j = journal.Journal(store)
-    assert j.next_job() is None
+    assert j.next_job(Open) is None
     first = j.enqueue(t("a"), [STEP, STEP], ENV)
     second = j.enqueue(t("b", "down", "up"), [STEP], {"HA_DOWN": "b"})
-    job = j.next_job()
-    assert (job["id"], job["host"], job["state"], job["env"], job["progress"]) == (
-        first, "a", "queued", ENV, {})
-    assert j.step_started(first, 0, resumed=False)
-    j.step_finished(first, 0, 0, 0.1, "out", None)
-    assert j.step_started(first, 1, resumed=False)
-    job = j.next_job()
-    assert job["id"] == first and job["state"] == "running"
-    assert sorted(job["progress"]) == [0, 1]
-    assert job["progress"][0][1] is not None and job["progress"][1][1] is None
+    job = j.next_job(Open)
+    assert (job.id, job.host, job.state, job.env, j.records(job)) == (
+        first, "a", State.QUEUED, ENV, {})
+    assert j.next_job(Paused) is None  # a job not begun waits for the gate
+    started = j.step_started(job, 0, None, resumed=False)
+    assert j.step_finished(job, 0, started, finished(started))
+    assert j.step_started(job, 1, None, resumed=False)
+    job = j.next_job(Paused)  # one under way goes on whatever the gate says
+    assert job.id == first and job.state is State.RUNNING
+    records = j.records(job)
+    assert sorted(records) == [0, 1]
+    assert records[0].done and records[0].rc == 0 and not records[1].done
+    assert next_step(job, records) == (1, None)
     j.mark_resumed(first)
-    assert j.next_job()["resumed"] is True
-    j.finish(first, "done")
-    job = j.next_job()
-    assert (job["id"], job["host"], job["source"], job["env"]) == (second, "b", "down",
-                                                                    {"HA_DOWN": "b"})
+    assert j.next_job(Open).resumed is True
+    assert j.close(job, State.DONE)
+    assert not j.is_open(first)
+    job = j.next_job(Open)
+    assert (job.id, job.host, job.source, job.env) == (second, "b", "down", {"HA_DOWN": "b"})
 
 
 def test_a_finished_step_is_never_claimed_again(store):
     j = journal.Journal(store)
-    job = j.enqueue(t(), [STEP], ENV)
-    assert j.step_started(job, 0, resumed=False)
-    j.step_interrupted(job, 0, 0.5, "half", "stopping")
-    assert j.step_started(job, 0, resumed=True)  # cut short: it may run again
-    j.step_finished(job, 0, 1, 0.2, "", "exit 1")
-    assert not j.step_started(job, 0, resumed=True)
+    j.enqueue(t(), [STEP], ENV)
+    job = j.next_job(Open)
+    started = j.step_started(job, 0, None, resumed=False)
+    assert started is not None
+    j.step_interrupted(job, 0, started, replace(started, duration=0.5, output="half",
+                                                error="stopping"))
+    again = j.step_started(job, 0, None, resumed=True)  # cut short: it may run again
+    assert again is not None
+    j.step_finished(job, 0, again, finished(again, rc=1, error="exit 1"))
+    assert j.step_started(job, 0, None, resumed=True) is None
     assert store.conn.execute("SELECT rc, resumed FROM steps WHERE job = ?",
-                              (job,)).fetchall() == [(1, 1)]
+                              (job.id,)).fetchall() == [(1, 1)]
 
 
 def test_finish_drops_the_environment_and_keeps_the_plan_and_note(store):
     j = journal.Journal(store)
-    job = j.enqueue(t(), [STEP], ENV)
-    j.finish(job, "failed", "stopped at command 1")
-    state, env, plan, note, finished = row(store, job, "state", "env", "plan", "note",
-                                           "finished")
+    j.enqueue(t(), [STEP], ENV)
+    job = j.next_job(Open)
+    j.step_started(job, 0, None, resumed=False)  # queued -> running -> failed
+    assert j.close(j.next_job(Open), State.FAILED, "stopped at command 1")
+    state, env, plan, note, finished_at = row(store, job.id, "state", "env", "plan", "note",
+                                              "finished")
     assert (state, env, note) == ("failed", "{}", "stopped at command 1")
-    assert json.loads(plan) == [STEP] and finished is not None
-    assert j.next_job() is None and j.open_jobs() == []
+    assert json.loads(plan) == [STEP] and finished_at is not None
+    assert j.next_job(Open) is None and j.open_jobs() == []
     j2 = j.enqueue(t(), [STEP], ENV, note="manual")
     j.finish(j2, "done")  # no new note: the one it had stays
     assert row(store, j2, "note") == ("manual",)
