@@ -93,9 +93,11 @@ def test_primary_killed_replica_promoted_address_follows(cluster, tmp_path, caps
     down, promoted = history[2], history[3]
     assert [(c["argv"], c["outcome"], c["exit"]) for c in down["commands"]] == [
         (["vip_del", "10.231.0.100/24", "eth0", db1], "ok", 0),
-        (["pg_promote", "-F", "-t", "30", "--", "vip_add", "10.231.0.100/24", "eth0"], "ok", 0)]
+        (["pg_promote", "-F", "-r", "var/pg", "-t", "30", "--", "vip_add", "10.231.0.100/24", "eth0"],
+         "ok", 0)]
     out = down["commands"][1]["output"]
     assert f"{db1} down, no primary: promoting {db2}" in out
+    assert f"recorded timeline 2 in var/pg/{db2}" in out
     assert out.index("promoted to primary") < out.index("10.231.0.100/24 added to eth0"), out
     # the replica's first sighting ran the same guard, which found the primary up and moved nothing
     first_slave = next(h for h in history if (h["host"], h["to"]) == (db2, "slave"))
