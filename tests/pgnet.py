@@ -56,7 +56,11 @@ def reap_stale():
     found += os.listdir("/var/tmp")
     for suffix in {m[1] for m in (re.fullmatch(r"(?:hademo|hadaemon-pgdemo)(-(\d+)-\d+)", n)
                                   for n in found) if m and not _alive(int(m[2]))}:
-        Cluster(suffix).demo("down", check=False)
+        stale = Cluster(suffix)
+        # The home that run used is unknown: name none, or `down` would clear the example's var/
+        # (the default home), under a walkthrough's or another copy's running daemon.
+        stale.home_root = "/nonexistent"
+        stale.demo("down", check=False)
 
 
 def _alive(pid):
