@@ -18,6 +18,7 @@ then the client's reconnection.
 """
 
 import argparse
+import math
 import os
 import shlex
 import shutil
@@ -66,7 +67,7 @@ def check_seconds(cluster):
 def quantile(values, q):
     """The nearest-rank quantile: a value that was measured (p99 of 20 runs is the worst)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, -(-len(ordered) * q // 1) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(len(ordered) * q) - 1))]
 
 
 def row(name, values):

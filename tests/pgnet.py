@@ -57,7 +57,11 @@ def reap_stale():
     found += os.listdir("/var/tmp")
     for suffix in {m[1] for m in (re.fullmatch(r"(?:hademo|hadaemon-pgdemo)(-(\d+)-\d+)", n)
                                   for n in found) if m and not procs.exists(int(m[2]))}:
-        Cluster(suffix).demo("down", check=False)
+        stale = Cluster(suffix)
+        # The home that run used is unknown: name none, or `down` would clear the example's var/
+        # (the default home), under a walkthrough's or another copy's running daemon.
+        stale.home_root = "/nonexistent"
+        stale.demo("down", check=False)
 
 
 class Cluster:
@@ -121,6 +125,8 @@ class Cluster:
         actions = (EXAMPLE / "etc/actions.conf").read_text()
         if self.sync:  # as the example's comment says
             actions = re.sub(r"(?m)^pg_promote -F ", "pg_promote -F -S var/pg ", actions)
+            actions = re.sub(r"(?m)^pg_rejoin -F ", "pg_rejoin -F -S ", actions)
+        actions = actions.replace("/var/tmp/hadaemon-pgdemo/", f"{self.dir}/")  # demo -d
         (root / "etc/actions.conf").write_text(actions)
         for conf in ("checks.conf", "actions.conf"):
             (root / "etc" / conf).chmod(0o644)  # strict mode, whatever the umask
@@ -150,31 +156,54 @@ class Cluster:
             self.psql(VIP, f"INSERT INTO rows VALUES ({n}, 'before')")
         wait_for(lambda: self.psql(self.db2, "SELECT count(*) FROM rows") == str(rows), 30,
                  f"{rows} rows replicated to {self.db2}")
-        self.psql(VIP, "CREATE TABLE IF NOT EXISTS writes (n int PRIMARY KEY)")
-        log = Path(self.dir) / "writer.log"
-        writer = subprocess.Popen(self.in_ns(sys.executable, __file__, "write", VIP,
-                                             _bin("psql"), str(log)),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for(lambda: len(acks(log)) >= 20, 30, "the client's first writes")
-            killed_wall, killed = time.time(), time.monotonic()
-            self.demo("kill", "db1")
-            # The old primary's backends outlive its postmaster for a few milliseconds and may
-            # still acknowledge writes: the outage ends with the first acknowledgement on a
-            # session opened after the kill.
-            wait_for(lambda: any(opened > killed for _, opened in acks(log).values()), timeout,
-                     f"a write through {VIP} acknowledged after the kill")
-            after = min(t for t, opened in acks(log).values() if opened > killed)
-            wait_for(lambda: len([t for t, _ in acks(log).values() if t > after]) >= 10, 30,
-                     "writes going on after the failover")
-        finally:
-            writer.send_signal(signal.SIGTERM)
-            writer.wait(30)
-        acked = acks(log)
+        with Writer(self) as writer:
+            measured = writer.kill("db1", timeout)
+        return dict(measured, acked=len(writer.acked), lost=writer.lost())
+
+
+class Writer:
+    """The writing client (write() below) in hademo, for as long as the `with` block lasts:
+    numbered rows through the VIP into the table writes, each acknowledgement logged."""
+
+    def __init__(self, cluster):
+        self.cluster, self.log = cluster, Path(cluster.dir) / "writer.log"
+        self.acked = {}
+
+    def __enter__(self):
+        self.cluster.psql(VIP, "CREATE TABLE IF NOT EXISTS writes (n int PRIMARY KEY)")
+        self.log.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            self.cluster.in_ns(sys.executable, __file__, "write", VIP, _bin("psql"), str(self.log)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: len(acks(self.log)) >= 20, 30, "the client's first writes")
+        return self
+
+    def __exit__(self, *exc):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+        self.acked = acks(self.log)
+
+    def kill(self, server, timeout=90):
+        """SIGKILL server's postmaster (demo kill db1|db2), wait for the first write
+        acknowledged after it and ten more: {seconds, gap, killed_wall}."""
+        killed_wall, killed = time.time(), time.monotonic()
+        self.cluster.demo("kill", server)
+        # The old primary's backends outlive its postmaster for a few milliseconds and may
+        # still acknowledge writes: the outage ends with the first acknowledgement on a
+        # session opened after the kill.
+        wait_for(lambda: any(opened > killed for _, opened in acks(self.log).values()), timeout,
+                 f"a write through {VIP} acknowledged after the kill of {server}")
+        acked = acks(self.log)
+        after = min(t for t, opened in acked.values() if opened > killed)
         before = max(t for t, _ in acked.values() if t < killed)
-        there = {int(n) for n in self.psql(VIP, "SELECT n FROM writes").split()}
-        return {"seconds": after - killed, "gap": after - before, "killed_wall": killed_wall,
-                "acked": len(acked), "lost": sorted(set(acked) - there)}
+        wait_for(lambda: len([t for t, _ in acks(self.log).values() if t > after]) >= 10, 30,
+                 "writes going on after the failover")
+        return {"seconds": after - killed, "gap": after - before, "killed_wall": killed_wall}
+
+    def lost(self):
+        """The acknowledged writes (after the `with` block) the primary behind the VIP lacks."""
+        there = {int(n) for n in self.cluster.psql(VIP, "SELECT n FROM writes").split()}
+        return sorted(set(self.acked) - there)
 
 
 def acks(log):
@@ -192,16 +221,17 @@ def setting_in(checks_conf, key):
     return re.search(rf"(?m)^{key} = (.*)$", checks_conf)[1]
 
 
-def failover_job(history):
-    """The failover's sequence: the primary's master -> down, which promotes the replica and
-    moves the address (vip_del, then pg_promote -F ... -- vip_add)."""
-    return next(h for h in history if h["from"] == "master" and h["to"] == "down")
+def failover_job(history, host=None):
+    """The failover's sequence: the primary's master -> down (of host, if given), which promotes
+    the replica and moves the address (vip_del, then pg_promote -F ... -- vip_add)."""
+    return next(h for h in history if h["from"] == "master" and h["to"] == "down"
+                and host in (None, h["host"]))
 
 
-def breakdown(history, killed_wall):
+def breakdown(history, killed_wall, host=None):
     """Seconds from the kill to each step of the failover, from the journal's wall-clock stamps
     and pg_promote's own account of the promotion's time."""
-    down = failover_job(history)
+    down = failover_job(history, host)
     vip_del, promote = down["commands"]
     took = re.search(r"promoted to primary in ([0-9.]+)s", promote["output"] or "")
     return {"primary seen down": down["time"] - killed_wall,
