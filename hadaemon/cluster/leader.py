@@ -76,7 +76,7 @@ class Leader:
 
     def __init__(self, me, config, etcd, store, view, lease_id, lease_left):
         """lease_id(): this node's lease (None if it has none); lease_left(): seconds it is
-        sure to last (None without a lease)."""
+        sure to last (negative or None without a lease)."""
         self.me, self.config, self.c = me, config, config.cluster
         self.etcd, self.store, self.keys = etcd, store, store.keys
         self.etable, self.journal = EtcdTable(store), EtcdJournal(store)
