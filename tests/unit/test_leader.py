@@ -13,7 +13,7 @@ from hadaemon.cluster import clusterid
 from hadaemon.cluster.etcd import delete, jput, put
 from hadaemon.cluster.jobs import fence_job, transition_job
 from hadaemon.cluster.keys import Keys
-from hadaemon.cluster.leader import Leader, View, resume_changes
+from hadaemon.cluster.leader import Leader, View
 from hadaemon.cluster.settings import ClusterSettings
 from hadaemon.cluster.store import EtcdStore, EtcdTable
 from hadaemon.config import ActionSection, Command, Config, DaemonSettings
@@ -213,14 +213,6 @@ def test_resume_fires_each_net_change_once():
     assert fired == [("db2", "up", "standby"), ("db3", "up", "down")]
     assert {j["note"] for j in c.jobs()[8:]} == {"fired on resume"}
     assert c.etcd.get(c.keys.paused) is None
-
-
-def test_resume_changes_is_the_net_diff_and_none_with_on_resume_none():
-    table = {"db1": {"status": "up"}, "db2": {"status": "down"}, "db3": {"status": "up"}}
-    paused = {"statuses": {"db1": "up", "db2": "up"}}
-    assert resume_changes(paused, table, "last") == [("db2", "up", "down"),
-                                                     ("db3", "unknown", "up")]
-    assert resume_changes(paused, table, "none") == []
 
 
 def test_a_deposed_leader_commits_nothing():
