@@ -17,6 +17,7 @@ from hadaemon.cluster.leader import Leader, View
 from hadaemon.cluster.settings import ClusterSettings
 from hadaemon.cluster.store import EtcdStore, EtcdTable
 from hadaemon.config import ActionSection, Command, Config, DaemonSettings
+from hadaemon.job import Job
 
 
 def _key(text):
@@ -246,6 +247,7 @@ def test_transition_and_fence_jobs_have_one_shape():
     t = transition_job(config(), 3, {"db1": "up"}, "db1", "up", "down", "a")
     f = fence_job("fence-it -f", 60.0, 4, "b", "a")
     assert set(t) == set(f)
+    assert Job.from_dict(t).to_dict() == t and Job.from_dict(f).to_dict() == f  # as runners read
     assert f["plan"][0]["argv"] == ["fence-it", "-f", "b"] and f["plan"][0]["node"] == "a"
     assert (f["kind"], f["host"], f["state"], f["holder"]) == ("fence", "b", "queued", "")
     assert (t["kind"], t["state"], t["env"]["HA_HOST"]) == ("transition", "queued", "db1")
