@@ -28,6 +28,7 @@ from .node import identity, is_us
 from .store import EtcdStore, EtcdTable
 
 log = logging.getLogger("hadaemon.agent")
+AGENT_RELOADED = "reload: the cluster agent took the new config"  # tests wait for this line
 
 
 class NameTaken(Exception):
@@ -119,7 +120,7 @@ class Agent:
             if message.mirror is not None and self.sent_table is None:
                 # The supervisor's mirror of the committed table: what this node reports as
                 # the table it knows if it refuses etcd before it could read the table there.
-                self.table = self.sent_table = message.mirror
+                self.view.table = self.sent_table = message.mirror
         elif isinstance(message, wire.Request):
             self.requests.append(message.request)
         elif isinstance(message, wire.Settings):  # after a reload, as every child gets them
@@ -130,6 +131,8 @@ class Agent:
                 # The supervisor took the files a moment ago; they changed again since.
                 log.error("reload: the config changed again and is broken now, the cluster "
                           "agent keeps the one it had: %s", "; ".join(e.problems))
+            else:
+                log.info(AGENT_RELOADED)
         return True
 
     def tick(self):
@@ -206,7 +209,8 @@ class Agent:
             self.lease.revoke()  # the refusal goes; the next look joins afresh
             return
         self.error, self.unreachable_since = None, None
-        value = json.dumps(clusterid.report(self.me, self.memory, self.table, self.paused),
+        value = json.dumps(clusterid.report(self.me, self.trust.memory, self.view.table,
+                                            self.view.paused),
                            sort_keys=True)
         key = self.keys.refusal(self.me)
         if live.get(key, (b"",))[0].decode() != value:
@@ -258,38 +262,25 @@ class Agent:
         """For the report: None without a lease."""
         return self.lease.time_left() if self.lease.id is not None else None
 
-    # -- what receive() and report() read: kept by the view, the leader and the trust -----------
-
-    leader = property(lambda self: self.leadership.node)
-    nodes = property(lambda self: self.view.nodes)
-    results = property(lambda self: self.view.opinions)
-    paused = property(lambda self: self.view.paused)
-    memory = property(lambda self: self.trust.memory)
-    table = property(lambda self: self.view.table,
-                     lambda self, table: setattr(self.view, "table", table))
-
-    def leading(self):
-        return self.leadership.leading()
-
     # -- telling the supervisor -----------------------------------------------------------------
 
     def report(self):
         now = time.monotonic()
+        view, refused = self.view, self.trust.refused
         state = {"name": self.c.name, "node": self.me,
-                 "leader": self.leader if self.error is None or self.leading() else None,
-                 "lease_left": self.lease_left(), "nodes": self.nodes,
-                 "results": self.results, "paused": bool(self.paused),
-                 "stale": self.error is not None or self.not_joined is not None
-                 or bool(self.memory.get("refused")),
-                 "error": self.error, "not_joined": self.not_joined,
-                 "refused": self.memory.get("refused"),
+                 "leader": self.leadership.node
+                 if self.error is None or self.leadership.leading() else None,
+                 "lease_left": self.lease_left(), "nodes": view.nodes,
+                 "results": view.opinions, "paused": bool(view.paused),
+                 "stale": self.error is not None or self.not_joined is not None or bool(refused),
+                 "error": self.error, "not_joined": self.not_joined, "refused": refused,
                  "unreachable_for": now - self.unreachable_since
                  if self.unreachable_since is not None else 0.0}
         table = None
-        if self.error is None and not self.not_joined and not self.memory.get("refused") \
-                and self.table != self.sent_table:
-            table = self.table
-            self.sent_table = dict(self.table)
+        if self.error is None and not self.not_joined and not refused \
+                and view.table != self.sent_table:
+            table = view.table
+            self.sent_table = dict(view.table)
         try:
             self.sock.send(wire.encode(wire.Report(state, table)))
         except (BlockingIOError, OSError):
