@@ -1,8 +1,9 @@
 """What the leader queues in etcd: the job of a committed transition, and the fence job.
 
 One shape for both (new_job: job.py's Job, as JSON): the cluster runner, history and `hadaemon
-cluster-init` read every job back the same way (Job.from_dict). A transition's steps are planned whole here, before the job is written
-(actions.plan), each with the node that must run it (rules.step_node). No I/O.
+cluster-init` read every job back the same way (Job.from_dict). A transition's steps are planned
+whole here, before the job is written (actions.plan), each with the node that must run it
+(rules.step_node). No I/O.
 """
 
 import shlex
