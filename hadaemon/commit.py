@@ -43,7 +43,7 @@ class Committer:
         self._latest = {}  # host -> {check_id: (status, expires)}
         self._candidate = {}  # host -> (status, count)
         self._conflicted = set()
-        self._held = {}  # host -> monotonic time until which a manual status stands
+        self._manual_until = {}  # host -> monotonic time until which a manual status stands
 
     def status(self, host):
         return self.committed.get(host, UNKNOWN)
@@ -86,7 +86,7 @@ class Committer:
         """The operator removed a host no check reports: nothing of it is left to vote or to
         expand in %STATUS%."""
         for state in (self.committed, self.last_change, self._latest, self._candidate,
-                      self._held):
+                      self._manual_until):
             state.pop(host, None)
         self._conflicted.discard(host)
 
@@ -94,13 +94,15 @@ class Committer:
         """A manual transition: no confirmation, no hold-down."""
         return self._propose(host, target, manual=True)
 
-    def hold(self, host, until):
-        """Let a manual status stand until `until` (or release): its actions are what make the
-        checks agree, and results taken before they finish would undo it at once."""
-        self._held[host] = until
+    def stand_manual(self, host, until):
+        """Let a manual status stand against contrary observations until `until` (or
+        end_manual, when its job closes): its actions are what make the checks agree, and
+        results taken before they finish would undo it at once."""
+        self._manual_until[host] = until
 
-    def release(self, host):
-        self._held.pop(host, None)
+    def end_manual(self, host):
+        """The manual status's job closed: observations count again."""
+        self._manual_until.pop(host, None)
 
     def _decide(self, host, now, notes):
         latest = self._latest[host]
@@ -130,7 +132,7 @@ class Committer:
         if count < need:
             notes.append(Note(host, "pending", f"{observed} seen {count}/{need} times"))
             return None
-        if now < self._held.get(host, 0.0):
+        if now < self._manual_until.get(host, 0.0):
             notes.append(Note(host, "held", f"{current} -> {observed} held: the manual "
                               f"transition to {current} is still being carried out"))
             return None

@@ -70,8 +70,10 @@ def descriptors():
 
 
 def configure_child(home, settings):
-    """Logging for a forked child (agent, cluster runner): the handlers inherited from the
-    supervisor point at descriptors fork_child closed, so they are dropped, not closed."""
+    """Logging for a child of the supervisor, from the settings it was given: the forked
+    cluster agent and the exec'd action runner (python -m hadaemon.runner, either mode). A forked
+    child's handlers, inherited from the supervisor, point at descriptors fork_child closed, so
+    they are dropped, not closed; an exec'd runner starts with none."""
     logger = logging.getLogger("hadaemon")
     for h in list(logger.handlers):
         logger.removeHandler(h)

@@ -115,7 +115,8 @@ class Recorder:
         if run and transition.manual:
             # Its actions make the checks agree: contrary results are held until the journal
             # says the job is closed (end_manual_holds) or it could have ended by its timeouts.
-            self.committer.hold(transition.host, manual_hold_until(now, steps, FLUSH_EVERY))
+            self.committer.stand_manual(transition.host,
+                                        manual_hold_until(now, steps, FLUSH_EVERY))
             self.manual_jobs[job] = transition.host
         if run:
             self.wake()
@@ -153,7 +154,7 @@ class Recorder:
         if not self.manual_jobs:
             return
         try:
-            self._release_closed({j["id"] for j in self.journal.open_jobs()})
+            self._end_closed_manuals({j["id"] for j in self.journal.open_jobs()})
         except sqlite3.Error:
             pass  # the hold stands, bounded by its timeouts; the next flush asks again
 
@@ -165,7 +166,7 @@ class Recorder:
             return
         try:
             open_ids = {j["id"] for j in self.journal.open_jobs()}
-            self._release_closed(open_ids)
+            self._end_closed_manuals(open_ids)
             if self.prune_due:
                 self.pruned_below = self.journal.prune(self.config().daemon.keep_jobs,
                                                        self.pruned_below)
@@ -177,6 +178,6 @@ class Recorder:
         self.prune_due = bool(open_ids)  # they end later: pruned at a flush after that
         self.hosts.errors.clear("prune")
 
-    def _release_closed(self, open_ids):
+    def _end_closed_manuals(self, open_ids):
         for job in [j for j in self.manual_jobs if j not in open_ids]:
-            self.committer.release(self.manual_jobs.pop(job))
+            self.committer.end_manual(self.manual_jobs.pop(job))

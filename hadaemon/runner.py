@@ -11,7 +11,7 @@ A runner is started with fork+exec (python -m hadaemon.runner, `spawn`), never a
 SQLite keeps its POSIX lock bookkeeping per process, and a child forked from the supervisor's
 open connection would believe it holds locks it does not, so another process could checkpoint
 and drop the WAL under it and its commits would vanish. Settings come as one JSON dict (the
-cluster's under "cluster"); later the supervisor sends a wake-up or new settings (read_message).
+cluster's under "cluster"); later the supervisor sends a wake-up or new settings (wire.py).
 
 Only one runner works a journal at a time (an flock on var/runner.lock): after a crash of the
 supervisor, a runner left behind finishes and records its current command, then leaves; the next
@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import actions, execute, listfiles, logsetup
+from . import actions, execute, listfiles, logsetup, wire
 from .backoff import Backoff
 from .fork import open_stdio, with_socket
 from .home import Home
@@ -125,9 +125,13 @@ class Runner:
             return False
         if not data:
             return False
-        settings = read_message(data)
-        if settings:
-            self.settings.update(settings)
+        try:
+            message = wire.decode(data)
+        except ValueError as e:
+            log.error("garbled message from the supervisor dropped: %s", e)
+            return True
+        if isinstance(message, wire.Settings):  # after a reload
+            self.settings.update(message.values)
         return True
 
     def run_job(self, job):
@@ -364,12 +368,6 @@ def resume_left_open(journal, table, upto):
         elif job["state"] == "running":
             journal.mark_resumed(job["id"])
             log.warning("job #%d for %s interrupted earlier: resuming", job["id"], job["host"])
-
-
-def read_message(data):
-    """What the supervisor sent: new settings (a dict) after a reload, or None for a wake-up.
-    The one place the runner decodes its messages."""
-    return json.loads(data) if data.startswith(b"{") else None
 
 
 def spawn(home, settings):

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import KEEP_GOING, Home, wait_for
 from etcdkit import SERVERS, Etcd, Network, Node, netns_possible, read_log
+from hadaemon.cluster.agent import AGENT_RELOADED
 from hadaemon.cluster.rules import combine, split_section, step_node
 
 pytestmark = pytest.mark.slow
@@ -603,13 +604,20 @@ def test_old_job_records_are_pruned_from_etcd(cluster):
     assert ids == [4, 5]
 
 
+def reload_agent(node):
+    """`hadaemon reload`, and wait until the node's agent took the new config (it says so)."""
+    seen = node.daemon_log().count(AGENT_RELOADED)
+    r = node.cli("reload")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: node.daemon_log().count(AGENT_RELOADED) > seen, 30,
+             f"the agent of {node.name} took the reload")
+
+
 def test_reload_reaches_the_leader_and_handover_needs_a_cluster(cluster, tmp_path):
     nodes, log = cluster(names=("solo",))
     start_all(nodes, db1="up")
     (nodes[0].root / "etc/actions.conf").write_text("[up_to_down]\nrecord reloaded %HOST%\n")
-    r = nodes[0].cli("reload")
-    assert r.returncode == 0, r.stderr
-    time.sleep(1)  # the agent reads the new config on its next look
+    reload_agent(nodes[0])
     nodes[0].set_status("db1", "down")
     wait_for(lambda: read_log(log), 30, "the reloaded section fired")
     assert read_log(log)[0].endswith("up->down resumed=0 reloaded db1")
@@ -679,8 +687,7 @@ def test_a_dead_holders_job_is_superseded_when_the_host_moved_on(cluster):
     for n in nodes:
         (n.root / "etc/actions.conf").write_text(
             f"[slave_to_master on {holder.name}]\nslow\nrecord after\n")
-        assert n.cli("reload").returncode == 0
-    time.sleep(1)  # every agent has the new sections
+        reload_agent(n)  # every agent has the new sections
     everywhere(nodes, "db1", "master")
     wait_for(lambda: (holder.root / "var/slow.pid").exists(), 30, "slow running on its node")
     holder.kill9()

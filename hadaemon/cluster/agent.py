@@ -23,10 +23,12 @@ from . import clusterid
 from .etcd import Etcd, EtcdUnavailable, absent, jput, put, value_is
 from .keys import Keys, json_or_empty
 from .leader import Leader, View
+from .lease import Lease
 from .node import identity, is_us
 from .store import EtcdStore, EtcdTable
 
 log = logging.getLogger("hadaemon.agent")
+AGENT_RELOADED = "reload: the cluster agent took the new config"  # tests wait for this line
 
 
 class NameTaken(Exception):
@@ -34,18 +36,19 @@ class NameTaken(Exception):
 
 
 def write_node_key(etcd, keys, me, lease):
-    """Join: write node `me`'s key on `lease` unless another daemon holds the name (a node killed
-    with -9 holds it until its lease expires); revoke the lease and raise NameTaken then."""
+    """Join: write node `me`'s key on `lease` (a Lease) unless another daemon holds the name (a
+    node killed with -9 holds it until its lease expires); revoke the lease and raise NameTaken
+    then."""
     key = keys.node(me)
     value = dict(identity(), started=time.time())
-    if etcd.txn([absent(key)], [jput(key, value, lease)]):
+    if etcd.txn([absent(key)], [jput(key, value, lease.id)]):
         return
     raw = etcd.get(key)
     held = json_or_empty(raw)
     if raw is not None and is_us(held) and etcd.txn(
-            [value_is(key, raw)], [jput(key, value, lease)]):
+            [value_is(key, raw)], [jput(key, value, lease.id)]):
         return  # our own agent before this one (it was restarted)
-    etcd.revoke(lease)
+    lease.revoke()
     raise NameTaken(f"node name {me!r} is held by pid {held.get('pid')} on "
                     f"{held.get('host')}: not joining until it is free (node = in "
                     "[cluster] must be unique)")
@@ -62,12 +65,11 @@ class Agent:
         self.etable = EtcdTable(self.store)
         self.parent = os.getppid()
         self.stopping = False
-        self.lease = None
-        self.valid_until = 0.0  # monotonic: the lease cannot have expired before this
+        self.lease = Lease(self.etcd, self.c.ttl)  # the node's: node key, opinions, leader key
         self.next_keepalive = 0.0
         self.view = View()
         self.leadership = Leader(self.me, config, self.etcd, self.store, self.view,
-                                 lambda: self.lease, self.lease_left)
+                                 lambda: self.lease.id, self.lease.time_left)
         self.opinions, self.published = {}, None  # this node's, and as last published
         self.requests = []  # from the control socket, to hand to the leader through etcd
         self.request_no = 0
@@ -92,9 +94,8 @@ class Agent:
             if time.monotonic() >= next_tick:
                 self.tick()
                 next_tick = time.monotonic() + self.c.poll
-        if self.lease:
-            # A clean stop hands leadership on at once instead of after ttl.
-            self.etcd.revoke(self.lease)
+        # A clean stop hands leadership on at once instead of after ttl.
+        self.lease.revoke()
         log.info("cluster agent stopped")
 
     def _terminate(self, signum, frame):
@@ -119,7 +120,7 @@ class Agent:
             if message.mirror is not None and self.sent_table is None:
                 # The supervisor's mirror of the committed table: what this node reports as
                 # the table it knows if it refuses etcd before it could read the table there.
-                self.table = self.sent_table = message.mirror
+                self.view.table = self.sent_table = message.mirror
         elif isinstance(message, wire.Request):
             self.requests.append(message.request)
         elif isinstance(message, wire.Settings):  # after a reload, as every child gets them
@@ -130,6 +131,8 @@ class Agent:
                 # The supervisor took the files a moment ago; they changed again since.
                 log.error("reload: the config changed again and is broken now, the cluster "
                           "agent keeps the one it had: %s", "; ".join(e.problems))
+            else:
+                log.info(AGENT_RELOADED)
         return True
 
     def tick(self):
@@ -189,10 +192,8 @@ class Agent:
         if self.trust.check(seen):
             return True
         if self.trust.refused:
-            if self.lease:
-                self.etcd.revoke(self.lease)
+            self.lease.revoke()
             self.leadership.step_aside(whoever=True)
-            self.lease = None
             if self.requests:
                 log.warning("dropped %d operator request(s) not yet handed on",
                             len(self.requests))
@@ -205,39 +206,40 @@ class Agent:
         self.ensure_lease(now, join=False)
         (live,), seen = clusterid.look(self.etcd, self.keys)
         if self.trust.readopt(seen):
-            self.etcd.revoke(self.lease)  # the refusal goes; the next look joins afresh
-            self.lease = None
+            self.lease.revoke()  # the refusal goes; the next look joins afresh
             return
         self.error, self.unreachable_since = None, None
-        value = json.dumps(clusterid.report(self.me, self.memory, self.table, self.paused),
+        value = json.dumps(clusterid.report(self.me, self.trust.memory, self.view.table,
+                                            self.view.paused),
                            sort_keys=True)
         key = self.keys.refusal(self.me)
         if live.get(key, (b"",))[0].decode() != value:
-            self.etcd.txn([], [put(key, value, self.lease)])
+            self.etcd.txn([], [put(key, value, self.lease.id)])
 
     # -- lease and publication ------------------------------------------------------------------
 
     def ensure_lease(self, now, join=True):
-        if self.lease is None:
+        if self.lease.id is None:
             t0 = time.monotonic()
-            lease = self.etcd.grant(self.c.ttl)
+            lease = self.lease.grant()
             if join:
-                write_node_key(self.etcd, self.keys, self.me, lease)
-            self.lease, self.valid_until = lease, t0 + self.c.ttl
+                try:
+                    write_node_key(self.etcd, self.keys, self.me, self.lease)
+                except EtcdUnavailable:
+                    self.lease.forget()  # not joined: the next look joins on a new lease
+                    raise
             self.published = None
             self.next_keepalive = t0 + self.keepalive_every()
             if join:
                 log.info("node %s joined with lease %x", self.me, lease)
         elif now >= self.next_keepalive:
             t0 = time.monotonic()
-            ttl = self.etcd.keepalive(self.lease)
-            if ttl <= 0:
+            lease = self.lease.id
+            if not self.lease.renew():
                 log.error("lease %x of node %s expired (etcd unreachable for too long?): "
-                          "joining again", self.lease, self.me)
-                self.lease = None
+                          "joining again", lease, self.me)
                 self.leadership.step_aside()
                 return self.ensure_lease(now, join)
-            self.valid_until = t0 + ttl
             self.next_keepalive = t0 + self.keepalive_every()
 
     def keepalive_every(self):
@@ -247,50 +249,38 @@ class Agent:
 
     def publish(self):
         if self.opinions != self.published:
-            self.etcd.txn([], [jput(self.keys.result(self.me), self.opinions, self.lease)])
+            self.etcd.txn([], [jput(self.keys.result(self.me), self.opinions, self.lease.id)])
             self.published = dict(self.opinions)
         while self.requests:
             self.request_no += 1
             # Zero-padded: the leader serves requests in key order, and 10 must follow 9.
             key = f"{self.keys.requests}{self.me}-{os.getpid()}-{self.request_no:09d}"
-            self.etcd.txn([], [jput(key, self.requests[0], self.lease)])
+            self.etcd.txn([], [jput(key, self.requests[0], self.lease.id)])
             self.requests.pop(0)
 
     def lease_left(self):
-        return self.valid_until - time.monotonic() if self.lease else None
-
-    # -- what receive() and report() read: kept by the view, the leader and the trust -----------
-
-    leader = property(lambda self: self.leadership.node)
-    nodes = property(lambda self: self.view.nodes)
-    results = property(lambda self: self.view.opinions)
-    paused = property(lambda self: self.view.paused)
-    memory = property(lambda self: self.trust.memory)
-    table = property(lambda self: self.view.table,
-                     lambda self, table: setattr(self.view, "table", table))
-
-    def leading(self):
-        return self.leadership.leading()
+        """For the report: None without a lease."""
+        return self.lease.time_left() if self.lease.id is not None else None
 
     # -- telling the supervisor -----------------------------------------------------------------
 
     def report(self):
         now = time.monotonic()
+        view, refused = self.view, self.trust.refused
         state = {"name": self.c.name, "node": self.me,
-                 "leader": self.leader if self.error is None or self.leading() else None,
-                 "lease_left": self.lease_left(), "nodes": self.nodes,
-                 "results": self.results, "paused": bool(self.paused),
-                 "stale": self.error is not None or self.not_joined is not None
-                 or bool(self.memory.get("refused")),
-                 "error": self.error, "not_joined": self.not_joined,
-                 "refused": self.memory.get("refused"),
+                 "leader": self.leadership.node
+                 if self.error is None or self.leadership.leading() else None,
+                 "lease_left": self.lease_left(), "nodes": view.nodes,
+                 "results": view.opinions, "paused": bool(view.paused),
+                 "stale": self.error is not None or self.not_joined is not None or bool(refused),
+                 "error": self.error, "not_joined": self.not_joined, "refused": refused,
                  "unreachable_for": now - self.unreachable_since
                  if self.unreachable_since is not None else 0.0}
         table = None
-        if self.error is None and not self.not_joined and not self.memory.get("refused") \
-                and self.table != self.sent_table:
-            table = self.table
-            self.sent_table = dict(self.table)
+        if self.error is None and not self.not_joined and not refused \
+                and view.table != self.sent_table:
+            table = view.table
+            self.sent_table = dict(view.table)
         try:
             self.sock.send(wire.encode(wire.Report(state, table)))
         except (BlockingIOError, OSError):

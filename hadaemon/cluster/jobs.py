@@ -1,8 +1,9 @@
 """What the leader queues in etcd: the job of a committed transition, and the fence job.
 
-One shape for both (new_job): the cluster runner, history and `hadaemon cluster-init` read
-every job the same way. A transition's steps are planned whole here, before the job is written
-(actions.plan), each with the node that must run it (rules.step_node). No I/O.
+One shape for both (new_job: job.py's Job, as JSON): the cluster runner, history and `hadaemon
+cluster-init` read every job back the same way (Job.from_dict). A transition's steps are planned
+whole here, before the job is written (actions.plan), each with the node that must run it
+(rules.step_node). No I/O.
 """
 
 import shlex
@@ -10,19 +11,19 @@ import time
 
 from .. import actions
 from ..commit import Transition
+from ..job import Job, State, Step
 from ..journal import initial_state
 from .rules import step_node
 
 
 def new_job(job_id, kind, host, source, target, plan, env, leader, manual=False,
             state="queued", note=None, now=None):
-    """A job as etcd holds it. `holder` (the runner that claimed it) starts empty; a job not
-    queued is finished when it is written."""
+    """A job as etcd holds it (Job.to_dict). `holder` (the runner that claimed it) starts
+    empty; a job not queued is finished when it is written."""
     now = time.time() if now is None else now
-    return {"id": job_id, "kind": kind, "host": host, "source": source, "target": target,
-            "manual": manual, "created": now, "state": state, "plan": plan, "env": env,
-            "leader": leader, "holder": "", "resumed": False, "note": note,
-            "finished": None if state == "queued" else now}
+    return Job(job_id, host, source, target, tuple(Step.from_dict(s) for s in plan),
+               State(state), env, manual, now, note=note,
+               finished=None if state == "queued" else now, kind=kind, leader=leader).to_dict()
 
 
 def transition_job(config, job_id, table, host, source, target, leader, manual=False,

@@ -16,6 +16,7 @@ import time
 from collections import namedtuple
 from dataclasses import dataclass, field
 
+from ..maintenance import manual_hold_until, net_changes, pause_record
 from ..names import UNKNOWN
 from .etcd import absent, created_at, delete, jput, put, value_is
 from .jobs import fence_job, transition_job
@@ -51,24 +52,17 @@ class View:
 
 
 def manual_jobs(open_jobs, paused, now):
-    """{host: id} of the open manual jobs that hold their host: a manual status stands while its
-    sequence runs (its actions are what make the checks agree), as in single-node mode; bounded
-    by the sum of the job's timeouts (a job that waits for the end of a pause, or for a runner,
-    does not hold its host for ever)."""
+    """{host: id} of the open manual jobs whose manual status stands (maintenance.py: while
+    its sequence runs, bounded by its timeouts), as in single-node mode; none while paused."""
     if paused:
         return {}
     return {job["host"]: job["id"] for job in open_jobs if job.get("manual")
-            and now < job["created"] + sum(s["timeout"] for s in job["plan"]) + 1}
+            and now < manual_hold_until(job["created"], job["plan"], 1)}
 
 
-def resume_changes(paused, table, on_resume):
-    """[(host, status when paused, status now)] that `resume` fires: the net changes (none
-    with on_resume = none)."""
-    if on_resume != "last":
-        return []
-    before = paused.get("statuses", {})
-    return [(host, before.get(host, UNKNOWN), e["status"]) for host, e in sorted(table.items())
-            if before.get(host, UNKNOWN) != e["status"]]
+def statuses(table):
+    """{host: status} of a table of entries."""
+    return {host: e["status"] for host, e in table.items()}
 
 
 class Leader:
@@ -76,7 +70,7 @@ class Leader:
 
     def __init__(self, me, config, etcd, store, view, lease_id, lease_left):
         """lease_id(): this node's lease (None if it has none); lease_left(): seconds it is
-        sure to last (None without a lease)."""
+        sure to last (negative or None without a lease)."""
         self.me, self.config, self.c = me, config, config.cluster
         self.etcd, self.store, self.keys = etcd, store, store.keys
         self.etable, self.journal = EtcdTable(store), EtcdJournal(store)
@@ -230,7 +224,7 @@ class Leader:
         for t in transitions:
             host, manual = t["host"], t.get("manual", False)
             job = transition_job(
-                self.config, self.seq + 1 + len(jobs), {h: e["status"] for h, e in table.items()},
+                self.config, self.seq + 1 + len(jobs), statuses(table),
                 host, t["source"], t["target"], self.me, manual,
                 paused=bool(self.view.paused) and not t.get("run"), note=t.get("note"))
             if t.get("run") and not job["plan"]:
@@ -318,8 +312,7 @@ class Requests:
 
     def pause(self, by):
         leader = self.leader
-        record = {"since": time.time(), "by": by,
-                  "statuses": {h: e["status"] for h, e in leader.view.table.items()}}
+        record = pause_record(statuses(leader.view.table), time.time(), by=by)
         if not leader.etcd.txn(leader.guard(), [jput(leader.keys.paused, record)]):
             return False
         leader.view.paused = record  # commits later in this tick are skipped, not queued
@@ -327,8 +320,8 @@ class Requests:
 
     def resume(self):
         leader = self.leader
-        changed = resume_changes(leader.view.paused, leader.view.table,
-                                 leader.config.daemon.on_resume)
+        changed = net_changes(leader.view.paused, statuses(leader.view.table),
+                              leader.config.daemon.on_resume)
         # The pause ends in the transaction that queues the last of what it held back.
         # Batches keep each transaction under etcd's --max-txn-ops (128); each one that is
         # not the last marks its hosts as fired in the pause record, so a resume served

@@ -55,6 +55,11 @@ class Lease:
         with self._lock:
             return self.valid_until - time.monotonic() if self.id is not None else -1.0
 
+    def forget(self):
+        """Drop the lease without revoking it: whatever hangs on it goes when it expires."""
+        with self._lock:
+            self.id = None
+
     def revoke(self):
         """Give the lease up now (whatever hangs on it goes at once) and forget it."""
         with self._lock:

@@ -95,18 +95,18 @@ def test_hold_down_delays_a_change_after_the_last_one():
     assert seen(c, spec, "db1", "down", 130.0)[0] == [("up", "down")]
 
 
-def test_a_manual_transition_needs_no_confirmation_and_its_hold_stands_until_released():
+def test_a_manual_transition_needs_no_confirmation_and_stands_until_its_job_ends():
     c = Committer({"db1": "master", "db2": "slave"}, {"db2": 4.9})
     t = c.force("db2", "master")
     assert t == Transition("db2", "slave", "master", {}, manual=True)
     assert t.snapshot == {"db1": "master", "db2": "master"}
     c.apply(t, 5.0)
-    c.hold("db2", until=50.0)
+    c.stand_manual("db2", until=50.0)
     for now in (6.0, 7.0, 8.0):
         proposed, notes = c.observe(check(confirm=3), [{"host": "db2", "status": "slave"}], now)
     assert proposed == [] and notes[-1].text == ("master -> slave held: the manual transition "
                                                  "to master is still being carried out")
-    c.release("db2")
+    c.end_manual("db2")
     assert seen(c, check(confirm=3), "db2", "slave", 9.0)[0] == [("master", "slave")]
 
 
@@ -114,7 +114,7 @@ def test_a_forgotten_host_is_out_of_the_commit_rule():
     spec = SimpleNamespace(id="c", interval=1.0, timeout=1.0, confirm=2, hold_down=0)
     c = Committer({"db1": "master", "db9": "master"}, {"db9": 0.0})
     c.observe(spec, [{"host": "db9", "status": "slave"}], 1.0)  # one of two confirmations
-    c.hold("db9", 100.0)
+    c.stand_manual("db9", 100.0)
     c.forget("db9")
     assert c.status("db9") == "unknown" and "db9" not in c.committed
     assert c.force("db1", "slave").snapshot == {"db1": "slave"}

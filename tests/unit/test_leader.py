@@ -13,10 +13,11 @@ from hadaemon.cluster import clusterid
 from hadaemon.cluster.etcd import delete, jput, put
 from hadaemon.cluster.jobs import fence_job, transition_job
 from hadaemon.cluster.keys import Keys
-from hadaemon.cluster.leader import Leader, View, resume_changes
+from hadaemon.cluster.leader import Leader, View
 from hadaemon.cluster.settings import ClusterSettings
 from hadaemon.cluster.store import EtcdStore, EtcdTable
 from hadaemon.config import ActionSection, Command, Config, DaemonSettings
+from hadaemon.job import Job
 
 
 def _key(text):
@@ -215,14 +216,6 @@ def test_resume_fires_each_net_change_once():
     assert c.etcd.get(c.keys.paused) is None
 
 
-def test_resume_changes_is_the_net_diff_and_none_with_on_resume_none():
-    table = {"db1": {"status": "up"}, "db2": {"status": "down"}, "db3": {"status": "up"}}
-    paused = {"statuses": {"db1": "up", "db2": "up"}}
-    assert resume_changes(paused, table, "last") == [("db2", "up", "down"),
-                                                     ("db3", "unknown", "up")]
-    assert resume_changes(paused, table, "none") == []
-
-
 def test_a_deposed_leader_commits_nothing():
     c = Cluster(config())
     c.see(a={"db1": "up"}, b={"db1": "up"})
@@ -254,6 +247,7 @@ def test_transition_and_fence_jobs_have_one_shape():
     t = transition_job(config(), 3, {"db1": "up"}, "db1", "up", "down", "a")
     f = fence_job("fence-it -f", 60.0, 4, "b", "a")
     assert set(t) == set(f)
+    assert Job.from_dict(t).to_dict() == t and Job.from_dict(f).to_dict() == f  # as runners read
     assert f["plan"][0]["argv"] == ["fence-it", "-f", "b"] and f["plan"][0]["node"] == "a"
     assert (f["kind"], f["host"], f["state"], f["holder"]) == ("fence", "b", "queued", "")
     assert (t["kind"], t["state"], t["env"]["HA_HOST"]) == ("transition", "queued", "db1")

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from hadaemon import journal, runner
+from hadaemon import journal, runner, wire
 from hadaemon.commit import Transition
 from hadaemon.execute import Outcome
 from hadaemon.home import Home
@@ -175,9 +175,17 @@ def test_no_new_job_begins_while_paused_but_one_under_way_finishes(home):
     assert r.work() is True and ex.ran[-1] == ("c", False)
 
 
-def test_the_supervisors_messages_are_a_wake_up_or_settings():
-    assert runner.read_message(b"wake") is None
-    assert runner.read_message(b'{"grace": 3}') == {"grace": 3}
+def test_the_runner_takes_new_settings_and_wake_ups_from_the_supervisor(home):
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r = runner.Runner(home, dict(SETTINGS), a, execute=Executor())
+    b.send(wire.encode(wire.Settings({"grace": 3})))
+    assert r.wait_for_work(5) is True and r.settings["grace"] == 3
+    b.send(wire.encode(wire.Wake()))
+    assert r.wait_for_work(5) is True and r.settings["grace"] == 3
+    b.send(b"{garbled")  # dropped, the runner carries on
+    assert r.wait_for_work(5) is True and r.settings == dict(SETTINGS, grace=3)
+    b.close()
+    assert r.wait_for_work(5) is False  # the supervisor is gone
 
 
 def test_a_job_left_open_whose_host_moved_on_is_superseded(home):
