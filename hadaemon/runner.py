@@ -118,18 +118,11 @@ class Runner:
         try:
             if timeout is not None and not select.select([self.sock], [], [], timeout)[0]:
                 return True
-            data = self.sock.recv(65536)
+            message = wire.receive(self.sock, log, 65536)
         except InterruptedError:
             return True
-        except OSError:
+        except EOFError:
             return False
-        if not data:
-            return False
-        try:
-            message = wire.decode(data)
-        except ValueError as e:
-            log.error("garbled message from the supervisor dropped: %s", e)
-            return True
         if isinstance(message, wire.Settings):  # after a reload
             self.settings.update(message.values)
         return True

@@ -78,3 +78,22 @@ def decode(data):
         return cls(**body)
     except TypeError as e:
         raise ValueError(f"not a message: {e}") from None
+
+
+def receive(sock, log, size=1 << 20):
+    """The next message on a child's end of its socket: the message, or None when there was
+    none to take (interrupted, or it would block) or it was garbled (logged and dropped: a stray
+    datagram must not stop a child). EOFError when the supervisor is gone."""
+    try:
+        data = sock.recv(size)
+    except (InterruptedError, BlockingIOError):
+        return None
+    except OSError:
+        raise EOFError from None
+    if not data:
+        raise EOFError
+    try:
+        return decode(data)
+    except ValueError as e:
+        log.error("garbled message from the supervisor dropped: %s", e)
+        return None

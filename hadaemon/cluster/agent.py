@@ -102,19 +102,11 @@ class Agent:
         self.stopping = True
 
     def receive(self):
+        """Take one message from the supervisor; False when it is gone."""
         try:
-            data = self.sock.recv(1 << 20)
-        except (InterruptedError, BlockingIOError):
-            return True
-        except OSError:
+            message = wire.receive(self.sock, log)
+        except EOFError:
             return False
-        if not data:
-            return False
-        try:
-            message = wire.decode(data)
-        except ValueError as e:
-            log.error("garbled message from the supervisor dropped: %s", e)
-            return True
         if isinstance(message, wire.Opinions):
             self.opinions = message.statuses
             if message.mirror is not None and self.sent_table is None:
