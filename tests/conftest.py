@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import procs
-from hadaemon import control
+from hadaemon import control, leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -329,6 +329,9 @@ def daemons(request):
     for d in started:
         try:
             d.kill_all()
+            # Checks run in a session of their own and outlive a killed daemon (some tests
+            # count on it): the test is over, so they go too, or a hung one runs on for ever.
+            leftovers.kill(d.home.root)
         finally:
             if not d._err.closed:
                 d._err.close()
