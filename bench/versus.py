@@ -38,15 +38,16 @@ def run(tree, label, bench):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        usage="versus.py OLD [--rounds N] -- BENCH.py [its arguments]")
     ap.add_argument("old", help="the commit to compare with (e.g. a tag, a hash, HEAD~3)")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("bench", nargs=argparse.REMAINDER,
-                    help="-- then the benchmark script (in bench/) and its arguments")
-    a = ap.parse_args()
-    bench = a.bench[1:] if a.bench[:1] == ["--"] else a.bench
-    if not bench:
+    argv = sys.argv[1:]
+    if "--" not in argv or argv.index("--") == len(argv) - 1:
         ap.error("name a benchmark after --, e.g. -- throughput.py --seconds 3")
+    cut = argv.index("--")
+    a, bench = ap.parse_args(argv[:cut]), argv[cut + 1:]
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
     old = checkout(a.old)
