@@ -369,9 +369,19 @@ def spawn(home, settings):
     def start(child):
         os.set_inheritable(child.fileno(), True)
         return os.posix_spawn(sys.executable, command(home, child.fileno(), settings),
-                              os.environ,
+                              _environment(),
                               setsigdef=(signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
     return with_socket(start)
+
+
+def _environment():
+    """The supervisor's environment, with the place this package was imported from first on
+    the runner's path: a zipapp (hadaemon.pyz) or a checkout is not on the interpreter's own.
+    Commands do not inherit it (execute.base_environment)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+    return env
 
 
 def command(home, fd, settings):

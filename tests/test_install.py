@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 import hadaemon
-from conftest import ROOT, Home, wait_for
+from conftest import ROOT, Home, committed, wait_for
 
 PREFIX = "/opt/hadaemon"  # where the README's "Install as a service" puts the venv
 
@@ -165,3 +165,49 @@ def test_the_systemd_unit_verifies_against_the_documented_install(clone, tmp_pat
     r = subprocess.run(["systemd-analyze", "verify", unit], capture_output=True, text=True)
     # verify exits 0 on warnings (a bad URL, an unknown key): any line about the unit fails
     assert r.returncode == 0 and "hadaemon.service" not in r.stdout + r.stderr, r
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason="no system python3 here")
+def test_the_pyz_runs_the_example_on_the_system_python(tmp_path):
+    """contrib/build-pyz's one file, run by the system's interpreter with nothing installed
+    into it and no PYTHONPATH: init, run, a failover whose commands the action runner (a
+    separate exec'd process, which must find the package inside the file) carries out."""
+    pyz = tmp_path / "hadaemon.pyz"
+    r = subprocess.run([sys.executable, ROOT / "contrib/build-pyz", "-o", pyz],
+                       capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    env = clean_env()
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import hadaemon"], env=env, cwd=tmp_path,
+                           capture_output=True)
+    assert probe.returncode != 0  # the system Python has no hadaemon of its own to fall back on
+
+    def pyz_cli(*args):
+        return subprocess.run([SYSTEM_PYTHON, pyz, *args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=60)
+    assert pyz_cli("--version").stdout == f"hadaemon {hadaemon.__version__}\n"
+    root = tmp_path / "home"
+    assert pyz_cli("init", root).returncode == 0
+    home = Home.__new__(Home)
+    home.root = root
+    with open(tmp_path / "daemon.log", "w") as log:
+        daemon = subprocess.Popen([SYSTEM_PYTHON, pyz, "--home", root, "run"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_for(lambda: committed(home, "db1", "master")() and committed(home, "db2", "slave")(),
+                 60, "db1 master, db2 slave")
+        (root / "var/role/db1").write_text("down\n")
+        (root / "var/role/db2").write_text("master\n")
+        wait_for(lambda: any(e["host"] == "db2" and e["state"] == "done" and e["commands"]
+                             for e in home.history()), 60, "db2's failover done")
+        [failover] = [e for e in home.history() if e["host"] == "db2" and e["commands"]]
+        assert [c["outcome"] for c in failover["commands"]] == ["ok"] * 4, failover
+        assert (root / "var/example/vip").read_text() == "db2\n"
+        status = pyz_cli("--home", root, "status")
+        assert status.returncode == 0 and "db2   master" in status.stdout, status
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0, (tmp_path / "daemon.log").read_text()
