@@ -8,6 +8,8 @@ import time
 import zlib
 from html import escape
 
+from .names import UNKNOWN
+
 # The window fits what there is to show: a daemon started ten minutes ago gets 15 minutes, not
 # six hours of nothing. Its length is one of these (seconds), at most the longest asked for.
 SPANS = (300, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600)
@@ -20,7 +22,7 @@ COLOURS = {"master": "#1864ab", "slave": "#74c0fc", "up": "#2f9e44", "warning": 
            "down": "#e03131", "unknown": "#adb5bd"}
 PALETTE = ("#9c36b5", "#0ca678", "#e8590c", "#5f3dc4", "#c2255c", "#66a80f", "#1098ad",
            "#862e9c")
-NO_RECORD = "#f1f3f5"  # before anything history or the table says
+NO_RECORD = "#e9ecef"  # before anything history or the table says
 
 
 def colour(status):
@@ -43,15 +45,17 @@ def intervals(changes, current, since, start, end):
     """[(from, to, status)] covering [start, end] where something is known, oldest first.
 
     changes: this host's transitions [(time, from, to)] as history has them. Before the first
-    one the host was in its `from` (unknown before a host is first seen). A transition to the
-    status the host already has changes nothing: that is how a sequence fired on `resume` looks,
-    its status change being in history already, when it happened. current and since: the
-    table's status and when it began; the table has the last word, so a status history does not
-    show (pruned, or committed after history was read) starts at since. None: nothing known
-    there (no history before since)."""
+    one the host was in its `from`, unless that is `unknown`, the status of a host never seen:
+    nothing is known there (or a new daemon's hosts would look unknown for hours). A
+    transition to the status the host already has changes nothing: that is how a sequence
+    fired on `resume` looks, its status change being in history already, when it happened.
+    current and since: the table's status and when it began; the table has the last word, so
+    a status history does not show (pruned, or committed after history was read) starts at
+    since. None: nothing known there."""
     changes = sorted((c for c in changes if finite(c[0])), key=lambda c: c[0])
     if changes:
-        points = [(-math.inf, changes[0][1])] + [(t, target) for t, _, target in changes]
+        before = None if changes[0][1] == UNKNOWN else changes[0][1]
+        points = [(-math.inf, before)] + [(t, target) for t, _, target in changes]
     else:
         points = [(-math.inf, None)]
     if current is not None and points[-1][1] != current:

@@ -43,7 +43,13 @@ def answer(hosts, **daemon):
 def test_intervals_follow_the_transitions_up_to_the_current_status():
     changes = [(100, "unknown", "master"), (200, "master", "slave")]
     assert timeline.intervals(changes, "slave", 200, 0, 300) == [
-        (0, 100, "unknown"), (100, 200, "master"), (200, 300, "slave")]
+        (0, 100, None), (100, 200, "master"), (200, 300, "slave")]
+
+
+def test_a_host_never_seen_before_its_first_transition_is_no_record_but_unknown_later_is():
+    changes = [(100, "unknown", "master"), (200, "master", "unknown"), (250, "unknown", "up")]
+    assert timeline.intervals(changes, "up", 250, 0, 300) == [
+        (0, 100, None), (100, 200, "master"), (200, 250, "unknown"), (250, 300, "up")]
 
 
 def test_intervals_are_cut_to_the_window():
@@ -68,20 +74,20 @@ def test_a_sequence_fired_on_resume_changes_no_status():
     """paused: slave -> master at 100 is skipped; resume at 200 fires slave -> master again"""
     changes = [(50, "unknown", "slave"), (100, "slave", "master"), (200, "slave", "master")]
     assert timeline.intervals(changes, "master", 100, 0, 300) == [
-        (0, 50, "unknown"), (50, 100, "slave"), (100, 300, "master")]
+        (0, 50, None), (50, 100, "slave"), (100, 300, "master")]
 
 
 def test_the_table_has_the_last_word_over_history():
     """a transition committed after history was read (or pruned from it) starts at since"""
     changes = [(100, "unknown", "slave")]
     assert timeline.intervals(changes, "master", 250, 0, 300) == [
-        (0, 100, "unknown"), (100, 250, "slave"), (250, 300, "master")]
+        (0, 100, None), (100, 250, "slave"), (250, 300, "master")]
 
 
 def test_transitions_without_a_time_are_left_out_and_order_is_by_time():
-    changes = [(200, "master", "slave"), (None, "x", "y"), (100, "unknown", "master")]
+    changes = [(200, "master", "slave"), (None, "x", "y"), (100, "down", "master")]
     assert timeline.intervals(changes, "slave", 200, 0, 300) == [
-        (0, 100, "unknown"), (100, 200, "master"), (200, 300, "slave")]
+        (0, 100, "down"), (100, 200, "master"), (200, 300, "slave")]
 
 
 def test_the_window_fits_what_there_is_to_show():
@@ -187,7 +193,7 @@ def test_a_host_with_no_history_shows_its_status_since_when_it_is_known():
 
 
 def test_a_host_shows_its_transitions_and_their_commands_outcomes():
-    history = [entry(1, "db1", "unknown", "slave", NOW - 3000),
+    history = [entry(1, "db1", "down", "slave", NOW - 3000),
                entry(2, "db1", "slave", "master", NOW - 60,
                      [command("stopservice1", output="stopped\n"),
                       command("startservice1", outcome="failed", rc=3)], state="failed")]
@@ -196,7 +202,7 @@ def test_a_host_shows_its_transitions_and_their_commands_outcomes():
     doc = parse(page.render(status, history, NOW))
     card = doc.find("article", data_host="db1")
     assert [s.attrs["data-status"] for s in card.find_all("rect", cls="span")] == [
-        "unknown", "slave", "master"]
+        "down", "slave", "master"]
     assert "set by hand" in card.text()
     newest = doc.find("section", id="transitions").find_all("article")[0]
     assert newest.attrs["data-job"] == "2"
