@@ -373,6 +373,8 @@ pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f8f9fa;border:1px so
 .detail,.note,.none,.empty,.queue{color:var(--muted);font-size:.9em}
 .note,.none{margin:4px 0 0}
 details summary{cursor:pointer;color:var(--muted);font-size:.85em}
+.commands details{display:inline-block;vertical-align:top;margin-left:4px}
+.commands details[open]{display:block;margin-left:0}
 #cluster table{border-collapse:collapse;width:100%;background:var(--card)}
 #cluster th,#cluster td{border:1px solid var(--line);padding:4px 8px;text-align:left;
  vertical-align:top;overflow-wrap:anywhere}

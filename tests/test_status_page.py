@@ -1,23 +1,27 @@
 """The status page in a real browser: a real daemon makes a real transition; its status and
 history, read through the control socket, make the page, which Debian's headless Chromium
 loads while the transition's sequence runs and again once it has ended. The test checks what
-the browser's DOM shows and keeps a screenshot of each under its tmp_path."""
+the browser's DOM shows, that nothing reaches past a phone's width, and keeps screenshots under
+its tmp_path."""
 
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import pytest
 
-from conftest import FAST, committed, wait_for
+from conftest import FAST, committed, host_name, wait_for
 from dom import parse
 from hadaemon import page
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get "
                                 "install chromium): the page is tested in a real browser")
+
+PHONE = 390  # CSS pixels: a phone held upright
 
 # An action that runs until the test lets it go (var/go), at most a minute.
 HOLD = """\
@@ -51,17 +55,38 @@ def chromium(tmp_path, url, *args):
     return result.stdout
 
 
-def look(tmp_path, url, name):
-    """The DOM Chromium made of the page, and screenshots at desktop and phone width."""
-    for size in ("1280,900", "390,844"):
+def look(tmp_path, url, name, sizes=("1280,900",)):
+    """The DOM Chromium made of the page, and a screenshot at each window size."""
+    for size in sizes:
         shot = tmp_path / f"{name}-{size.split(',')[0]}.png"
         chromium(tmp_path, url, f"--screenshot={shot}", f"--window-size={size}")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"no screenshot {shot}"
     return parse(chromium(tmp_path, url, "--dump-dom"))
 
 
+# Headless Chromium's --dump-dom lays out at least 500 pixels wide whatever --window-size says
+# (its screenshots do not): the page is made PHONE wide, then whatever reaches past that shows.
+MEASURE = f"""<style>html{{width:{PHONE}px}}</style><script>
+let right = 0;
+for (const e of document.querySelectorAll("body *"))
+  right = Math.max(right, e.getBoundingClientRect().right);
+document.body.dataset.right = Math.ceil(right);
+</script></body>"""
+
+
+def laid_out_width(tmp_path, url):
+    """How far right anything of the page reaches when it is laid out phone wide. The page
+    has no script: a copy of it gets one, which writes it where --dump-dom shows it."""
+    html = urllib.request.urlopen(url).read().decode()
+    probe = tmp_path / "measured.html"
+    probe.write_text(html.replace("</body>", MEASURE))
+    dom = parse(chromium(tmp_path, probe.as_uri(), f"--window-size={PHONE},844", "--dump-dom"))
+    return int(dom.find("body").attrs["data-right"])
+
+
 def test_the_page_shows_a_transition_as_it_happens_in_a_real_browser(home, daemons, tmp_path):
-    home.write("checks.conf", FAST + "confirm = 2\n[local]\nstatus_from_files db1 db2\n")
+    long = host_name(1)[:240]  # no space in it: the page must fit a phone all the same
+    home.write("checks.conf", FAST + f"confirm = 2\n[local]\nstatus_from_files db1 db2 {long}\n")
     home.write("actions.conf", """
         [slave_to_master]
         record stopservice1
@@ -72,9 +97,11 @@ def test_the_page_shows_a_transition_as_it_happens_in_a_real_browser(home, daemo
     home.script("actions", "hold", HOLD)
     home.set_status("db1", "slave")
     home.set_status("db2", "slave")
+    home.set_status(long, "up")
     daemons(home)
     wait_for(committed(home, "db1", "slave"), 30, "db1 slave")
     wait_for(committed(home, "db2", "slave"), 30, "db2 slave")
+    wait_for(committed(home, long, "up"), 30, "the long-named host up")
     home.set_status("db1", "master")
     wait_for(lambda: [e for e in home.history() if e["to"] == "master"
                       and e["state"] == "running" and e["commands"][2]["outcome"] == "running"],
@@ -94,7 +121,8 @@ def test_the_page_shows_a_transition_as_it_happens_in_a_real_browser(home, daemo
     (home.root / "var/go").touch()
     wait_for(lambda: [e for e in home.history() if e["to"] == "master" and e["state"] == "done"],
              60, "the sequence done")
-    after = look(tmp_path, page_url(home, tmp_path, "after"), "after")
+    after = look(tmp_path, page_url(home, tmp_path, "after"), "after",
+                 ("1280,900", f"{PHONE},844"))
     newest = after.find("section", id="transitions").find("article", cls="transition")
     head = newest.find("h3")
     assert (head.find(cls="who").text(), [s.text() for s in head.find_all(cls="status")],
@@ -107,3 +135,5 @@ def test_the_page_shows_a_transition_as_it_happens_in_a_real_browser(home, daemo
     other = after.find("article", data_host="db2")
     assert other.find(cls="status").text() == "slave"
     assert [r.attrs["data-status"] for r in other.find_all("rect", cls="span")][-1] == "slave"
+    assert after.find("article", data_host=long).find(cls="name").text() == long
+    assert laid_out_width(tmp_path, page_url(home, tmp_path, "phone")) <= PHONE

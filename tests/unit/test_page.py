@@ -160,6 +160,8 @@ def test_the_page_needs_nothing_from_elsewhere_and_reloads_itself():
     assert not [e for e in doc.iter() if e.tag == "script" or "src" in e.attrs
                 or "href" in e.attrs]
     assert "url(" not in html and "@import" not in html
+    default = parse(page.render(status, [], NOW)).find("meta", http_equiv="refresh")
+    assert default.attrs["content"] == "10"
 
 
 def test_an_empty_table_says_so():
