@@ -8,6 +8,7 @@ and the page reloads itself (<meta http-equiv="refresh">).
 """
 
 import json
+import shlex
 import time
 from html import escape
 
@@ -29,7 +30,13 @@ def render(status, history, now, refresh=10, hours=6):
     daemon = _dict(status.get("daemon"))
     start, end = timeline.window(
         [e.get("time") for e in history] + [daemon.get("started")], now, int(hours * 3600))
-    cards = [_host(str(h), _dict(e), history, now, start, end) for h, e in sorted(hosts.items())]
+    changes = {}  # host -> its transitions, oldest first
+    for e in history:
+        if isinstance(e.get("host"), str):
+            changes.setdefault(e["host"], []).append((e.get("time"), _name(e.get("from")),
+                                                      _name(e.get("to"))))
+    cards = [_host(str(h), _dict(e), changes.get(h, []), now, start, end)
+             for h, e in sorted(hosts.items())]
     shown = {str(_dict(e).get("status")) for e in hosts.values()}
     shown |= {s for c in cards for s in c[1]}
     body = [_header(status, daemon, now, refresh),
@@ -145,11 +152,9 @@ def _legend(statuses):
             f'{timeline.NO_RECORD}"></i>no record</span></p>')
 
 
-def _host(host, entry, history, now, start, end):
+def _host(host, entry, changes, now, start, end):
     """(the host's card, the statuses its timeline shows)."""
-    current = entry.get("status")
-    changes = [(e.get("time"), e.get("from"), e.get("to")) for e in history
-               if e.get("host") == host]
+    current = _name(entry.get("status"))
     periods = timeline.intervals(changes, current, entry.get("since"), start, end)
     marks = []
     if entry.get("manual"):
@@ -212,10 +217,15 @@ def _transition(e, now):
 def _command(c):
     outcome = str(c.get("outcome"))
     detail = []
+    argv = c.get("argv")
+    if isinstance(argv, list) and all(isinstance(a, str) for a in argv) and (
+            shlex.join(argv) != c.get("command")):
+        detail.append(f"as <code>{_e(_short(shlex.join(argv)))}</code>")  # %VAR% expanded
     if c.get("exit") is not None:
         detail.append(f"exit {_e(c.get('exit'))}")
     if timeline.finite(c.get("duration")):
-        detail.append(f"{c['duration']:.2f} s")
+        d = c["duration"]
+        detail.append(f"{d * 1000:.0f} ms" if d < 1 else f"{d:.2f} s")
     if c.get("node"):
         detail.append(f"on {_e(c.get('node'))}")
     if c.get("resumed"):
@@ -255,6 +265,11 @@ def _cluster(cluster):
 
 def _e(value):
     return escape(value if isinstance(value, str) else "-" if value is None else str(value))
+
+
+def _name(value):
+    """A status as the timeline takes it: a string, or None."""
+    return value if value is None or isinstance(value, str) else str(value)
 
 
 def _dict(value):

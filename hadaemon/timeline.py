@@ -26,7 +26,7 @@ NO_RECORD = "#e9ecef"  # before anything history or the table says
 
 
 def colour(status):
-    if status in COLOURS:
+    if isinstance(status, str) and status in COLOURS:
         return COLOURS[status]
     return PALETTE[zlib.crc32(str(status).encode("utf-8", "replace")) % len(PALETTE)]
 

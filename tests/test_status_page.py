@@ -131,6 +131,7 @@ def test_the_page_shows_a_transition_as_it_happens_in_a_real_browser(home, daemo
         "ok", "failed", "ok", "ok"]
     assert "exit 1" in newest.find_all("li")[1].text()
     assert "released after" in newest.find_all("li")[2].find("pre").text()
+    assert "as record plumb db1" in newest.find_all("li")[3].text()  # %MASTER% expanded
     assert "no sequence queued" in after.find(cls="queue").text()
     other = after.find("article", data_host="db2")
     assert other.find(cls="status").text() == "slave"

@@ -212,6 +212,7 @@ def test_a_host_shows_its_transitions_and_their_commands_outcomes():
             for li in newest.find_all("li")] == [("ok", "stopservice1"),
                                                  ("failed", "startservice1")]
     assert "exit 3" in newest.text() and "stopped" in newest.find("pre").text()
+    assert "500 ms" in newest.text()
     assert "PAUSED" in " ".join(b.text() for b in doc.find_all(cls="banner"))
     assert "#3 db1 → down" in doc.find("section", id="queue").text()
 
@@ -234,13 +235,14 @@ def test_in_cluster_mode_the_page_names_the_node_serving_it_and_the_leader():
                          "nodes": {"n1": {}, "n2": {}}, "paused": False, "stale": False,
                          "results": {"n1": {"db1": "master"}, "n2": {"db1": "master"}}}
     history = [entry(1, "db1", "unknown", "master", NOW - 60, leader="n1",
-                     commands=[command("promote", node="n1")])]
+                     commands=[command("promote %MASTER%", node="n1", argv=["promote", "db1"])])]
     doc = parse(page.render(status, history, NOW))
     header = doc.find("header").text()
     assert "served by node n2" in header and "leader n1" in header
     rows = {tr.attrs["data-node"]: tr.text() for tr in doc.find_all("tr") if "data-node" in
             tr.attrs}
     assert "leader" in rows["n1"] and "this page" in rows["n2"] and "db1" in rows["n2"]
+    assert "as promote db1" in doc.find("section", id="transitions").text()
     assert "on n1" in doc.find("section", id="transitions").text()
 
 
@@ -248,3 +250,15 @@ def test_colours_are_fixed_per_status_and_text_stays_readable():
     assert timeline.colour("master") != timeline.colour("slave")
     assert timeline.colour("standby") == timeline.colour("standby") in timeline.PALETTE
     assert timeline.ink("#ffffff") == "#111" and timeline.ink("#000000") == "#fff"
+
+
+@pytest.mark.parametrize("status, history", [
+    (None, None), ({}, []), ({"hosts": []}, [1, "x", None]),
+    ({"hosts": {"db1": None, "db2": {"status": ["x"], "since": "yesterday", "details": [1]}},
+      "daemon": [], "queue": {}, "cluster": "x"},
+     [{"host": ["db1"], "time": "now", "commands": {}}, {"host": "db2", "time": float("nan"),
+                                                         "commands": [None, {"duration": "x"}]}]),
+])
+def test_answers_of_another_shape_make_a_page_not_an_exception(status, history):
+    doc = parse(page.render(status, history, NOW))
+    assert doc.find("section", id="hosts") and doc.find("section", id="transitions")
