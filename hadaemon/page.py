@@ -25,7 +25,7 @@ def render(status, history, now, refresh=10, hours=6):
     oldest first) as of now (epoch seconds); it reloads every refresh seconds and its
     timelines reach back at most `hours` hours."""
     status = status if isinstance(status, dict) else {}
-    history = [e for e in history if isinstance(e, dict)] if isinstance(history, list) else []
+    history = _dicts(history)
     hosts = status.get("hosts") if isinstance(status.get("hosts"), dict) else {}
     daemon = _dict(status.get("daemon"))
     start, end = timeline.window(
@@ -37,7 +37,7 @@ def render(status, history, now, refresh=10, hours=6):
                                                       _name(e.get("to"))))
     cards = [_host(str(h), _dict(e), changes.get(h, []), now, start, end)
              for h, e in sorted(hosts.items())]
-    shown = {str(_dict(e).get("status")) for e in hosts.values()}
+    shown = {_name(_dict(e).get("status")) for e in hosts.values()} - {None}
     shown |= {s for c in cards for s in c[1]}
     body = [_header(status, daemon, now, refresh),
             *_banners(status, daemon),
@@ -125,8 +125,7 @@ def _banners(status, daemon):
 def _queue(status, history):
     """The open sequences: the status answer's queue (single node), else the open jobs of
     history (cluster mode keeps its queue in etcd, where history is read)."""
-    jobs = [j for j in status.get("queue") or [] if isinstance(j, dict)] if isinstance(
-        status.get("queue"), list) else []
+    jobs = _dicts(status.get("queue"))
     if not jobs:
         jobs = [dict(e, target=e.get("to")) for e in history if e.get("state") in OPEN]
     if not jobs:
@@ -139,7 +138,7 @@ def _queue(status, history):
 def _summary(hosts):
     counts = {}
     for e in hosts.values():
-        s = str(_dict(e).get("status"))
+        s = _name(_dict(e).get("status"))
         counts[s] = counts.get(s, 0) + 1
     return ('<p class="summary">' + f"{len(hosts)} host(s): " + ", ".join(
         f"{n} {_badge(s)}" for s, n in sorted(counts.items(), key=_by_status)) + "</p>")
@@ -202,8 +201,7 @@ def _transition(e, now):
     how = ' <span class="mark">by hand</span>' if e.get("manual") else ""
     note = f'<p class="note">{_e(e.get("note"))}</p>' if e.get("note") else ""
     leader = f" &middot; leader {_e(e.get('leader'))}" if e.get("leader") else ""
-    commands = [c for c in e.get("commands") or [] if isinstance(c, dict)] if isinstance(
-        e.get("commands"), list) else []
+    commands = _dicts(e.get("commands"))
     steps = ("<ol class=\"commands\">" + "".join(_command(c) for c in commands) + "</ol>"
              if commands else '<p class="none">no commands</p>')
     return (f'<article class="transition" data-job="{_e(e.get("id"))}">'
@@ -217,9 +215,9 @@ def _transition(e, now):
 def _command(c):
     outcome = str(c.get("outcome"))
     detail = []
-    argv = c.get("argv")
-    if isinstance(argv, list) and all(isinstance(a, str) for a in argv) and (
-            shlex.join(argv) != c.get("command")):
+    argv, text = c.get("argv"), c.get("command")
+    if isinstance(text, str) and "%" in text and isinstance(argv, list) and all(
+            isinstance(a, str) for a in argv):
         detail.append(f"as <code>{_e(_short(shlex.join(argv)))}</code>")  # %VAR% expanded
     if c.get("exit") is not None:
         detail.append(f"exit {_e(c.get('exit'))}")
@@ -255,7 +253,7 @@ def _cluster(cluster):
         rows.append(f'<tr data-node="{_e(node)}"><th>{_e(node)}</th><td>{", ".join(roles)}</td>'
                     f'<td>{views or "(no results yet)"}</td></tr>')
     left = cluster.get("lease_left")
-    lease = (f"<p>leader's lease: {_e(_duration(left))} left</p>" if timeline.finite(left) else "")
+    lease = f"<p>leader's lease: {_e(_duration(left))} left</p>" if timeline.finite(left) else ""
     return (f'<section id="cluster"><h2>Cluster {_e(cluster.get("name"))}</h2>{lease}'
             f'<table><thead><tr><th>node</th><th>role</th><th>its checks see</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></section>')
@@ -274,6 +272,11 @@ def _name(value):
 
 def _dict(value):
     return value if isinstance(value, dict) else {}
+
+
+def _dicts(value):
+    """The objects of a list (history, its commands, the queue); nothing else."""
+    return [x for x in value if isinstance(x, dict)] if isinstance(value, list) else []
 
 
 def _json(value):

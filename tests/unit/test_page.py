@@ -262,3 +262,19 @@ def test_colours_are_fixed_per_status_and_text_stays_readable():
 def test_answers_of_another_shape_make_a_page_not_an_exception(status, history):
     doc = parse(page.render(status, history, NOW))
     assert doc.find("section", id="hosts") and doc.find("section", id="transitions")
+
+
+def test_what_is_wrong_is_said_at_the_top():
+    status = answer({"db1": host("up", NOW - 60, stale=True, conflict=True)},
+                    stale={"hosts": ["db1"], "checks": {"check_db": 31.0}},
+                    record_error="disk I/O error")
+    status["cluster"] = {"name": "prod", "node": "n1", "leader": None, "stale": True,
+                         "error": "etcd unreachable", "unreachable_for": 12.0}
+    doc = parse(page.render(status, [], NOW))
+    banners = [b.text() for b in doc.find_all(cls="banner")]
+    assert [b.split(":")[0] for b in banners] == ["STALE", "cannot record to var/", "STALE"]
+    assert "12 s (etcd unreachable)" in banners[0] and "disk I/O error" in banners[1]
+    assert "check_db (31 s); hosts not watched: db1" in banners[2]
+    assert "leader (none)" in doc.find("header").text()
+    marks = [m.text() for m in doc.find("article", data_host="db1").find_all(cls="mark")]
+    assert marks == ["stale", "checks disagree"]
