@@ -127,8 +127,9 @@ class Recorder:
         (job id, its steps, the table entry). plan: the transition's, if made already."""
         steps, env = plan or self.plan(transition)
         wall = time.time()
+        # manual: as in cluster mode's table, whether this status was set by hand.
         entry = dict(self.hosts.entries.get(transition.host, {}), status=transition.target,
-                     since=wall)
+                     since=wall, manual=transition.manual)
         if write_table:
             self.hosts.table.set(transition.host, entry)
         job = self.journal.enqueue(transition, steps, env, wall, observed_mono,

@@ -1,5 +1,6 @@
 """Operator commands in single-node mode: pause/resume (maintenance) and manual transitions."""
 
+import json
 import os
 import signal
 import subprocess
@@ -86,6 +87,9 @@ def test_manual_transition_fires_like_an_observed_one(home, daemons):
     wait_for(lambda: home.status()["hosts"]["db2"].get("observed") == "master", 20, "observed")
     assert "db2: master -> slave held: the manual transition to master is still being" in home.log()
     assert [h["to"] for h in home.history() if h["host"] == "db2"] == ["slave", "master"]
+    # status --json says which status was set by hand (the status page shows it)
+    hosts = json.loads(home.cli("status", "--json").stdout)["hosts"]
+    assert (hosts["db2"]["manual"], hosts["db1"]["manual"]) == (True, False)
     bad = home.cli("transition", "db1;x", "master")
     assert bad.returncode == 2 and "'db1;x' is not a host name" in bad.stderr
     # the daemon refuses it too, for a client other than ours

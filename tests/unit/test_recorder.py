@@ -47,3 +47,16 @@ def test_pruning_goes_on_while_jobs_are_open_and_stops_at_rest(tmp_path):
     r.journal.finish(job, "done")
     r.settle()
     assert not r.prune_due and not r.manual_jobs
+
+
+def test_the_table_says_whether_a_status_was_set_by_hand(tmp_path):
+    """status --json shows it per host (the status page marks it), as cluster mode's table."""
+    r, _ = recorder(tmp_path)
+    job = r.commit(r.committer.force("db1", "master"), 0.0)
+    assert r.hosts.entries["db1"]["manual"] is True
+    assert r.hosts.table.get("db1")["manual"] is True
+    r.journal.finish(job, "done")
+    r.end_manual_holds()
+    r.commit(r.committer.observe(CHECK, [{"host": "db1", "status": "slave"}], 1.0)[0][0], 1.0)
+    assert r.hosts.entries["db1"]["manual"] is False
+    assert r.hosts.table.get("db1")["manual"] is False
