@@ -63,6 +63,7 @@ class Runner:
         self.sock = sock
         self.parent = os.getppid()
         self.stop_at = None  # monotonic deadline once SIGTERM arrived
+        self.woken = None  # the read end of the signal wake-up pipe (main)
         self.trouble = RateLog(log)  # store writes that fail
         self.store = self.gate = None
         self.announced = None  # the job whose start was logged (a held job is not again)
@@ -70,6 +71,10 @@ class Runner:
     def main(self):
         logsetup.configure_child(self.home, self.settings)
         signal.signal(signal.SIGTERM, self._terminate)
+        # An idle runner sleeps in select(), which Python resumes after a handler returns: the
+        # handler's byte on this pipe is what ends the wait, so a SIGTERM stops it while idle.
+        self.woken, wakeup = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
         os.chdir(self.home.root)  # commands run in the home: no per-run cwd, so posix_spawn
         try:
             if "cluster" in self.settings:
@@ -116,7 +121,12 @@ class Runner:
     def wait_for_work(self, timeout=None):
         """Until the supervisor says something (or `timeout` passed); False when it is gone."""
         try:
-            if timeout is not None and not select.select([self.sock], [], [], timeout)[0]:
+            waits = [self.sock] if self.woken is None else [self.sock, self.woken]
+            ready = select.select(waits, [], [], timeout)[0]
+            if self.woken is not None and self.woken in ready:
+                os.read(self.woken, 512)  # a signal: the loop looks at stopping() again
+                return True
+            if not ready:
                 return True
             message = wire.receive(self.sock, log, 65536)
         except InterruptedError:

@@ -1041,3 +1041,21 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     assert r.returncode == 1
     text = log_file.read_text()
     assert "__main__.broken (pid" in text and "RuntimeError: the child broke" in text, text
+
+
+def test_an_idle_runner_stops_on_sigterm_and_a_new_one_takes_over(home, daemons):
+    """A SIGTERM reaches the runner alone (an operator's kill, a cgroup-wide stop whose
+    supervisor is slower): waiting for work, it leaves at once, and the supervisor starts the
+    next one, which runs what comes."""
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    home.write("actions.conf", "[*_to_*]\nrecord %HOST% %TO%\n")
+    home.set_status("db1", "up")
+    d = daemons(home)
+    wait_for(lambda: home.actions_log(), 30, "the first action")
+    runner = home.status()["daemon"]["runner"]
+    os.kill(runner, signal.SIGTERM)
+    wait_for(lambda: not procs.alive(runner), 10, "the idle runner gone after SIGTERM")
+    wait_for(lambda: home.status()["daemon"]["runner"] not in (None, runner), 30, "a new runner")
+    home.set_status("db1", "down")
+    wait_for(lambda: len(home.actions_log()) == 2, 30, "the new runner runs the next action")
+    assert d.alive()
