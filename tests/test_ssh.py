@@ -7,13 +7,14 @@ per host, and no ssh left behind.
 import json
 import os
 import signal
-import time
+import subprocess
 from pathlib import Path
 
 import pytest
 
 import sshnet
-from conftest import committed, new_results, status_of, wait_for
+from conftest import ROOT, committed, new_results, status_of, wait_for
+from test_walkthrough import README, hadaemon_env, run_shell, shell_block
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(bool(sshnet.unavailable()),
@@ -183,3 +184,41 @@ def test_no_ssh_outlives_the_daemon(home, daemons, remote):
     d.kill_supervisor(signal.SIGKILL)
     wait_for(lambda: masters(home) == [], 10, "the master gone with the supervisor")
     wait_for(lambda: remote.connections() == [], 10, "no connection left")
+
+
+def test_the_sweep_at_start_kills_a_master_a_killed_daemon_left(home, daemons):
+    # PR_SET_PDEATHSIG makes this rare (a master started just as its supervisor died); a
+    # process with a master's marks stands in for one.
+    home.write("checks.conf", "[local]\nstatus_from_files db1\n")
+    left = subprocess.Popen(["sleep", "600"], start_new_session=True,
+                            env={"HA_HOME": str(home.root), "HA_SSH": "10.213.0.2"})
+    try:
+        daemons(home)
+        wait_for(lambda: left.poll() is not None, 30, "the left master killed")
+        assert left.returncode == -signal.SIGKILL
+    finally:
+        if left.poll() is None:
+            left.kill()
+            left.wait()
+
+
+def test_readme_ssh_walkthrough_twice_in_a_row(tmp_path):
+    host = sshnet.RemoteHost(tmp_path / "sshd")
+    sshnet.reap_stale()
+    host.net = sshnet._free_net()
+    demo = f"{sshnet.DEMO} -s {host.suffix} -n {host.net} -d {host.dir}"
+    script = shell_block(README.read_text(), "ssh")
+    for old, new in (("demo=$PWD/examples/ssh/demo;", f'demo="{demo}";'),
+                     ("10.213.0.2", host.address), ("/var/tmp/hadaemon-sshdemo", str(host.dir)),
+                     ("/tmp/hassh", str(tmp_path / "hassh"))):
+        assert old in script
+        script = script.replace(old, new)
+    env = hadaemon_env(tmp_path)
+    try:
+        for round_ in (1, 2):
+            out = run_shell(script, ROOT, env)
+            for shown in ("OK: 3 check(s)", "hadaemon started", "hadaemon stopped"):
+                assert shown in out, f"round {round_}: {shown!r} not in:\n{out}"
+            assert not (tmp_path / "hassh").exists() and not host.dir.exists()
+    finally:
+        host.down()

@@ -186,3 +186,13 @@ def test_remote_programs_are_absolute_paths_or_scripts(home):
         f"{conf}:2: check 'binary@db3': {home.root}/checks/binary has no #! line: only a script "
         "can be sent to a remote host (give a remote program as an absolute path)",
         f"{conf}:3: check 'relative@db3': a remote program must be an absolute path"]
+
+
+def test_strict_mode_vets_the_known_hosts_file(home):
+    h = ssh_home(home, "[daemon]\nstrict = yes\n[ssh:db3]\n/bin/true\n")
+    (home.root / "etc/known_hosts").chmod(0o666)
+    with pytest.raises(ConfigError) as e:
+        config.load(h)
+    assert len(e.value.problems) == 1 and "known_hosts" in e.value.problems[0], e.value.problems
+    (home.root / "etc/known_hosts").chmod(0o644)
+    assert [c.id for c in config.load(h).checks] == ["true@db3"]
