@@ -66,6 +66,9 @@ class CheckSpec:
     where: str  # file:line of the scope line, for messages
     remote: object = None  # sshscope.Target: argv is the ssh that runs it there
     send: str = ""  # a script of checks/ sent over ssh's stdin to its #! interpreter
+    # A remote check's `timeout` is enforced there; `timeout` above is then the local ssh's:
+    # longer by the target's margin (connect, hear of it), and what every local limit uses.
+    remote_timeout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -335,6 +338,7 @@ def _remote_check(home, where, cid, script, args, values, remote, problems):
             problems.append(f"{where}: check {cid!r}: {e}")
             return None
     command = sshscope.remote_command(program + args, cid, values["host"], values["timeout"])
+    values.update(timeout=values["timeout"] + remote.margin, remote_timeout=values["timeout"])
     return CheckSpec(id=cid, argv=remote.check_argv(command), where=where, remote=remote,
                      send=send, **values)
 

@@ -96,11 +96,10 @@ def check_job(check, daemon, number):
            "limit": daemon.output_limit, "host": check.host, "user": daemon.user,
            "statuses": sorted(daemon.known_statuses)}
     if check.remote:
-        # The check's timeout is enforced on the remote host; the local ssh gets longer, to
-        # connect and to hear of it. Past that, nothing was heard from the host.
-        job["timeout"] = check.timeout + check.remote.margin
-        job["remote"] = {"host": check.remote.host, "timeout": check.timeout,
-                         "local_timeout": job["timeout"]}
+        # The check's timeout is enforced on the remote host; past the local ssh's (longer, to
+        # connect and to hear of it), nothing was heard from the host.
+        job["remote"] = {"host": check.remote.host, "timeout": check.remote_timeout,
+                         "local_timeout": check.timeout}
         job["stdin"] = check.send or None
     return job
 

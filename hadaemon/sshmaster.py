@@ -34,6 +34,7 @@ class Master:
     target: object  # sshscope.Target
     popen: subprocess.Popen
     started: float
+    ended: bool = False  # told to leave: its exit is awaited
 
 
 class Masters:
@@ -44,8 +45,17 @@ class Masters:
         self.errors = RateLog(log)
 
     def ensure(self, target, now):
-        """Start target's master unless it runs or its back-off says not yet."""
-        if target.socket in self.running:
+        """Start target's master unless it runs or its back-off says not yet. One that runs
+        but has no socket past the time to connect (removed by hand, or it never got one) serves
+        no check: it is ended, and the next check starts another."""
+        master = self.running.get(target.socket)
+        if master:
+            if (not master.ended and now - master.started > target.margin
+                    and not os.path.exists(target.socket)):
+                log.warning("ssh %s: master %d has no control socket: ending it",
+                            target.destination, master.popen.pid)
+                execute.signal_group(master.popen.pid, signal.SIGTERM)
+                master.ended = True
             return
         retry = self.retry.setdefault(target.socket, Backoff(RETRY_FIRST, RETRY_MOST))
         if not retry.ready(now):

@@ -39,9 +39,11 @@ def remote(tmp_path):
         host.down()
 
 
-def ssh_home(home, remote, scope, daemon="interval = 0.2\ntimeout = 3\n", actions=""):
+def ssh_home(home, remote, scope, daemon="interval = 0.2\ntimeout = 3\n", actions="",
+             connect_timeout=1):
     home.script("checks", "report", REPORT)
-    home.write("checks.conf", f"[daemon]\n{daemon}\n{remote.settings()}connect_timeout = 1\n\n"
+    home.write("checks.conf", f"[daemon]\n{daemon}\n{remote.settings()}"
+               f"connect_timeout = {connect_timeout}\n\n"
                f"[ssh:db3]\naddress = {remote.address}\n{scope}")
     home.write("actions.conf", actions)
     return home
@@ -136,13 +138,27 @@ def test_sshd_gone_is_unknown_not_down_and_comes_back(home, daemons, remote):
 
 
 def test_a_partition_is_unknown_and_heals(home, daemons, remote):
-    ssh_home(home, remote, "report\n", daemon="interval = 0.5\ntimeout = 1\n")
+    ssh_home(home, remote, "report\n", daemon="interval = 0.5\ntimeout = 1\n",
+             connect_timeout=3)
     daemons(home)
     wait_for(committed(home, "db3", "up"), 30, "db3 up")
     remote.demo("cut")
-    wait_for(committed(home, "db3", "unknown"), 60, "db3 unknown")
+    # Until the master sees the link dead (twice connect_timeout), a check's channel hangs
+    # until the local ssh's timeout (1 + 3 + 3 s), longer than two intervals plus the check's
+    # timeout: the check must not be stale for it (its worker not stalled, the watchdog fed).
+    stale = []
+
+    def unknown_then_two_more(count=[]):
+        stale.extend(home.status()["daemon"]["stale"]["checks"])
+        if not count:
+            if status_of(home, "db3") == "unknown":
+                count.append(new_results(home, "db3"))
+            return False
+        return count[0]() >= 2
+    wait_for(unknown_then_two_more, 90, "db3 unknown, then two more results")
     assert details(home, "db3")["error"].startswith("unreachable via ssh")
     assert "down" not in [t["to"] for t in home.history()]
+    assert stale == []
     remote.demo("mend")
     wait_for(committed(home, "db3", "up"), 90, "db3 up again")
 
@@ -170,6 +186,12 @@ def test_no_ssh_outlives_the_daemon(home, daemons, remote):
     d = daemons(home)
     wait_for(committed(home, "db3", "up"), 30, "db3 up")
     wait_for(lambda: len(masters(home)) == 1, 30, "a master")
+    # a master whose socket is gone serves nothing: it is ended and replaced
+    old = masters(home)
+    [socket] = [p for p in (home.root / "var/ssh").iterdir() if p.is_socket()]
+    socket.unlink()
+    wait_for(lambda: masters(home) and not set(masters(home)) & set(old), 30, "a new master")
+    wait_for(socket.exists, 30, "its socket")
     # a reload that changes how db3 is reached ends the old master; the next check starts one
     old = masters(home)
     text = (home.root / "etc/checks.conf").read_text()

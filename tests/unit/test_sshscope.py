@@ -133,7 +133,9 @@ def test_ssh_scopes_give_checks_on_their_host(home):
     assert db4.host == "other" and "HA_HOST=other" in db4.argv[-1] and "Ciphers=aes128-ctr" \
         not in db4.argv
     job = protocol.check_job(db4, config.DaemonSettings(), 1)
-    assert job["timeout"] == 3 + db4.remote.margin and job["stdin"] == db4.send
+    # every local limit (the worker's, stale, a result's life) counts the ssh's longer time
+    assert db4.timeout == job["timeout"] == 3 + db4.remote.margin and job["stdin"] == db4.send
+    assert "timeout -k 1 3 " in db4.argv[-1]
     assert job["remote"] == {"host": "db4", "timeout": 3, "local_timeout": job["timeout"]}
 
 
