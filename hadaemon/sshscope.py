@@ -25,6 +25,7 @@ SUN_PATH = 107  # bytes of a UNIX socket path (108 with its NUL)
 MASTER_SUFFIX = 17  # ssh binds a master's socket as PATH.<16 random characters> first
 KILL_AFTER = 1  # seconds the remote `timeout` waits between SIGTERM and SIGKILL
 TIMED_OUT = (124, 137)  # the remote `timeout`'s exit codes: it sent SIGTERM, or had to KILL
+CANNOT_RUN = (126, 127)  # the remote `timeout` (or `env`) found no such program, or cannot run it
 UNREACHABLE = 255  # ssh's own failure: connection, authentication, host key
 
 
@@ -183,9 +184,12 @@ def failure(rc, timed_out, stderr, remote):
     if timed_out:
         return (f"unreachable via ssh: no answer from {remote['host']} within "
                 f"{remote['local_timeout']:g}s")
+    lines = [line for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    said = f": {lines[-1].strip()[:200]}" if lines else ""
     if rc == UNREACHABLE:
-        lines = [line for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-        return "unreachable via ssh" + (f": {lines[-1].strip()[:200]}" if lines else "")
+        return "unreachable via ssh" + said
     if rc in TIMED_OUT:
         return f"timed out after {remote['timeout']:g}s on {remote['host']}"
+    if rc in CANNOT_RUN:  # as a local check that cannot start: an error, not a Nagios reading
+        return f"cannot run on {remote['host']}" + said
     return ""

@@ -98,11 +98,20 @@ def test_hostile_arguments_reach_the_check_verbatim(home, daemons, remote, tmp_p
                f"' && touch {marks[3]} '", 'say "hi"', "*", "~root", "$HOME"]
     line = " ".join("'" + w.replace("'", "'\"'\"'") + "'" if "'" not in w else '"' + w + '"'
                     for w in hostile)
-    ssh_home(home, remote, f"report {line}\n")
+    ssh_home(home, remote, f"report {line}\n/nonexistent/check_x\n"
+             "[check:check_x@db3]\nhost = db3-missing\n")
+    # probe without a daemon: on a connection of its own
+    r = home.cli("probe", "--json", "report@db3")
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["results"][0]["details"]["args"] == \
+        hostile, r.stdout + r.stderr
     daemons(home)
     wait_for(committed(home, "db3", "up"), 30, "db3 up")
     assert details(home, "db3")["args"] == hostile
     assert not [m for m in marks if m.exists()]  # the namespace shares this file system
+    # a remote program that is not there is an error, as a local one that cannot start
+    wait_for(committed(home, "db3-missing", "unknown"), 30, "db3-missing unknown")
+    assert details(home, "db3-missing")["error"].startswith(
+        "cannot run on db3: timeout: failed to run command '/nonexistent/check_x'")
 
 
 def test_a_timeout_kills_the_remote_process(home, daemons, remote):

@@ -95,6 +95,10 @@ def test_remote_failures_read_as_unreachable_never_as_the_check():
     assert sshscope.failure(-15, True, b"", remote) == \
         "unreachable via ssh: no answer from db3 within 9s"
     assert sshscope.failure(124, False, b"", remote) == "timed out after 2s on db3"
+    assert sshscope.failure(127, False, b"timeout: failed to run command '/x': No such file or "
+                            b"directory\n", remote) == ("cannot run on db3: timeout: failed to "
+                                                       "run command '/x': No such file or "
+                                                       "directory")
     assert sshscope.failure(2, False, b"", remote) == ""  # the check's own answer: down
 
 
