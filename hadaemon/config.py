@@ -230,7 +230,7 @@ def _ssh_scopes(home, path, sections, by_name, daemon, problems):
         own = [(n, t) for n, t in s.lines if _is_ssh_setting(t)]
         settings = _settings(path, Section(s.name, s.lineno, own), sshscope.SshSettings,
                              defaults, problems, vet)
-        named = {key for _, t in own for key in [t.split("=")[0].strip().lower()]}
+        named = {t.split("=")[0].strip().lower() for _, t in own}
         for key, value in (("user", user), ("port", port)):
             if value and key in named:
                 problems.append(f"{where}: [{s.name}] names the {key} and sets {key} = too")

@@ -116,8 +116,6 @@ class Masters:
             except subprocess.TimeoutExpired:
                 execute.signal_group(m.popen.pid, signal.SIGKILL)
                 m.popen.wait()
-            except ChildProcessError:  # reaped by the loop meanwhile
-                pass
             self.running.pop(m.target.socket, None)
             log.debug("ssh %s: master %d closed", m.target.destination, m.popen.pid)
 
