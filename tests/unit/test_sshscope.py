@@ -202,3 +202,11 @@ def test_strict_mode_vets_the_known_hosts_file(home):
     assert len(e.value.problems) == 1 and "known_hosts" in e.value.problems[0], e.value.problems
     (home.root / "etc/known_hosts").chmod(0o644)
     assert [c.id for c in config.load(h).checks] == ["true@db3"]
+
+
+def test_ssh_scopes_and_a_daemon_user_are_refused_together(home):
+    h = ssh_home(home, "[daemon]\nuser = nobody\n[ssh:db3]\n/bin/true\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(h)
+    assert e.value.problems == [f"{home.root}/etc/checks.conf:3: [ssh:db3]: ssh scopes cannot be "
+                                "combined with `user =` in [daemon] (not supported yet)"]
