@@ -287,8 +287,8 @@ def _check_line(home, path, lineno, text, daemon, overrides, seen, problems, rem
         return None
     seen[cid] = lineno
     _, settings = overrides.get(cid, (0, {}))
-    values = dict(host=remote.host if remote else "", interval=daemon.interval, timeout=daemon.timeout,
-                  confirm=daemon.confirm, hold_down=daemon.hold_down)
+    values = dict(host=remote.host if remote else "", interval=daemon.interval,
+                  timeout=daemon.timeout, confirm=daemon.confirm, hold_down=daemon.hold_down)
     for key, (klineno, value) in settings.items():
         kwhere = f"{path}:{klineno}"
         if key == "script":
