@@ -9,15 +9,19 @@ import os
 import pwd
 import re
 import shlex
+import shutil
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
-from . import actions, logsetup, security, statuses as statusesmod
+from . import actions, logsetup, security, sshscope, statuses as statusesmod
 from .cluster import rules as clusterrules, settings as clustersettings
-from .inifile import ConfigError, read_sections, split_setting
+from .home import SAFE_PATH
+from .inifile import ConfigError, Section, read_sections, split_setting
 from .names import valid_host, valid_status
 
 SCOPES = ("local",)
+SSH_SCOPE = "ssh:"  # [ssh:[USER@]HOST[:PORT]]: checks run on HOST (sshscope.py)
+SSH_SETTING_RE = re.compile(r"([A-Za-z_]+)\s*=")
 DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\Z")
 VARIABLE_RE = re.compile(r"%([A-Za-z][A-Za-z0-9_-]*)%")
 
@@ -60,6 +64,11 @@ class CheckSpec:
     confirm: int
     hold_down: float
     where: str  # file:line of the scope line, for messages
+    remote: object = None  # sshscope.Target: argv is the ssh that runs it there
+    send: str = ""  # a script of checks/ sent over ssh's stdin to its #! interpreter
+    # A remote check's `timeout` is enforced there; `timeout` above is then the local ssh's:
+    # longer by the target's margin (connect, hear of it), and what every local limit uses.
+    remote_timeout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,9 @@ def _trusted_paths(home, checks, sections, cluster):
     if home.actions_conf.exists():
         paths.append((str(home.actions_conf), home.actions_conf))
     paths += [(c.where, c.argv[0]) for c in checks]
+    paths += [(c.where, c.send) for c in checks if c.send]
+    # Whoever may write the known hosts may stand in for a remote host.
+    paths += sorted({(c.where, c.remote.known_hosts) for c in checks if c.remote})
     paths += [(cmd.where, cmd.program) for s in sections for cmd in s.commands]
     if cluster and cluster.fence:
         paths.append((f"{home.checks_conf}: [cluster] fence", cluster.fence_program))
@@ -166,14 +178,18 @@ def _read_checks(home, problems):
         if s.name.startswith("check:"):
             cid = s.name[len("check:"):].strip()
             overrides[cid] = (s.lineno, _keys(path, s, sorted(CHECK_KEYS), problems))
-        elif s.name not in ("daemon", "cluster") and s.name not in SCOPES:
+        elif (s.name not in ("daemon", "cluster", "ssh") and s.name not in SCOPES
+              and not s.name.startswith(SSH_SCOPE)):
             problems.append(f"{path}:{s.lineno}: unknown scope [{s.name}] "
-                            f"(scopes: {', '.join(SCOPES)}; "
-                            f"settings go in [daemon] or [check:NAME])")
+                            f"(scopes: {', '.join(SCOPES)}, ssh:HOST; "
+                            f"settings go in [daemon], [ssh] or [check:NAME])")
     checks, seen = [], {}
-    for scope in SCOPES:
-        for lineno, text in by_name[scope].lines if scope in by_name else ():
-            spec = _check_line(home, path, lineno, text, daemon, overrides, seen, problems)
+    scopes = [(None, by_name[scope].lines) for scope in SCOPES if scope in by_name]
+    scopes += _ssh_scopes(home, path, sections, by_name, daemon, problems)
+    for remote, lines in scopes:
+        for lineno, text in lines:
+            spec = _check_line(home, path, lineno, text, daemon, overrides, seen, problems,
+                               remote)
             if spec:
                 checks.append(spec)
     for cid, (lineno, _) in overrides.items():
@@ -182,7 +198,75 @@ def _read_checks(home, problems):
     return daemon, tuple(checks), by_name.get("cluster")
 
 
-def _check_line(home, path, lineno, text, daemon, overrides, seen, problems):
+def _ssh_scopes(home, path, sections, by_name, daemon, problems):
+    """[(sshscope.Target, check lines)] of every [ssh:...] scope, in file order. A line of
+    such a scope that sets one of sshscope.SETTINGS (`user = ...`) is a setting of that scope,
+    over the [ssh] section's; every other line is a check."""
+    vet = sshscope.vet_settings()
+    defaults = sshscope.SshSettings()
+    if "ssh" in by_name:
+        defaults = _settings(path, by_name["ssh"], sshscope.SshSettings, defaults, problems, vet)
+    scopes = [s for s in sections if s.name.startswith(SSH_SCOPE)]
+    if not scopes:
+        return []
+    where = f"{path}:{scopes[0].lineno}"
+    program = shutil.which("ssh", path=SAFE_PATH)
+    if not program:
+        problems.append(f"{where}: [{scopes[0].name}] needs the OpenSSH client, and there is "
+                        f"no ssh on PATH (apt-get install openssh-client)")
+        return []
+    if daemon.user:
+        problems.append(f"{where}: [{scopes[0].name}]: ssh scopes cannot be combined with "
+                        f"`user =` in [daemon] (not supported yet)")
+        return []
+    result = []
+    for s in scopes:
+        where = f"{path}:{s.lineno}"
+        try:
+            user, host, port = sshscope.parse_target(s.name[len(SSH_SCOPE):].strip())
+        except ValueError as e:
+            problems.append(f"{where}: [{s.name}]: {e}")
+            continue
+        own = [(n, t) for n, t in s.lines if _is_ssh_setting(t)]
+        settings = _settings(path, Section(s.name, s.lineno, own), sshscope.SshSettings,
+                             defaults, problems, vet)
+        named = {t.split("=")[0].strip().lower() for _, t in own}
+        for key, value in (("user", user), ("port", port)):
+            if value and key in named:
+                problems.append(f"{where}: [{s.name}] names the {key} and sets {key} = too")
+        settings = replace(settings, user=user or settings.user, port=port or settings.port)
+        if not _ssh_files_ok(home, where, s.name, settings, problems):
+            continue
+        try:
+            remote = sshscope.target(program, host, settings, str(home.var / "ssh"),
+                                     lambda name: str(home.root / name))
+        except ValueError as e:
+            problems.append(f"{where}: [{s.name}]: {e}")
+            continue
+        result.append((remote, [(n, t) for n, t in s.lines if not _is_ssh_setting(t)]))
+    return result
+
+
+def _is_ssh_setting(text):
+    m = SSH_SETTING_RE.match(text)
+    return bool(m) and m.group(1).lower() in sshscope.SETTINGS
+
+
+def _ssh_files_ok(home, where, name, settings, problems):
+    """The known hosts file (and identity, if set) exist: ssh would refuse every connection."""
+    ok = True
+    for key, hint in (("known_hosts", "record the host's key first: ssh-keyscan HOST > FILE, "
+                                      "then compare its fingerprint with the host's own"),
+                      ("identity", "")):
+        value = getattr(settings, key)
+        if value and not (home.root / value).is_file():
+            problems.append(f"{where}: [{name}]: {key} {home.root / value} does not exist"
+                            + (f" ({hint})" if hint else ""))
+            ok = False
+    return ok
+
+
+def _check_line(home, path, lineno, text, daemon, overrides, seen, problems, remote=None):
     where = f"{path}:{lineno}"
     try:
         words = shlex.split(text, comments=False)
@@ -195,14 +279,16 @@ def _check_line(home, path, lineno, text, daemon, overrides, seen, problems):
         script = words[0]
     else:
         script = cid
+    if remote:  # the same check may watch several hosts: each scope's is its own
+        cid = f"{cid}@{remote.host}"
     if cid in seen:
         problems.append(f"{where}: check {cid!r} listed twice (first at line {seen[cid]}); "
                         f"give each a [check:NAME] section with its own script=")
         return None
     seen[cid] = lineno
     _, settings = overrides.get(cid, (0, {}))
-    values = dict(host="", interval=daemon.interval, timeout=daemon.timeout,
-                  confirm=daemon.confirm, hold_down=daemon.hold_down)
+    values = dict(host=remote.host if remote else "", interval=daemon.interval,
+                  timeout=daemon.timeout, confirm=daemon.confirm, hold_down=daemon.hold_down)
     for key, (klineno, value) in settings.items():
         kwhere = f"{path}:{klineno}"
         if key == "script":
@@ -225,12 +311,36 @@ def _check_line(home, path, lineno, text, daemon, overrides, seen, problems):
                 values[key] = _convert(key, value, type(values[key]))
             except ValueError as e:
                 problems.append(f"{kwhere}: {key}: {e}")
+    if remote:
+        return _remote_check(home, where, cid, script, args, values, remote, problems)
     try:
         program = home.find_check(script)
     except LookupError as e:
         problems.append(f"{where}: check {cid!r}: {e}")
         return None
     return CheckSpec(id=cid, argv=(program,) + args, where=where, **values)
+
+
+def _remote_check(home, where, cid, script, args, values, remote, problems):
+    """A check of an ssh scope: an absolute path is a program on the remote host; a name is a
+    script of checks/, sent on each run over ssh's stdin to the interpreter its #! names."""
+    send = ""
+    if script.startswith("/"):
+        program = (script,)
+    elif "/" in script:
+        problems.append(f"{where}: check {cid!r}: a remote program must be an absolute path")
+        return None
+    else:
+        try:
+            send = home.find_check(script)
+            program = sshscope.interpreter(send) + ("/dev/stdin",)
+        except (LookupError, ValueError) as e:
+            problems.append(f"{where}: check {cid!r}: {e}")
+            return None
+    command = sshscope.remote_command(program + args, cid, values["host"], values["timeout"])
+    values.update(timeout=values["timeout"] + remote.margin, remote_timeout=values["timeout"])
+    return CheckSpec(id=cid, argv=remote.check_argv(command), where=where, remote=remote,
+                     send=send, **values)
 
 
 def _keys(path, section, known, problems):

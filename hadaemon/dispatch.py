@@ -19,6 +19,7 @@ from .names import valid_host, valid_status
 from .pool import Pool
 from .ratelog import RateLog
 from .selection import unregister
+from .sshmaster import Masters
 from .statuses import undeclared
 
 log = logging.getLogger("hadaemon")
@@ -36,6 +37,7 @@ class Dispatcher:
         self.pool_retry = Backoff()
         self.check_errors = RateLog(log)  # per check id
         self.jobs_sent = 0
+        self.masters = Masters(home)  # the multiplexed connections of [ssh:HOST] scopes
 
     def fill(self):
         """Bring the pool back to size. Every turn of the loop does, not only a worker's death:
@@ -72,6 +74,8 @@ class Dispatcher:
         d = self.config().daemon
         now = time.monotonic()
         for check, due, run in self.scheduler.pop_due(now):
+            if check.remote:
+                self.masters.ensure(check.remote, now)
             w = idle.pop()
             self.jobs_sent += 1
             job = protocol.check_job(check, d, self.jobs_sent)
@@ -106,10 +110,11 @@ class Dispatcher:
         self.finished(meta, protocol.failed(meta["spec"].host, why))
 
     def exited(self, pid, status, how):
-        """Reaped pid: if it was a worker, forget it and settle its check; True if it was."""
+        """Reaped pid: if it was a worker, forget it and settle its check; True if it was (or
+        an ssh master)."""
         w = self.pool.workers.get(pid)
         if w is None:
-            return False
+            return self.masters.exited(pid, status, time.monotonic())
         # It may have answered, then left (recycled) before the loop read the answer: read
         # it before the socket is closed.
         data = self.pool.receive(w) if w.job is not None else None

@@ -45,11 +45,12 @@ def base_environment(home, extra):
 
 
 def run(argv, timeout, limit, env, cwd=None, merge_output=False, kill_leftovers=True,
-        user=None, on_start=None, deadline_hook=None, pass_fds=()):
+        user=None, on_start=None, deadline_hook=None, pass_fds=(), stdin=None):
     """Run argv; return an Outcome. Never raises for a failure of the program itself.
 
     deadline_hook() may return a new absolute monotonic deadline (SIGTERM grace in the runner).
     pass_fds: descriptors the program keeps; they must be inheritable (os.set_inheritable).
+    stdin: a file the program reads as its standard input (default /dev/null).
     Without cwd and user the program is started with posix_spawn: it inherits only inheritable
     descriptors (Python opens every descriptor non-inheritable) and the caller's directory.
     """
@@ -57,7 +58,7 @@ def run(argv, timeout, limit, env, cwd=None, merge_output=False, kill_leftovers=
         raise ValueError(f"descriptors to pass must be above 2: {pass_fds}")
     start = time.monotonic()
     try:
-        child = _start(argv, env, cwd, merge_output, user, pass_fds)
+        child = _start(argv, env, cwd, merge_output, user, pass_fds, stdin or os.devnull)
     except (OSError, ValueError, KeyError) as e:
         return Outcome(None, b"", b"", time.monotonic() - start, error=f"cannot start: {e}")
     if on_start:
@@ -136,8 +137,9 @@ class _Child:
 _RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def _start(argv, env, cwd, merge_output, user, pass_fds):
-    """Start argv in a session of its own, stdin /dev/null, stdout (and stderr) on pipes.
+def _start(argv, env, cwd, merge_output, user, pass_fds, stdin):
+    """Start argv in a session of its own, stdin from the file stdin, stdout (and stderr) on
+    pipes.
 
     posix_spawn runs no Python between fork and exec and costs the caller a third of what
     subprocess.Popen does (bench/throughput.py); Popen stays for changing user or directory.
@@ -149,15 +151,17 @@ def _start(argv, env, cwd, merge_output, user, pass_fds):
             os.set_blocking(fd, False)
     try:
         if user or cwd is not None:
-            popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=cwd, env=env,
-                start_new_session=True, close_fds=True, pass_fds=pass_fds, user=user or None,
-                group=_group_of(user), extra_groups=[] if user else None)
+            with open(stdin, "rb") as stdin_file:
+                popen = subprocess.Popen(
+                    argv, stdin=stdin_file, stdout=out_w, stderr=err_w, cwd=cwd, env=env,
+                    start_new_session=True, close_fds=True, pass_fds=pass_fds,
+                    user=user or None, group=_group_of(user),
+                    extra_groups=[] if user else None)
             pid = popen.pid
         else:
             popen = None
             pid = os.posix_spawn(argv[0], argv, env, setsid=True, setsigdef=_RESTORED,
-                                 file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                 file_actions=[(os.POSIX_SPAWN_OPEN, 0, stdin, os.O_RDONLY, 0),
                                                (os.POSIX_SPAWN_DUP2, out_w, 1),
                                                (os.POSIX_SPAWN_DUP2, err_w, 2)])
     except BaseException:

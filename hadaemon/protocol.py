@@ -92,9 +92,16 @@ def validate(item, index=None, statuses=None):
 
 def check_job(check, daemon, number):
     """The message that asks a worker to run `check` once (config.CheckSpec, DaemonSettings)."""
-    return {"job": number, "check": check.id, "argv": list(check.argv), "timeout": check.timeout,
-            "limit": daemon.output_limit, "host": check.host, "user": daemon.user,
-            "statuses": sorted(daemon.known_statuses)}
+    job = {"job": number, "check": check.id, "argv": list(check.argv), "timeout": check.timeout,
+           "limit": daemon.output_limit, "host": check.host, "user": daemon.user,
+           "statuses": sorted(daemon.known_statuses)}
+    if check.remote:
+        # The check's timeout is enforced on the remote host; past the local ssh's (longer, to
+        # connect and to hear of it), nothing was heard from the host.
+        job["remote"] = {"host": check.remote.host, "timeout": check.remote_timeout,
+                         "local_timeout": check.timeout}
+        job["stdin"] = check.send or None
+    return job
 
 
 def failed(host, reason):

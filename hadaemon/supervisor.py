@@ -208,6 +208,7 @@ class Supervisor:
                 os.waitpid(pid, 0)
             except (ChildProcessError, ProcessLookupError):
                 pass
+        self.checks.masters.close()  # after the checks: none is cut short by it
         self.hosts.flush(everything=True)
         self.control.close()
         self.store.close()

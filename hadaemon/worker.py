@@ -5,7 +5,7 @@ import os
 import signal
 import time
 
-from . import execute, protocol
+from . import execute, protocol, sshscope
 
 _current = {"pid": None}
 
@@ -42,9 +42,15 @@ def main(sock, home, max_jobs):
 def run_job(job, home):
     env = execute.base_environment(home, {"HA_CHECK": job["check"], "HA_HOST": job["host"]})
     outcome = execute.run(job["argv"], job["timeout"], job["limit"], env,
-                          user=job.get("user") or None, on_start=_started)
+                          user=job.get("user") or None, on_start=_started,
+                          stdin=job.get("stdin"))
     _current["pid"] = None
     read_at = time.monotonic()
+    remote = job.get("remote")
+    error = remote and outcome.rc is not None and sshscope.failure(
+        outcome.rc, outcome.timed_out, outcome.errors, remote)
+    if error:  # ssh's own failure: its message is the reason, the check's stderr means nothing
+        return _answer(job, protocol.failed(job["host"], error), error, outcome, read_at)
     error = outcome.reason()
     results = []
     if not error:
@@ -58,6 +64,10 @@ def run_job(job, home):
         if stderr:
             error += f" (stderr: {stderr[0][:200]})"
         results = protocol.failed(job["host"], error)
+    return _answer(job, results, error, outcome, read_at)
+
+
+def _answer(job, results, error, outcome, read_at):
     return {"job": job["job"], "check": job["check"], "results": results, "error": error,
             "duration": outcome.duration, "read_at": read_at}
 

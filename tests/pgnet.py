@@ -37,6 +37,11 @@ def unavailable():
         return "PostgreSQL is not installed (apt-get install postgresql)"
     if subprocess.run(["id", "postgres"], capture_output=True).returncode != 0:
         return "there is no postgres user (apt-get install postgresql)"
+    return netns_unavailable()
+
+
+def netns_unavailable():
+    """Why network namespaces cannot be made and entered here, or None (tests/sshnet.py too)."""
     probe = f"hadaemon-probe-{os.getpid()}"
     p = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if p.returncode != 0:

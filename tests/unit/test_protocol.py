@@ -72,7 +72,8 @@ def test_results_and_nesting_are_capped():
 
 
 def test_the_job_message_carries_what_a_worker_needs_and_survives_the_wire():
-    spec = SimpleNamespace(id="pg", argv=("check_pgsql", "-H", "db1"), timeout=5.0, host="db1")
+    spec = SimpleNamespace(id="pg", argv=("check_pgsql", "-H", "db1"), timeout=5.0, host="db1",
+                           remote=None)
     daemon = SimpleNamespace(output_limit=65536, user="nagios",
                              known_statuses=frozenset({"up", "down", "master"}))
     job = protocol.check_job(spec, daemon, 7)
