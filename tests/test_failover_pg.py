@@ -7,10 +7,13 @@ postmaster. Skipped only where the machine cannot do it (not root, no namespaces
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 import pgnet
+import procs
 from hadaemon.home import SAFE_PATH
 from conftest import ROOT, committed, wait_for
 
@@ -218,17 +221,54 @@ def test_check_and_actions_are_idempotent_on_real_servers(cluster):
         twice(cluster, "vip_del", f"{address}/{prefix}", "eth0", db1)
 
     # service with a configured command (no systemd in a namespace demo): pg_ctl for db1.
-    pg_ctl = ["--", "ip", "netns", "exec", db1, "runuser", "-u", "postgres", "--",
-              pgnet._bin("pg_ctl"), "-D", f"{cluster.dir}/{db1}", "-l", f"{cluster.dir}/{db1}.log",
-              "-w", "-t", "60"]
-    assert "already stopped" in twice(cluster, "service", "stop", "pg-db1", *pg_ctl)
+    assert "already stopped" in twice(cluster, "service", "stop", "pg-db1", *pg_ctl(cluster, db1))
     assert check_role(cluster, db1) == ("down", 2)
-    assert "already running" in twice(cluster, "service", "start", "pg-db1", *pg_ctl)
+    assert "already running" in twice(cluster, "service", "start", "pg-db1",
+                                      *pg_ctl(cluster, db1))
     assert check_role(cluster, db1) == ("master", 0)
-    assert "started" in twice(cluster, "service", "restart", "pg-db1", *pg_ctl)
+    assert "started" in twice(cluster, "service", "restart", "pg-db1", *pg_ctl(cluster, db1))
 
     # A host that does not answer at all is down too, not a crash (nothing listens on .99).
     assert check_role(cluster, "10.231.0.99") == ("down", 2)
+
+
+def pg_ctl(cluster, host):
+    """`-- COMMAND` for `service`: pg_ctl for host's server, as the demo starts it."""
+    return ["--", "ip", "netns", "exec", host, "runuser", "-u", "postgres", "--",
+            pgnet._bin("pg_ctl"), "-D", f"{cluster.dir}/{host}", "-l", f"{cluster.dir}/{host}.log",
+            "-w", "-t", "60"]
+
+
+def test_demo_start_right_after_a_crash_waits_for_the_dead_postmaster(cluster):
+    """A killed postmaster is a zombie until its parent reaps it, and pg_ctl calls a zombie a
+    running server: `demo start` then must wait for the reaping and start the server, not say
+    "already running" and start nothing. (Init adopts the postmaster when pg_ctl exits; this
+    machine's reaps every 2 s, and a restart that came sooner left the rejoin test's old primary
+    down for good.) Here the parent is a process that reaps only when told."""
+    c = cluster
+    assert "stopped" in run_action(c, "service", "stop", "pg-db1", *pg_ctl(c, c.db1)).stdout
+    demo = [str(pgnet.DEMO), "-s", c.suffix, "-d", c.dir]
+    parent = subprocess.Popen([sys.executable, pgnet.__file__, "adopt", *demo, "start", "db1"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline() == "ran\n"
+        postmaster = int(Path(f"{c.dir}/{c.db1}/postmaster.pid").read_text().split()[0])
+        assert procs.parent(postmaster) == parent.pid
+        c.demo("kill", "db1")
+        wait_for(lambda: procs.state(postmaster) == "Z", 30, "the killed postmaster a zombie")
+        start = subprocess.Popen([*demo, "start", "db1"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        first = start.stdout.readline()
+        assert f"waiting for the dead postmaster of {c.db1} (pid {postmaster})" in first, \
+            first + start.stdout.read()
+        assert procs.state(postmaster) == "Z"  # the demo waits for it, whatever pg_ctl says
+        parent.communicate("reap\n", timeout=30)  # and goes on once it is gone
+        rest = start.communicate(timeout=120)[0]
+        assert start.returncode == 0 and f"pg-{c.db1} started" in rest, first + rest
+    finally:
+        parent.kill()
+        parent.wait()
+    assert check_role(c, c.db1) == ("master", 0)
 
 
 @pytest.fixture
