@@ -96,6 +96,13 @@ class Cluster:
             self.daemon._err.close()
         self.demo("down", check=False)
 
+    def server_log(self, host, lines=30):
+        """The end of host's server log (pg_ctl -l), for a failure's message."""
+        try:
+            return "\n".join(Path(f"{self.dir}/{host}.log").read_text().splitlines()[-lines:])
+        except OSError as e:
+            return str(e)
+
     def in_ns(self, *argv):
         return ["ip", "netns", "exec", self.ns, *argv]
 

@@ -346,3 +346,85 @@ def test_synchronous_mode_refuses_to_promote_a_replica_that_lags(sync_cluster, t
     assert "replayed less than" in promote["output"]
     assert c.psql(c.db2, "SELECT pg_is_in_recovery()") == "t"
     assert pgnet.VIP not in addresses(c.db2)
+
+
+def finished(home, host, to):
+    """The last finished sequence of host's transition to `to`, or None."""
+    done = [h for h in home.history() if (h["host"], h["to"]) == (host, to)
+            and h["state"] not in ("queued", "running")]
+    return done[-1] if done else None
+
+
+def statuses_since(home, host, job_id):
+    return [h["to"] for h in home.history() if h["host"] == host and h["id"] > job_id]
+
+
+def rejoin(cluster, home, old, new):
+    """Restart the crashed old primary as an operator would; see it fenced, rewound and back as
+    new's replica. Returns its rejoin sequence."""
+    failover = pgnet.failover_job(home.history(), old)
+    started = cluster.demo("start", old.removesuffix(cluster.suffix)).stdout
+    try:
+        wait_for(lambda: finished(home, old, "old-master"), 180, f"{old}'s rejoin sequence over")
+    except AssertionError as e:  # say whether the server started at all, and how it ended
+        raise AssertionError(f"{e}; `demo start` said:\n{started}the end of its log:\n"
+                             + cluster.server_log(old)) from None
+    job = finished(home, old, "old-master")
+    assert [(c["argv"][0], c["outcome"]) for c in job["commands"]] == [
+        ("vip_del", "ok"), ("pg_rejoin", "ok")], "\n".join(c["output"] for c in job["commands"])
+    wait_for(committed(home, old, "slave"), 60, f"{old} seen as a replica")
+    out = job["commands"][1]["output"]
+    # The check saw a primary on the old timeline, never a second `master`: the address stayed.
+    assert "master" not in statuses_since(home, old, failover["id"])
+    assert f"{old}: a primary on timeline" in out and f"behind {new}" in out, out
+    assert "servers diverged at WAL location" in out and "Done!" in out, out  # pg_rewind ran
+    assert pgnet.VIP not in addresses(old) and pgnet.VIP in addresses(new)
+    assert cluster.psql(old, "SELECT pg_is_in_recovery()") == "t"
+    # own configuration kept through pg_rewind: it streams under its own name
+    assert cluster.psql(old, "SHOW cluster_name") == old
+    wait_for(lambda: cluster.psql(new, "SELECT string_agg(application_name, ' ') FROM"
+                                       " pg_stat_replication WHERE state = 'streaming'") == old,
+             30, f"{old} streaming from {new}")
+    again = run_action(cluster, "pg_rejoin", "-h", old, "-m", new, "-D", f"{cluster.dir}/{old}",
+                       "--", "ip", "netns", "exec", old, "runuser", "-u", "postgres", "--")
+    assert again.returncode == 0 and "already a replica" in again.stdout, again
+    return job
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+def test_old_primary_rejoins_as_replica_then_fails_back(sync, request, tmp_path, capsys):
+    reason = pgnet.unavailable()
+    if reason:
+        pytest.skip(reason)
+    c = pgnet.Cluster(sync=sync)
+    request.addfinalizer(c.down)
+    c.up()
+    home = started_sync(c, tmp_path) if sync else c.home(tmp_path / "home")
+    if not sync:
+        c.start_daemon(home)
+        wait_for(committed(home, c.db1, "master"), 30, "db1 master")
+        wait_for(committed(home, c.db2, "slave"), 30, "db2 slave")
+    db1, db2 = c.db1, c.db2
+    with pgnet.Writer(c) as writer:
+        first = writer.kill("db1")
+        wait_for(committed(home, db2, "master"), 30, "db2 seen master")
+        rejoin(c, home, db1, db2)
+        if sync:  # pg_rejoin -S made db2's commits wait for db1 again
+            wait_for(lambda: record(home, db2).get("sync") == db1, 30,
+                     "db2's record naming db1 its synchronous standby")
+        back = writer.kill("db2")
+        wait_for(committed(home, db1, "master"), 30, "db1 seen master again")
+        down = pgnet.failover_job(home.history(), db2)
+        assert [cmd["outcome"] for cmd in down["commands"]] == ["ok", "ok"], down
+        assert f"{db2} down, no primary: promoting {db1}" in down["commands"][1]["output"]
+        if sync:
+            assert f"{db1} was the synchronous standby of {db2}" in down["commands"][1]["output"]
+        assert c.psql(pgnet.VIP, "SHOW data_directory") == f"{c.dir}/{db1}"
+        rejoin(c, home, db2, db1)  # and back to two servers
+    lost = writer.lost()
+    with capsys.disabled():
+        print(f"\n{'synchronous' if sync else 'asynchronous'}: failover {first['seconds']:.2f}s,"
+              f" rejoin, fail back {back['seconds']:.2f}s, rejoin; {len(writer.acked)} writes"
+              f" acknowledged throughout, lost {len(lost)}{' ' + str(lost[:20]) if lost else ''}")
+    if sync:
+        assert lost == []
