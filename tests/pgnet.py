@@ -101,6 +101,13 @@ class Cluster:
             self.daemon._err.close()
         self.demo("down", check=False)
 
+    def server_log(self, host, lines=30):
+        """The end of host's server log (pg_ctl -l), for a failure's message."""
+        try:
+            return "\n".join(Path(f"{self.dir}/{host}.log").read_text().splitlines()[-lines:])
+        except OSError as e:
+            return str(e)
+
     def in_ns(self, *argv):
         return ["ip", "netns", "exec", self.ns, *argv]
 
@@ -288,5 +295,26 @@ def write(vip, psql, log):
                 session.wait()
 
 
+def adopt(*argv):
+    """Run argv as a child subreaper: what it leaves running (a postmaster, once pg_ctl has
+    exited) becomes this process's child instead of init's. Print "ran", then reap nothing until
+    a line comes on stdin: a child that dies meanwhile stays a zombie, as under a parent that
+    reaps late. Then reap what is dead and exit."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    print("ran", flush=True)
+    sys.stdin.readline()
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["write"]:
     sys.exit(write(*sys.argv[2:]))
+if __name__ == "__main__" and sys.argv[1:2] == ["adopt"]:
+    sys.exit(adopt(*sys.argv[2:]))

@@ -7,10 +7,13 @@ postmaster. Skipped only where the machine cannot do it (not root, no namespaces
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 import pgnet
+import procs
 from hadaemon.home import SAFE_PATH
 from conftest import ROOT, committed, wait_for
 
@@ -218,17 +221,54 @@ def test_check_and_actions_are_idempotent_on_real_servers(cluster):
         twice(cluster, "vip_del", f"{address}/{prefix}", "eth0", db1)
 
     # service with a configured command (no systemd in a namespace demo): pg_ctl for db1.
-    pg_ctl = ["--", "ip", "netns", "exec", db1, "runuser", "-u", "postgres", "--",
-              pgnet._bin("pg_ctl"), "-D", f"{cluster.dir}/{db1}", "-l", f"{cluster.dir}/{db1}.log",
-              "-w", "-t", "60"]
-    assert "already stopped" in twice(cluster, "service", "stop", "pg-db1", *pg_ctl)
+    assert "already stopped" in twice(cluster, "service", "stop", "pg-db1", *pg_ctl(cluster, db1))
     assert check_role(cluster, db1) == ("down", 2)
-    assert "already running" in twice(cluster, "service", "start", "pg-db1", *pg_ctl)
+    assert "already running" in twice(cluster, "service", "start", "pg-db1",
+                                      *pg_ctl(cluster, db1))
     assert check_role(cluster, db1) == ("master", 0)
-    assert "started" in twice(cluster, "service", "restart", "pg-db1", *pg_ctl)
+    assert "started" in twice(cluster, "service", "restart", "pg-db1", *pg_ctl(cluster, db1))
 
     # A host that does not answer at all is down too, not a crash (nothing listens on .99).
     assert check_role(cluster, "10.231.0.99") == ("down", 2)
+
+
+def pg_ctl(cluster, host):
+    """`-- COMMAND` for `service`: pg_ctl for host's server, as the demo starts it."""
+    return ["--", "ip", "netns", "exec", host, "runuser", "-u", "postgres", "--",
+            pgnet._bin("pg_ctl"), "-D", f"{cluster.dir}/{host}", "-l", f"{cluster.dir}/{host}.log",
+            "-w", "-t", "60"]
+
+
+def test_demo_start_right_after_a_crash_waits_for_the_dead_postmaster(cluster):
+    """A killed postmaster is a zombie until its parent reaps it, and pg_ctl calls a zombie a
+    running server: `demo start` then must wait for the reaping and start the server, not say
+    "already running" and start nothing. (Init adopts the postmaster when pg_ctl exits; this
+    machine's reaps every 2 s, and a restart that came sooner left the rejoin test's old primary
+    down for good.) Here the parent is a process that reaps only when told."""
+    c = cluster
+    assert "stopped" in run_action(c, "service", "stop", "pg-db1", *pg_ctl(c, c.db1)).stdout
+    demo = [str(pgnet.DEMO), "-s", c.suffix, "-d", c.dir]
+    parent = subprocess.Popen([sys.executable, pgnet.__file__, "adopt", *demo, "start", "db1"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline() == "ran\n"
+        postmaster = int(Path(f"{c.dir}/{c.db1}/postmaster.pid").read_text().split()[0])
+        assert procs.parent(postmaster) == parent.pid
+        c.demo("kill", "db1")
+        wait_for(lambda: procs.state(postmaster) == "Z", 30, "the killed postmaster a zombie")
+        start = subprocess.Popen([*demo, "start", "db1"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        first = start.stdout.readline()
+        assert f"waiting for the dead postmaster of {c.db1} (pid {postmaster})" in first, \
+            first + start.stdout.read()
+        assert procs.state(postmaster) == "Z"  # the demo waits for it, whatever pg_ctl says
+        parent.communicate("reap\n", timeout=30)  # and goes on once it is gone
+        rest = start.communicate(timeout=120)[0]
+        assert start.returncode == 0 and f"pg-{c.db1} started" in rest, first + rest
+    finally:
+        parent.kill()
+        parent.wait()
+    assert check_role(c, c.db1) == ("master", 0)
 
 
 @pytest.fixture
@@ -306,3 +346,85 @@ def test_synchronous_mode_refuses_to_promote_a_replica_that_lags(sync_cluster, t
     assert "replayed less than" in promote["output"]
     assert c.psql(c.db2, "SELECT pg_is_in_recovery()") == "t"
     assert pgnet.VIP not in addresses(c.db2)
+
+
+def finished(home, host, to):
+    """The last finished sequence of host's transition to `to`, or None."""
+    done = [h for h in home.history() if (h["host"], h["to"]) == (host, to)
+            and h["state"] not in ("queued", "running")]
+    return done[-1] if done else None
+
+
+def statuses_since(home, host, job_id):
+    return [h["to"] for h in home.history() if h["host"] == host and h["id"] > job_id]
+
+
+def rejoin(cluster, home, old, new):
+    """Restart the crashed old primary as an operator would; see it fenced, rewound and back as
+    new's replica. Returns its rejoin sequence."""
+    failover = pgnet.failover_job(home.history(), old)
+    started = cluster.demo("start", old.removesuffix(cluster.suffix)).stdout
+    try:
+        wait_for(lambda: finished(home, old, "old-master"), 180, f"{old}'s rejoin sequence over")
+    except AssertionError as e:  # say whether the server started at all, and how it ended
+        raise AssertionError(f"{e}; `demo start` said:\n{started}the end of its log:\n"
+                             + cluster.server_log(old)) from None
+    job = finished(home, old, "old-master")
+    assert [(c["argv"][0], c["outcome"]) for c in job["commands"]] == [
+        ("vip_del", "ok"), ("pg_rejoin", "ok")], "\n".join(c["output"] for c in job["commands"])
+    wait_for(committed(home, old, "slave"), 60, f"{old} seen as a replica")
+    out = job["commands"][1]["output"]
+    # The check saw a primary on the old timeline, never a second `master`: the address stayed.
+    assert "master" not in statuses_since(home, old, failover["id"])
+    assert f"{old}: a primary on timeline" in out and f"behind {new}" in out, out
+    assert "servers diverged at WAL location" in out and "Done!" in out, out  # pg_rewind ran
+    assert pgnet.VIP not in addresses(old) and pgnet.VIP in addresses(new)
+    assert cluster.psql(old, "SELECT pg_is_in_recovery()") == "t"
+    # own configuration kept through pg_rewind: it streams under its own name
+    assert cluster.psql(old, "SHOW cluster_name") == old
+    wait_for(lambda: cluster.psql(new, "SELECT string_agg(application_name, ' ') FROM"
+                                       " pg_stat_replication WHERE state = 'streaming'") == old,
+             30, f"{old} streaming from {new}")
+    again = run_action(cluster, "pg_rejoin", "-h", old, "-m", new, "-D", f"{cluster.dir}/{old}",
+                       "--", "ip", "netns", "exec", old, "runuser", "-u", "postgres", "--")
+    assert again.returncode == 0 and "already a replica" in again.stdout, again
+    return job
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+def test_old_primary_rejoins_as_replica_then_fails_back(sync, request, tmp_path, capsys):
+    reason = pgnet.unavailable()
+    if reason:
+        pytest.skip(reason)
+    c = pgnet.Cluster(sync=sync)
+    request.addfinalizer(c.down)
+    c.up()
+    home = started_sync(c, tmp_path) if sync else c.home(tmp_path / "home")
+    if not sync:
+        c.start_daemon(home)
+        wait_for(committed(home, c.db1, "master"), 30, "db1 master")
+        wait_for(committed(home, c.db2, "slave"), 30, "db2 slave")
+    db1, db2 = c.db1, c.db2
+    with pgnet.Writer(c) as writer:
+        first = writer.kill("db1")
+        wait_for(committed(home, db2, "master"), 30, "db2 seen master")
+        rejoin(c, home, db1, db2)
+        if sync:  # pg_rejoin -S made db2's commits wait for db1 again
+            wait_for(lambda: record(home, db2).get("sync") == db1, 30,
+                     "db2's record naming db1 its synchronous standby")
+        back = writer.kill("db2")
+        wait_for(committed(home, db1, "master"), 30, "db1 seen master again")
+        down = pgnet.failover_job(home.history(), db2)
+        assert [cmd["outcome"] for cmd in down["commands"]] == ["ok", "ok"], down
+        assert f"{db2} down, no primary: promoting {db1}" in down["commands"][1]["output"]
+        if sync:
+            assert f"{db1} was the synchronous standby of {db2}" in down["commands"][1]["output"]
+        assert c.psql(pgnet.VIP, "SHOW data_directory") == f"{c.dir}/{db1}"
+        rejoin(c, home, db2, db1)  # and back to two servers
+    lost = writer.lost()
+    with capsys.disabled():
+        print(f"\n{'synchronous' if sync else 'asynchronous'}: failover {first['seconds']:.2f}s,"
+              f" rejoin, fail back {back['seconds']:.2f}s, rejoin; {len(writer.acked)} writes"
+              f" acknowledged throughout, lost {len(lost)}{' ' + str(lost[:20]) if lost else ''}")
+    if sync:
+        assert lost == []
