@@ -17,9 +17,11 @@ same snapshot and the same rendered /metrics. So the supervisor answers one cont
 second at most, however many clients there are. A snapshot older than MAX_AGE (the supervisor
 stopped answering) is not served: health checks say 503 rather than an old status.
 
-Limits, so that no client can hold the server: at most MAX_CONNECTIONS at once (more are closed
-at once); the whole request head within HEAD_TIMEOUT seconds (a slowloris client is dropped)
-and MAX_HEAD bytes (431); the answer written within WRITE_TIMEOUT; one request per connection.
+Limits, so that no client can hold the server: at most MAX_CONNECTIONS at once, and a new one
+beyond them closes the oldest that has not sent its whole request head yet (so idle or slow
+connections, however many, never keep a new client out); the whole head within HEAD_TIMEOUT
+seconds (a slowloris client is dropped) and MAX_HEAD bytes (431); the answer written within
+WRITE_TIMEOUT; one request per connection.
 The child leaves when the supervisor is gone (end of file on its socket) or on SIGTERM.
 """
 
@@ -47,6 +49,7 @@ SNAPSHOT_TIMEOUT = 5.0  # one snapshot request to the supervisor
 MAX_CONNECTIONS = 256
 HEAD_TIMEOUT = 5.0  # seconds a client has to send its whole request head
 WRITE_TIMEOUT = 10.0  # seconds a client has to take the answer
+LINGER = 1.0  # seconds a refused request may go on being sent after the answer
 
 
 def child(home, settings):
@@ -130,37 +133,60 @@ class Server:
     def __init__(self, snapshots):
         self.snapshots = snapshots
         self.active = 0
+        self.reading = {}  # transport -> None, oldest first: connections still sending a head
 
     async def handle(self, reader, writer):
+        transport = writer.transport
         if self.active >= MAX_CONNECTIONS:
-            writer.transport.abort()
-            return
+            # The oldest client still sending its head makes room: idle or slow connections
+            # cannot keep a new client out, only delay the oldest of themselves.
+            if not self.reading:
+                transport.abort()  # every slot is writing an answer: this one waits not
+                return
+            next(iter(self.reading)).abort()
         self.active += 1
+        self.reading[transport] = None
         try:
             await self._serve(reader, writer)
         except Exception:  # one client's trouble is its own; the server goes on
             log.debug("HTTP client dropped", exc_info=True)
         finally:
             self.active -= 1
-            writer.transport.abort()
+            self.reading.pop(transport, None)
+            transport.abort()
 
     async def _serve(self, reader, writer):
         from . import endpoints, httprequest
+        request = None
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-            request = httprequest.parse(head)
         except asyncio.LimitOverrunError:
-            response, request = endpoints.text(431, "request head too large"), None
-        except httprequest.BadRequest as e:
-            response, request = endpoints.text(e.status, str(e)), None
+            head = None
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
-            return  # gone, or too slow: nothing to answer
+            return  # gone, too slow, or made room for a newer client: nothing to answer
+        self.reading.pop(writer.transport, None)  # a whole head: never evicted now
+        try:
+            if head is None:
+                raise httprequest.BadRequest(431, "request head too large")
+            request = httprequest.parse(head)
+        except httprequest.BadRequest as e:
+            response = endpoints.text(e.status, str(e))
         else:
             snapshot = await self.snapshots.get()
             response = endpoints.answer(request, snapshot, self.snapshots.metrics)
         writer.write(encode(response, head_only=request is not None and
                             request.method == "HEAD"))
         await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        if request is None:
+            # Closed with its request unread, the connection would be reset and the client
+            # might lose the answer: end ours and let it finish sending, briefly.
+            writer.write_eof()
+            await asyncio.wait_for(_discard(reader), LINGER)
+
+
+async def _discard(reader):
+    while await reader.read(65536):
+        pass
 
 
 def encode(response, head_only=False):

@@ -124,6 +124,7 @@ class Requests:
                              "started": sup.started, "checks": len(sup.config.checks),
                              "workers": len(sup.checks.pool.workers),
                              "runner": sup.backend.runner.pid,
+                             "http": sup.http.pid if sup.http else None,
                              "record_error": sup.hosts.record_error,
                              "paused": sup.backend.paused(),
                              "stale": {"hosts": f.stale, "checks": {

@@ -60,8 +60,8 @@ class Supervisor:
         self.next_watch = 0.0
         self.backend = backend_for(self)
         # The HTTP endpoint's server, in both modes; [http] is read at start only (reload).
-        self.children = self.backend.children + (
-            (httpserver.child(home, config.http),) if config.http else ())
+        self.http = httpserver.child(home, config.http) if config.http else None
+        self.children = self.backend.children + ((self.http,) if self.http else ())
         self.requests = Requests(self)
 
     # -- start and stop ---------------------------------------------------------------------
