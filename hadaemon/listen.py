@@ -74,7 +74,7 @@ def bind(address):
         target = infos[0][4]
     try:
         sock.bind(target)
-        sock.listen(128)
+        sock.listen(1024)  # a burst of clients waits here, not in SYN retries
         sock.setblocking(False)
     except BaseException:
         sock.close()

@@ -58,6 +58,7 @@ def read_paused(path, statuses):
 class Requests:
     def __init__(self, sup):
         self.sup = sup
+        self.snapshots = 0  # answered: what the HTTP endpoint costs the loop, counted
 
     def answer(self, request):
         cmd = request.get("cmd")
@@ -138,7 +139,9 @@ class Requests:
         the status, the per-check counters, the declared statuses, the latest history."""
         sup = self.sup
         config = sup.config
-        return {"ok": True, "time": time.time(), "status": self.status(),
+        self.snapshots += 1
+        return {"ok": True, "time": time.time(), "served": self.snapshots,
+                "status": self.status(),
                 "checks": sup.stats.snapshot({c.id for c in config.checks}),
                 "statuses": sorted(config.daemon.known_statuses),
                 "history": sup.backend.recent(SNAPSHOT_HISTORY)}

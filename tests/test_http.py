@@ -272,3 +272,103 @@ def test_haproxy_follows_the_health_endpoint(home, daemons, tmp_path):
     finally:
         proxy.kill()
         proxy.wait()
+
+
+def late_runs(home):
+    """(runs, runs that started later than LATE_BOUND) of every check, from the daemon's own
+    lateness histogram (the control socket's snapshot, what /metrics shows)."""
+    checks = home.ask({"cmd": "snapshot"})["checks"]
+    runs = sum(c["lateness"]["count"] for c in checks.values())
+    within = sum(n for c in checks.values() for le, n in c["lateness"]["buckets"]
+                 if le == LATE_BOUND)
+    return runs, runs - within
+
+
+def descriptors(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_hostile_clients_never_delay_checks_and_the_server_recovers(home, daemons):
+    port = free_port()
+    seed(home, f"127.0.0.1:{port}", interval="0.1")
+    d = daemons(home)
+    wait_for(lambda: status_code(port, "/hosts/db1/master") == 200, 30, "the endpoint")
+    runs_before, late_before = late_runs(home)
+    server = home.status()["daemon"]["http"]
+    at_rest = descriptors(server)
+
+    idle = []  # 1000 connections that never send a byte
+    for _ in range(1000):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        idle.append(s)
+    slow = connect(port)  # a slowloris: a header line now and then, never the blank line
+    slow.sendall(b"GET /metrics HTTP/1.1\r\n")
+    big = connect(port)  # a head far over the limit
+    big.sendall(b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 65536)
+    junk = connect(port)  # garbage bytes
+    junk.sendall(os.urandom(2000).replace(b"\r\n\r\n", b"") + b"\r\n\r\n")
+    # With all of them connected, a real client is answered: idle ones make room for it.
+    assert status_code(port, "/hosts/db1/master") == 200
+    assert parse_answer(read_all(big))[0] == 431
+    assert parse_answer(read_all(junk))[0] == 400
+    slow.settimeout(0.5)
+    for _ in range(int(4 * HEAD_TIMEOUT / 0.5)):  # trickles for up to 4 head timeouts
+        try:
+            slow.sendall(b"X-Slow: 1\r\n")
+            if slow.recv(1) == b"":
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    else:
+        pytest.fail(f"the slowloris client was not dropped in {4 * HEAD_TIMEOUT:g}s")
+    # Connections the kernel never handed over (its accept queue was full) stay open on this
+    # side only; those the server took it closes within HEAD_TIMEOUT.
+    wait_for(lambda: descriptors(server) <= at_rest, 4 * HEAD_TIMEOUT + 10,
+             "the server back to its descriptors at rest")
+    runs_after, late_after = late_runs(home)
+    for s in idle + [slow, big, junk]:
+        s.close()
+
+    assert runs_after - runs_before >= 10, "the checks ran meanwhile"
+    assert late_after - late_before == 0, (
+        f"{late_after - late_before} of {runs_after - runs_before} runs started more than "
+        f"{LATE_BOUND}s late while hostile clients were connected")
+    assert status_code(port, "/hosts/db1/master") == 200  # recovered
+    assert d.alive() and home.answers()
+
+    # However many clients ask, the daemon answers one snapshot a second at most.
+    served = home.ask({"cmd": "snapshot"})["served"]
+    start = time.monotonic()
+    for _ in range(200):
+        assert get(port, "/metrics")[0] == 200
+    elapsed = time.monotonic() - start
+    asked = home.ask({"cmd": "snapshot"})["served"] - served - 1
+    assert asked <= elapsed + 1, f"{asked} snapshots in {elapsed:.1f}s for 200 scrapes"
+
+
+@pytest.mark.parametrize("daemons", ["run", "start"], indirect=True)
+def test_the_server_unable_to_bind_or_killed_never_stops_the_daemon(home, daemons):
+    port = free_port()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", port))
+    taken.listen()
+    seed(home, f"127.0.0.1:{port}")
+    d = daemons(home)
+    wait_for(lambda: "Address already in use" in home.log(), 30, "the bind failure logged")
+    wait_for(committed(home, "db2", "slave"), 20, "db2 slave")  # the daemon works
+    taken.close()
+    wait_for(lambda: status_code(port, "/hosts/db2/slave") == 200, 70,
+             "served once the port is free (after the child's back-off)")
+    pid = home.status()["daemon"]["http"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: home.status()["daemon"]["http"] not in (None, pid), 30, "a new server")
+    wait_for(lambda: status_code(port, "/hosts/db2/slave") == 200, 30, "served again")
+    results = new_results(home)
+    wait_for(lambda: results() >= 3, 20, "checks go on")
+    home.set_status("db1", "down")
+    wait_for(lambda: status_code(port, "/hosts/db1/down") == 200, 20, "db1 down over HTTP")
+    assert d.alive()
