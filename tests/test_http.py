@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import committed, new_results, wait_for
 from hadaemon.checkstats import LATENESS_BUCKETS
-from hadaemon.httpserver import HEAD_TIMEOUT, MAX_CONNECTIONS
+from hadaemon.httpserver import HEAD_TIMEOUT, MAX_AGE
 
 # The documented bound (README, "HTTP endpoint"): while hostile clients hold the endpoint, no
 # check starts later than this against its schedule (the lateness histogram's own bucket).
@@ -39,7 +39,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def seed(home, listen, interval="0.2"):
+def seed(home, listen, interval="0.2", more=""):
     home.write("checks.conf", f"""\
         [daemon]
         interval = {interval}
@@ -48,6 +48,7 @@ def seed(home, listen, interval="0.2"):
 
         [local]
         status_from_files db1 db2
+        {more}
 
         [http]
         listen = {listen}
@@ -148,7 +149,8 @@ def counted(m, name):
                          indirect=["daemons"])
 def test_metrics_and_health_follow_a_failover(home, daemons, kind):
     where = free_port() if kind == "tcp" else home.root / "var/http.sock"
-    seed(home, f"127.0.0.1:{where}" if kind == "tcp" else "var/http.sock")
+    home.script("checks", "broken", "#!/bin/sh\necho not JSON\n")  # a failure every run
+    seed(home, f"127.0.0.1:{where}" if kind == "tcp" else "var/http.sock", more="broken")
     assert home.cli("check-config").returncode == 0
     daemons(home)
     wait_for(lambda: status_code(where, "/hosts/db2/slave") == 200, 30, "db2 slave over HTTP")
@@ -204,6 +206,8 @@ def test_metrics_and_health_follow_a_failover(home, daemons, kind):
     assert runs >= 4 and m[("hadaemon_check_failures_total",
                             (("check", "status_from_files"),))] == 0
     assert m[("hadaemon_check_duration_seconds_count", (("check", "status_from_files"),))] == runs
+    broken = m[("hadaemon_check_runs_total", (("check", "broken"),))]
+    assert broken >= 2 and m[("hadaemon_check_failures_total", (("check", "broken"),))] == broken
 
     assert home.cli("pause").returncode == 0
     wait_for(lambda: scrape(where)[("hadaemon_paused", ())] == 1, 10, "paused in /metrics")
@@ -348,6 +352,16 @@ def test_hostile_clients_never_delay_checks_and_the_server_recovers(home, daemon
     elapsed = time.monotonic() - start
     asked = home.ask({"cmd": "snapshot"})["served"] - served - 1
     assert asked <= elapsed + 1, f"{asked} snapshots in {elapsed:.1f}s for 200 scrapes"
+
+    # A supervisor that stops answering: health checks say 503 once the snapshot is too old,
+    # rather than an old status; it answers again once the supervisor does.
+    os.kill(d.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: status_code(port, "/hosts/db1/master") == 503, MAX_AGE + 20,
+                 "503 while the supervisor is stopped")
+    finally:
+        os.kill(d.pid, signal.SIGCONT)
+    wait_for(lambda: status_code(port, "/hosts/db1/master") == 200, 20, "200 again")
 
 
 @pytest.mark.parametrize("daemons", ["run", "start"], indirect=True)
