@@ -105,7 +105,7 @@ class Scraper(threading.Thread):
     def __init__(self, port):
         super().__init__(daemon=True)
         self.url = f"http://127.0.0.1:{port}/metrics"
-        self.done, self.ok, self.failed = threading.Event(), 0, 0
+        self.done, self.ok, self.failed = threading.Event(), 0, []
 
     def run(self):
         while not self.done.wait(SCRAPE_EVERY):
@@ -113,8 +113,8 @@ class Scraper(threading.Thread):
                 with urllib.request.urlopen(self.url, timeout=5) as r:
                     r.read()
                 self.ok += 1
-            except OSError:
-                self.failed += 1
+            except OSError as e:
+                self.failed.append(f"{time.strftime('%H:%M:%S')} {e}")
 
 
 def free_port():
@@ -149,8 +149,9 @@ def measure(seconds, http=False):
             memory = {k: (pss_kib(p()), len(p())) for k, (p, n) in who.items()}
             time.sleep(seconds / 2)
             after = {k: (cpu(p()), n()) for k, (p, n) in who.items()}
-            if scraper:
+            if scraper:  # before the daemon stops: a scrape in flight ends first
                 scraper.done.set()
+                scraper.join()
         result = {"scrapes": (scraper.ok, scraper.failed) if scraper else None}
         for k in who:
             (own0, all0), n0 = before[k]
@@ -186,7 +187,9 @@ def main():
                  "PSS MiB", "processes"], rows,
                 "python bench/rest.py " + " ".join(sys.argv[1:]))
     if r["scrapes"]:
-        print(f"\nscrapes answered: {r['scrapes'][0]}, failed: {r['scrapes'][1]}")
+        ok, failed = r["scrapes"]
+        print(f"\nscrapes answered: {ok}, failed: {len(failed)}"
+              + "".join(f"\n  {f}" for f in failed))
 
 
 if __name__ == "__main__":
