@@ -11,7 +11,8 @@ time of the checks they ran and reaped.
 
 With --http the daemon also serves its HTTP endpoint ([http], on a free local port) and is
 scraped once every SCRAPE_EVERY seconds, as Prometheus would: its row then counts the HTTP
-server's process too, and the scrapes are counted under the table.
+server's process too, shown apart below it as the supervisor's share is, and the scrapes are
+counted under the table.
 
     python bench/rest.py [--seconds 60] [--http]  (as root: ip netns)
 """
@@ -117,6 +118,15 @@ class Scraper(threading.Thread):
                 self.failed.append(f"{time.strftime('%H:%M:%S')} {e}")
 
 
+def server_pid(pids):
+    """The HTTP server among the daemon's processes."""
+    for pid in pids:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"hadaemon.httpserver" in f.read():
+                return pid
+    raise RuntimeError("no HTTP server process")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -144,6 +154,10 @@ def measure(seconds, http=False):
                 raise RuntimeError(f"keepalived exited; see {home.root}/keepalived.log")
             who = {"hadaemon": (d.pids, home.counted), "keepalived": (keepalived.pids,
                                                                      keepalived.counted)}
+            # Shares of the daemon's row, apart: the loop's, and the HTTP server's.
+            who["supervisor"] = (lambda: [d.proc.pid], home.counted)
+            if scraper:
+                who["HTTP server"] = (lambda pid=server_pid(d.pids()): [pid], home.counted)
             before = {k: (cpu(p()), n()) for k, (p, n) in who.items()}
             time.sleep(seconds / 2)
             memory = {k: (pss_kib(p()), len(p())) for k, (p, n) in who.items()}
@@ -181,6 +195,8 @@ def main():
             for name, x in (("keepalived", k), ("hadaemon", h))]
     rows.append(["hadaemon / keepalived", h["checks"] / k["checks"], h["own"] / k["own"],
                  h["total"] / k["total"], h["pss"] / k["pss"], ""])
+    rows += [[f"  of which {name}", r[name]["checks"], r[name]["own"], "", r[name]["pss"],
+              r[name]["procs"]] for name in ("supervisor", "HTTP server") if name in r]
     http = f", [http] on, /metrics every {SCRAPE_EVERY:g} s" if a.http else ""
     print_table(f"Cost at rest: {CHECKS} checks at 1 s, {a.seconds:g} s window{http}",
                 ["", "checks run", "daemon CPU s / 1000 checks", "with checks CPU s / 1000",

@@ -386,3 +386,9 @@ def test_the_server_unable_to_bind_or_killed_never_stops_the_daemon(home, daemon
     home.set_status("db1", "down")
     wait_for(lambda: status_code(port, "/hosts/db1/down") == 200, 20, "db1 down over HTTP")
     assert d.alive()
+    # [http] is read at start: a reload that changes it keeps the running one and says so.
+    conf = home.root / "etc/checks.conf"
+    conf.write_text(conf.read_text().replace(f":{port}", f":{free_port()}"))
+    answer = home.ask({"cmd": "reload"})
+    assert answer["ok"] and answer["restart_needed"] == ["[http]"], answer
+    assert status_code(port, "/hosts/db1/down") == 200  # still served where it was
