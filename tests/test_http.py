@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import committed, new_results, wait_for
+from etcdkit import ETCD, Etcd, Node, free_ports
 from hadaemon.checkstats import LATENESS_BUCKETS
 from hadaemon.httpserver import HEAD_TIMEOUT, MAX_AGE
 
@@ -392,3 +393,52 @@ def test_the_server_unable_to_bind_or_killed_never_stops_the_daemon(home, daemon
     answer = home.ask({"cmd": "reload"})
     assert answer["ok"] and answer["restart_needed"] == ["[http]"], answer
     assert status_code(port, "/hosts/db1/down") == 200  # still served where it was
+
+
+@pytest.mark.skipif(ETCD is None, reason="etcd binary missing: apt-get install etcd-server "
+                    "etcd-client")
+def test_in_cluster_mode_every_node_serves_the_cluster_view_and_names_the_leader(tmp_path):
+    """Two nodes on one etcd member: both serve the cluster's table and say who leads; the
+    leader killed, the other says it leads now."""
+    (tmp_path / "etcd").mkdir()
+    etcd = Etcd(tmp_path / "etcd", n=1)
+    nodes, ports = [], free_ports(2)
+    try:
+        etcd.start()
+        for name, port in zip(("n1", "n2"), ports):
+            node = Node(tmp_path / name, name, etcd.endpoints, 3)
+            with open(node.root / "etc/checks.conf", "a") as f:
+                f.write(f"\n[http]\nlisten = 127.0.0.1:{port}\n")
+            node.set_status("db1", "master")
+            node.set_status("db2", "slave")
+            nodes.append(node.start())
+
+        def cluster_metrics(port):
+            m = scrape(port)
+            leader = [dict(k[1])["leader"] for k in m if k[0] == "hadaemon_cluster_leader_info"]
+            node = [dict(k[1])["node"] for k in m if k[0] == "hadaemon_cluster_node_info"]
+            return node, leader, m[("hadaemon_cluster_is_leader", ())], m
+
+        def agreed():
+            views = [cluster_metrics(p) for p in ports if status_code(p, "/metrics") == 200]
+            return len(views) == 2 and views[0][1] == views[1][1] != [] and views
+        views = wait_for(agreed, 60, "both nodes serving, one leader seen by both")
+        names = ("n1", "n2")
+        assert [v[0] for v in views] == [["n1"], ["n2"]]
+        leading = names.index(views[0][1][0])
+        other = 1 - leading
+        assert [v[2] for v in views] == [1 if i == leading else 0 for i in (0, 1)]
+        assert 0 < views[leading][3][("hadaemon_cluster_lease_left_seconds", ())] <= 3
+        for port in ports:
+            wait_for(lambda: status_code(port, "/hosts/db1/master") == 200, 30,
+                     "db1 master served by every node")
+            assert status_code(port, "/hosts/db2/master") == 503
+
+        nodes[leading].kill9()
+        wait_for(lambda: cluster_metrics(ports[other])[1:3] == ([names[other]], 1), 60,
+                 "the survivor says it leads")
+        assert status_code(ports[other], "/hosts/db1/master") == 200
+    finally:
+        for node in nodes:
+            node.kill9()
+        etcd.close()
