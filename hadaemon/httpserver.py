@@ -14,8 +14,9 @@ Its data is one snapshot of the daemon (the control socket's `snapshot` request:
 the per-check counters the supervisor keeps, the newest history), asked for at most once a
 second (REFRESH) and only while clients ask; every client in that second is answered from the
 same snapshot and the same rendered /metrics. So the supervisor answers one control request a
-second at most, however many clients there are. A snapshot older than MAX_AGE (the supervisor
-stopped answering) is not served: health checks say 503 rather than an old status.
+second at most, however many clients there are. A client waits at most WAIT for a snapshot
+being asked for, then gets the last one; one older than MAX_AGE (the supervisor stopped
+answering) is not served: health checks say 503 rather than an old status.
 
 Limits, so that no client can hold the server: at most MAX_CONNECTIONS at once, and a new one
 beyond them closes the oldest that has not sent its whole request head yet (so idle or slow
@@ -46,6 +47,7 @@ log = logging.getLogger("hadaemon.http")
 REFRESH = 1.0  # seconds a snapshot is served before the next one is asked for
 MAX_AGE = 10.0  # seconds after which a snapshot is too old to serve
 SNAPSHOT_TIMEOUT = 5.0  # one snapshot request to the supervisor
+WAIT = 1.0  # seconds a client waits for a snapshot being asked for
 MAX_CONNECTIONS = 256
 HEAD_TIMEOUT = 5.0  # seconds a client has to send its whole request head
 WRITE_TIMEOUT = 10.0  # seconds a client has to take the answer
@@ -85,14 +87,20 @@ class Snapshots:
         self.trouble = RateLog(log)
 
     async def get(self):
-        """A snapshot fresh enough to serve, or None."""
+        """A snapshot fresh enough to serve, or None. A client waits at most WAIT for a new
+        one: a supervisor slow to answer gets the last one served (up to MAX_AGE), not a
+        client timing out."""
         now = time.monotonic()
-        if now - self.asked >= REFRESH and self.pending is None:
+        if self.latest is not None and now - self.fetched < REFRESH:
+            return self.latest
+        if self.pending is None and now - self.asked >= REFRESH:
             self.asked = now
             self.pending = asyncio.ensure_future(self._fetch())
-        if self.pending is not None and (self.latest is None or
-                                         now - self.fetched >= REFRESH):
-            await asyncio.shield(self.pending)
+        if self.pending is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.pending), WAIT)
+            except asyncio.TimeoutError:
+                pass
         if self.latest is None or time.monotonic() - self.fetched > MAX_AGE:
             return None
         return self.latest

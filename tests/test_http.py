@@ -338,6 +338,8 @@ def test_hostile_clients_never_delay_checks_and_the_server_recovers(home, daemon
     for s in idle + [slow, big, junk]:
         s.close()
 
+    print(f"hostile phase: {runs_after - runs_before} runs, {late_after - late_before} later "
+          f"than {LATE_BOUND}s")  # shown for a failed test (pytest -s: always)
     assert runs_after - runs_before >= 10, "the checks ran meanwhile"
     assert late_after - late_before == 0, (
         f"{late_after - late_before} of {runs_after - runs_before} runs started more than "
