@@ -153,7 +153,7 @@ def test_metrics_and_health_follow_a_failover(home, daemons, kind):
     home.script("checks", "broken", "#!/bin/sh\necho not JSON\n")  # a failure every run
     seed(home, f"127.0.0.1:{where}" if kind == "tcp" else "var/http.sock", more="broken")
     assert home.cli("check-config").returncode == 0
-    daemons(home)
+    d = daemons(home)
     wait_for(lambda: status_code(where, "/hosts/db2/slave") == 200, 30, "db2 slave over HTTP")
     wait_for(lambda: status_code(where, "/hosts/db1/master") == 200, 30, "db1 master")
     assert status_code(where, "/hosts/db1/down") == 503
@@ -213,6 +213,13 @@ def test_metrics_and_health_follow_a_failover(home, daemons, kind):
     assert home.cli("pause").returncode == 0
     wait_for(lambda: scrape(where)[("hadaemon_paused", ())] == 1, 10, "paused in /metrics")
     assert_agree(scrape(where), status_json(home))
+
+    if kind == "unix":  # a socket file left by a kill is replaced; a clean stop removes it
+        d.kill_all()
+        assert where.exists()
+        d = daemons(home)
+        wait_for(lambda: status_code(where, "/hosts/db2/master") == 200, 30, "served again")
+        assert d.stop() == 0 and not where.exists()
 
 
 def haproxy_config(tmp, port):
