@@ -4,6 +4,7 @@ killed or unable to bind."""
 
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -309,6 +310,9 @@ def test_hostile_clients_never_delay_checks_and_the_server_recovers(home, daemon
     server = home.status()["daemon"]["http"]
     at_rest = descriptors(server)
 
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:  # this process holds them all
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
     idle = []  # 1000 connections that never send a byte
     for _ in range(1000):
         s = socket.socket()
