@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -313,6 +314,15 @@ def test_hostile_clients_never_delay_checks_and_the_server_recovers(home, daemon
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2048:  # this process holds them all
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    # A client scraping back to back all along: the supervisor's share of the load (one
+    # snapshot a second) is there too, as it would be while Prometheus scrapes.
+    scraping, scrapes = threading.Event(), []
+
+    def scrape_all_along():
+        while not scraping.is_set():
+            scrapes.append(status_code(port, "/metrics"))
+    scraper = threading.Thread(target=scrape_all_along)
+    scraper.start()
     idle = []  # 1000 connections that never send a byte
     for _ in range(1000):
         s = socket.socket()
@@ -346,12 +356,15 @@ def test_hostile_clients_never_delay_checks_and_the_server_recovers(home, daemon
     wait_for(lambda: descriptors(server) <= at_rest, 4 * HEAD_TIMEOUT + 10,
              "the server back to its descriptors at rest")
     runs_after, late_after = late_runs(home)
+    scraping.set()
+    scraper.join()
     for s in idle + [slow, big, junk]:
         s.close()
 
     print(f"hostile phase: {runs_after - runs_before} runs, {late_after - late_before} later "
-          f"than {LATE_BOUND}s")  # shown for a failed test (pytest -s: always)
+          f"than {LATE_BOUND}s; {scrapes.count(200)} of {len(scrapes)} scrapes answered")  # shown for a failed test (pytest -s: always)
     assert runs_after - runs_before >= 10, "the checks ran meanwhile"
+    assert scrapes.count(200) >= 10, scrapes[:20]
     assert late_after - late_before == 0, (
         f"{late_after - late_before} of {runs_after - runs_before} runs started more than "
         f"{LATE_BOUND}s late while hostile clients were connected")
