@@ -361,8 +361,9 @@ def test_hostile_clients_never_delay_checks_and_the_server_recovers(home, daemon
     for s in idle + [slow, big, junk]:
         s.close()
 
+    # shown for a failed test (with pytest -s: always)
     print(f"hostile phase: {runs_after - runs_before} runs, {late_after - late_before} later "
-          f"than {LATE_BOUND}s; {scrapes.count(200)} of {len(scrapes)} scrapes answered")  # shown for a failed test (pytest -s: always)
+          f"than {LATE_BOUND}s; {scrapes.count(200)} of {len(scrapes)} scrapes answered")
     assert runs_after - runs_before >= 10, "the checks ran meanwhile"
     assert scrapes.count(200) >= 10, scrapes[:20]
     assert late_after - late_before == 0, (
