@@ -9,20 +9,29 @@ Both count their checks the same way: the script appends one byte to a file per 
 CPU is taken from /proc: 'daemon' is the daemon processes' own time, 'with checks' adds the
 time of the checks they ran and reaped.
 
-    python bench/rest.py [--seconds 60]           (as root: ip netns)
+With --http the daemon also serves its HTTP endpoint ([http], on a free local port) and is
+scraped once every SCRAPE_EVERY seconds, as Prometheus would: its row then counts the HTTP
+server's process too, shown apart below it as the supervisor's share is, and the scrapes are
+counted under the table.
+
+    python bench/rest.py [--seconds 60] [--http]  (as root: ip netns)
 """
 
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 
 from harness import NO_RECYCLING, Daemon, Home, children, cpu, print_table, pss_kib
 
 CHECKS = 10
 WARMUP = 5.0
+SCRAPE_EVERY = 15.0  # Prometheus' default scrape_interval
 
 
 def keepalived_conf(home, count):
@@ -91,26 +100,73 @@ class Keepalived:
         subprocess.run(["ip", "netns", "del", self.ns], stderr=subprocess.DEVNULL)
 
 
-def measure(seconds):
+class Scraper(threading.Thread):
+    """GET /metrics every SCRAPE_EVERY seconds until stopped; counts the answers."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.done, self.ok, self.failed = threading.Event(), 0, []
+
+    def run(self):
+        while not self.done.wait(SCRAPE_EVERY):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    r.read()
+                self.ok += 1
+            except OSError as e:
+                self.failed.append(f"{time.strftime('%H:%M:%S')} {e}")
+
+
+def server_pid(pids):
+    """The HTTP server among the daemon's processes."""
+    for pid in pids:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"hadaemon.httpserver" in f.read():
+                return pid
+    raise RuntimeError("no HTTP server process")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(seconds, http=False):
     home = Home("rest")
-    keepalived = None
+    keepalived = scraper = None
     try:
         home.configure([(f"c{i}", "trivial", f"h{i} {home.count}") for i in range(CHECKS)],
                        interval="1", workers=2, log_level="warning",
                        max_jobs=NO_RECYCLING)
+        if http:
+            port = free_port()
+            with open(home.root / "etc/checks.conf", "a") as f:
+                f.write(f"\n[http]\nlisten = 127.0.0.1:{port}\n")
+            scraper = Scraper(port)
         keepalived = Keepalived(home)
         with Daemon(home) as d:
             time.sleep(WARMUP)
+            if scraper:
+                scraper.start()
             if keepalived.proc.poll() is not None:
                 raise RuntimeError(f"keepalived exited; see {home.root}/keepalived.log")
             who = {"hadaemon": (d.pids, home.counted), "keepalived": (keepalived.pids,
                                                                      keepalived.counted)}
+            # Shares of the daemon's row, apart: the loop's, and the HTTP server's.
+            who["supervisor"] = (lambda: [d.proc.pid], home.counted)
+            if scraper:
+                who["HTTP server"] = (lambda pid=server_pid(d.pids()): [pid], home.counted)
             before = {k: (cpu(p()), n()) for k, (p, n) in who.items()}
             time.sleep(seconds / 2)
             memory = {k: (pss_kib(p()), len(p())) for k, (p, n) in who.items()}
             time.sleep(seconds / 2)
             after = {k: (cpu(p()), n()) for k, (p, n) in who.items()}
-        result = {}
+            if scraper:  # before the daemon stops: a scrape in flight ends first
+                scraper.done.set()
+                scraper.join()
+        result = {"scrapes": (scraper.ok, scraper.failed) if scraper else None}
         for k in who:
             (own0, all0), n0 = before[k]
             (own1, all1), n1 = after[k]
@@ -128,19 +184,28 @@ def measure(seconds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--http", action="store_true",
+                    help=f"serve [http] and scrape /metrics every {SCRAPE_EVERY:g} s")
     a = ap.parse_args()
     # Ctrl-C or a kill still removes the namespace and stops both daemons (finally clauses).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    r = measure(a.seconds)
+    r = measure(a.seconds, a.http)
     h, k = r["hadaemon"], r["keepalived"]
     rows = [[name, x["checks"], x["own"], x["total"], x["pss"], x["procs"]]
             for name, x in (("keepalived", k), ("hadaemon", h))]
     rows.append(["hadaemon / keepalived", h["checks"] / k["checks"], h["own"] / k["own"],
                  h["total"] / k["total"], h["pss"] / k["pss"], ""])
-    print_table(f"Cost at rest: {CHECKS} checks at 1 s, {a.seconds:g} s window",
+    rows += [[f"  of which {name}", r[name]["checks"], r[name]["own"], "", r[name]["pss"],
+              r[name]["procs"]] for name in ("supervisor", "HTTP server") if name in r]
+    http = f", [http] on, /metrics every {SCRAPE_EVERY:g} s" if a.http else ""
+    print_table(f"Cost at rest: {CHECKS} checks at 1 s, {a.seconds:g} s window{http}",
                 ["", "checks run", "daemon CPU s / 1000 checks", "with checks CPU s / 1000",
                  "PSS MiB", "processes"], rows,
                 "python bench/rest.py " + " ".join(sys.argv[1:]))
+    if r["scrapes"]:
+        ok, failed = r["scrapes"]
+        print(f"\nscrapes answered: {ok}, failed: {len(failed)}"
+              + "".join(f"\n  {f}" for f in failed))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
-from . import actions, logsetup, security, sshscope, statuses as statusesmod
+from . import actions, listen, logsetup, security, sshscope, statuses as statusesmod
 from .cluster import rules as clusterrules, settings as clustersettings
 from .home import SAFE_PATH
 from .inifile import ConfigError, Section, read_sections, split_setting
@@ -52,6 +52,11 @@ class DaemonSettings:
     def known_statuses(self):
         """Every status a check, a section, a %VAR% or `transition` may name."""
         return statusesmod.declared(self.statuses)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    listen: str = ""  # HOST:PORT, [IPv6]:PORT or a UNIX socket path (listen.py)
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class Config:
     checks: tuple
     sections: tuple
     cluster: object = None  # cluster.ClusterSettings, or None in single-node mode
+    http: HttpSettings | None = None  # the HTTP endpoint's, or None: no [http], no server
     warnings: tuple = ()  # what is allowed but likely a mistake: check-config and the log say it
 
 
@@ -103,10 +109,10 @@ CHECK_KEYS = {"script", "args", "host", "interval", "timeout", "confirm", "hold_
 def load(home):
     """Read both files of a home; raise ConfigError with every problem found."""
     problems, warnings = [], []
-    daemon, checks, cluster_section = DaemonSettings(), (), None
+    daemon, checks, cluster_section, http = DaemonSettings(), (), None, None
     known = None  # the declared statuses; None while checks.conf cannot be read to say them
     try:
-        daemon, checks, cluster_section = _read_checks(home, problems)
+        daemon, checks, cluster_section, http = _read_checks(home, problems)
         known = daemon.known_statuses
     except ConfigError as e:
         problems += e.problems
@@ -120,7 +126,7 @@ def load(home):
         problems += security.problems(_trusted_paths(home, checks, sections, cluster))
     if problems:
         raise ConfigError(problems)
-    return Config(daemon, checks, sections, cluster, tuple(warnings))
+    return Config(daemon, checks, sections, cluster, http, tuple(warnings))
 
 
 def declared_statuses(home):
@@ -178,7 +184,7 @@ def _read_checks(home, problems):
         if s.name.startswith("check:"):
             cid = s.name[len("check:"):].strip()
             overrides[cid] = (s.lineno, _keys(path, s, sorted(CHECK_KEYS), problems))
-        elif (s.name not in ("daemon", "cluster", "ssh") and s.name not in SCOPES
+        elif (s.name not in ("daemon", "cluster", "ssh", "http") and s.name not in SCOPES
               and not s.name.startswith(SSH_SCOPE)):
             problems.append(f"{path}:{s.lineno}: unknown scope [{s.name}] "
                             f"(scopes: {', '.join(SCOPES)}, ssh:HOST; "
@@ -195,7 +201,20 @@ def _read_checks(home, problems):
     for cid, (lineno, _) in overrides.items():
         if cid not in seen:
             problems.append(f"{path}:{lineno}: [check:{cid}] is not listed in any scope")
-    return daemon, tuple(checks), by_name.get("cluster")
+    http = _read_http(home, path, by_name["http"], problems) if "http" in by_name else None
+    return daemon, tuple(checks), by_name.get("cluster"), http
+
+
+def _read_http(home, path, section, problems):
+    """The [http] section: where the HTTP endpoint listens (it has no other setting)."""
+    def vet(value):
+        listen.parse(value, home.root)
+    before = len(problems)
+    settings = _settings(path, section, HttpSettings, HttpSettings(), problems, {"listen": vet})
+    if not settings.listen and len(problems) == before:
+        problems.append(f"{path}:{section.lineno}: [http] needs listen = HOST:PORT, "
+                        f"[IPv6]:PORT or a socket path (no [http] section: no HTTP endpoint)")
+    return settings
 
 
 def _ssh_scopes(home, path, sections, by_name, daemon, problems):

@@ -30,7 +30,8 @@ class Dispatcher:
     def __init__(self, home, sel, config, scheduler, finished, errors, stopping):
         self.home, self.sel, self.scheduler = home, sel, scheduler
         self.config, self.stopping = config, stopping  # () -> the running config; () -> bool
-        self.finished = finished  # finished(meta, results, read_at): a check's end
+        # finished(meta, results, read_at, failed=): a check's end; failed: no usable result
+        self.finished = finished
         self.errors = errors  # the loop's RateLog
         d = config().daemon
         self.pool = Pool(home.root, d.workers, d.max_jobs)
@@ -107,7 +108,7 @@ class Dispatcher:
                f"check started (timeout {w.job['timeout']:g}s)")
         log.error("check %s: %s; killed worker %d%s", meta["check"], why, w.pid,
                   f" and the check's process(es) {' '.join(map(str, killed))}" if killed else "")
-        self.finished(meta, protocol.failed(meta["spec"].host, why))
+        self.finished(meta, protocol.failed(meta["spec"].host, why), failed=True)
 
     def exited(self, pid, status, how):
         """Reaped pid: if it was a worker, forget it and settle its check; True if it was (or
@@ -130,7 +131,8 @@ class Dispatcher:
         else:
             meta = w.meta
             log.error("check %s: worker %d %s while running it", meta["check"], pid, how)
-            self.finished(meta, protocol.failed(meta["spec"].host, f"worker {how}"))
+            self.finished(meta, protocol.failed(meta["spec"].host, f"worker {how}"),
+                          failed=True)
         return True
 
     def _on_worker(self, sock, events):
@@ -161,7 +163,8 @@ class Dispatcher:
             results = protocol.failed(meta["spec"].host, "garbled worker message")
             message = {}
         self._log_check_error(meta["check"], message.get("error"))
-        self.finished(meta, results, message.get("read_at"))
+        self.finished(meta, results, message.get("read_at"),
+                      failed=bool(message.get("error")) or not message)
 
     def _log_check_error(self, check_id, error):
         """Log a check's error when it changes, then at most once a minute: a check failing every

@@ -4,7 +4,7 @@ committed to the SQLite table and journal (recorder.py) and run by the action ru
 
 import time
 
-from . import runner, wire
+from . import history, runner, wire
 from .children import Child
 from .commit import Committer
 from .journal import Journal
@@ -57,6 +57,10 @@ class LocalBackend:
 
     def queue(self):
         return self.journal.open_jobs()
+
+    def recent(self, limit):
+        """The newest history entries, for the HTTP endpoint's snapshot."""
+        return history.read(self.sup.store, limit)
 
     def status(self, answer):
         """Its part of the status answer."""

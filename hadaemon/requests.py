@@ -24,6 +24,9 @@ from .statuses import undeclared
 
 log = logging.getLogger("hadaemon")
 HISTORY_MAX = 100000  # entries one history request may ask for (the CLI allows as many)
+# The newest jobs a snapshot holds: the HTTP child counts transitions and commands from them,
+# so more than this many jobs ending between two snapshots (a second) are not all counted.
+SNAPSHOT_HISTORY = 50
 
 
 def refuse_transition(host, status, known):
@@ -55,6 +58,7 @@ def read_paused(path, statuses):
 class Requests:
     def __init__(self, sup):
         self.sup = sup
+        self.snapshots = 0  # answered: what the HTTP endpoint costs the loop, counted
 
     def answer(self, request):
         cmd = request.get("cmd")
@@ -69,6 +73,8 @@ class Requests:
                 return {"ok": False, "error": "bad history request: limit must be 1 to "
                         f"{HISTORY_MAX}, host a host name"}
             return {"ok": True, "history": history.read(self.sup.store, limit, host)}
+        if cmd == "snapshot":
+            return self.snapshot()
         if cmd == "reload":
             return self.reload()
         if cmd == "ping":
@@ -102,7 +108,7 @@ class Requests:
         sup.checks.masters.retain([c.remote for c in new.checks if c.remote])
         sup.checks.pool.resize(d.workers, d.max_jobs)
         sup.checks.fill()
-        for child in sup.backend.children:  # the agent reads the config files again on it
+        for child in sup.children:  # the agent reads the config files again on it
             child.send(wire.Settings(sup.child_settings()))
         log.info("reloaded: %d check(s), %d action section(s)", len(new.checks),
                  len(new.sections))
@@ -120,6 +126,7 @@ class Requests:
                              "started": sup.started, "checks": len(sup.config.checks),
                              "workers": len(sup.checks.pool.workers),
                              "runner": sup.backend.runner.pid,
+                             "http": sup.http.pid if sup.http else None,
                              "record_error": sup.hosts.record_error,
                              "paused": sup.backend.paused(),
                              "stale": {"hosts": f.stale, "checks": {
@@ -128,10 +135,23 @@ class Requests:
         return answer
 
 
+    def snapshot(self):
+        """What the HTTP endpoint serves, in one answer (it asks at most once a second):
+        the status, the per-check counters, the declared statuses, the latest history."""
+        sup = self.sup
+        config = sup.config
+        self.snapshots += 1
+        return {"ok": True, "time": time.time(), "served": self.snapshots,
+                "status": self.status(),
+                "checks": sup.stats.snapshot({c.id for c in config.checks}),
+                "statuses": sorted(config.daemon.known_statuses),
+                "history": sup.backend.recent(SNAPSHOT_HISTORY)}
+
+
 def _keep_start_only(running, new):
     """The new config with the settings only a start applies put back to the running ones
-    (the control socket's group; the cluster, whose agent and runner hold etcd sessions), and
-    what of those changed."""
+    (the control socket's group; the cluster, whose agent and runner hold etcd sessions; the
+    HTTP endpoint), and what of those changed."""
     later = []
     if new.daemon.socket_group != running.daemon.socket_group:
         later.append("socket_group")
@@ -139,6 +159,9 @@ def _keep_start_only(running, new):
     if new.cluster != running.cluster:
         later.append("[cluster]")
         new = replace(new, cluster=running.cluster)
+    if new.http != running.http:  # the HTTP child is started with the daemon, or not at all
+        later.append("[http]")
+        new = replace(new, http=running.http)
     return new, later
 
 

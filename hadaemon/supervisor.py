@@ -18,10 +18,11 @@ import selectors
 import signal
 import time
 
-from . import children, leftovers, notify
+from . import children, httpserver, leftovers, notify
 from .control import Port, Server
 from .dispatch import Dispatcher
 from .fork import open_stdio
+from .checkstats import Stats
 from .ratelog import RateLog
 from .recorder import FLUSH_EVERY, Hosts
 from .requests import Requests
@@ -54,9 +55,13 @@ class Supervisor:
         self.errors = RateLog(log)  # the loop's own: internal errors, resources it lacked
         self.next_flush = 0.0
         self.freshness = Freshness()
+        self.stats = Stats()  # per check, for /metrics
         self.systemd = notify.Reporter(notify.Notifier.from_environment())
         self.next_watch = 0.0
         self.backend = backend_for(self)
+        # The HTTP endpoint's server, in both modes; [http] is read at start only (reload).
+        self.http = httpserver.child(home, config.http) if config.http else None
+        self.children = self.backend.children + ((self.http,) if self.http else ())
         self.requests = Requests(self)
 
     # -- start and stop ---------------------------------------------------------------------
@@ -95,7 +100,7 @@ class Supervisor:
         self.checks = Dispatcher(self.home, self.sel, lambda: self.config, self.scheduler,
                                  self._finish_check, self.errors, stopping)
         self.checks.fill()
-        for child in self.backend.children:
+        for child in self.children:
             child.spawn(self.sel, self.child_settings())
         log.info("hadaemon %d started in %s: %d check(s), %d worker(s), %d host(s) known",
                  os.getpid(), self.home.root, len(self.config.checks), d.workers, len(entries))
@@ -250,22 +255,23 @@ class Supervisor:
                 return
             how = _exit_text(status)
             if not any(c.exited(self.sel, pid, how, self.stopping)
-                       for c in self.backend.children):
+                       for c in self.children):
                 self.checks.exited(pid, status, how)
 
     def _running_children(self):
-        return [c for c in self.backend.children if c.pid is not None]
+        return [c for c in self.children if c.pid is not None]
 
     def _respawn(self):
         if not self.stopping:
-            for child in self.backend.children:
+            for child in self.children:
                 child.respawn(self.sel, self.child_settings, self.errors)
 
     # -- results ----------------------------------------------------------------------------
 
-    def _finish_check(self, meta, results, read_at=None):
+    def _finish_check(self, meta, results, read_at=None, failed=False):
         now = time.monotonic()
         self.scheduler.done(meta["check"], meta["run"], meta["due"], now)
+        self.stats.record(meta["check"], now - meta["sent"], meta["sent"] - meta["due"], failed)
         if self.scheduler.get(meta["check"]) is None:
             # A reload removed it while it ran: it no longer votes, and must not bring back a
             # host forgotten since.

@@ -171,3 +171,19 @@ def test_a_valid_home_loads_with_its_defaults_and_overrides(home):
     assert (s.name, s.source, s.target) == ("slave_to_master", "slave", "master")
     assert [(x.words, x.where) for x in s.commands][2] == (
         ("record", "plumb", "%MASTER%"), f"{home.root / 'etc/actions.conf'}:4")
+
+
+def test_http_section_is_read_and_each_mistake_named_with_its_line(home):
+    home.write("checks.conf", "[local]\nstatus_from_files db1\n")
+    assert config.load(Home(home.root)).http is None  # no [http]: no server
+    home.write("checks.conf", "[local]\nstatus_from_files db1\n[http]\nlisten = [::1]:9105\n")
+    assert config.load(Home(home.root)).http == config.HttpSettings("[::1]:9105")
+    path = home.root / "etc/checks.conf"
+    for body, expected in (
+            ("", f"{path}:3: [http] needs listen = HOST:PORT"),
+            ("listen = 127.0.0.1:99999\n", f"{path}:4: listen: port must be 1 to 65535"),
+            ("listen = no/such/dir/x.sock\n", f"{path}:4: listen: folder "),
+            ("port = 9105\n", f"{path}:4: unknown setting 'port' in [http]"),
+            ("listen = a:1\nlisten = b:2\n", f"{path}:5: listen set twice in [http]")):
+        home.write("checks.conf", "[local]\nstatus_from_files db1\n[http]\n" + body)
+        assert_starts(problems(home), [expected])
