@@ -1,12 +1,13 @@
 """What each path answers, from one snapshot of the daemon: nothing here changes anything.
 
+    GET /                    the status page for people (page.py), HTML
     GET /metrics             Prometheus exposition (metrics.py)
     GET /hosts/NAME          the host as `status --json` shows it, JSON; 404 for an unknown host
     GET /hosts/NAME/STATUS   200 while NAME's committed status is STATUS, else 503: for a load
                              balancer's health check (HAProxy option httpchk, keepalived
                              HTTP_GET, a Kubernetes probe); 404 for an unknown host or status
 
-HEAD answers as GET without the body. `/` is left for the status page.
+HEAD answers as GET without the body.
 """
 
 import json
@@ -17,6 +18,7 @@ from .names import valid_host, valid_status
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
+HTML = "text/html; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,16 @@ def text(status, line):
     return Response(status, TEXT, (line + "\n").encode())
 
 
-def answer(request, snapshot, metrics):
-    """The Response to request; snapshot: the daemon's latest (None: none yet); metrics:
-    () -> the exposition bytes of that snapshot."""
+def answer(request, snapshot, metrics, page):
+    """The Response to request; snapshot: the daemon's latest (None: none yet); metrics and
+    page: () -> the exposition bytes, the page's bytes, of that snapshot."""
     if request.method not in ("GET", "HEAD"):
         return text(405, "read-only: GET or HEAD")
     parts = request.path.split("/")[1:]
+    if parts == [""]:
+        if snapshot is None:
+            return text(503, "no data from the daemon yet")
+        return Response(200, HTML, page())
     if parts == ["metrics"]:
         if snapshot is None:
             return text(503, "no data from the daemon yet")

@@ -82,7 +82,7 @@ class Snapshots:
         self.latest, self.fetched = None, None  # the snapshot, and when (monotonic)
         self.asked = float("-inf")  # when the last request to the supervisor started
         self.pending = None  # the request in flight: one at a time, shared by all clients
-        self.rendered = None
+        self.rendered = self.page_rendered = None
         self.tally = Tally()
         self.trouble = RateLog(log)
 
@@ -117,7 +117,8 @@ class Snapshots:
         else:
             self.trouble.clear("snapshot", "HTTP server: snapshots from the daemon again")
             self.tally.add(snapshot["history"])
-            self.latest, self.fetched, self.rendered = snapshot, time.monotonic(), None
+            self.latest, self.fetched = snapshot, time.monotonic()
+            self.rendered = self.page_rendered = None
         finally:
             self.pending = None
 
@@ -135,6 +136,14 @@ class Snapshots:
             from .metrics import render
             self.rendered = render(self.latest, self.tally)
         return self.rendered
+
+    def page(self):
+        """The status page of the latest snapshot, as of its time, rendered once."""
+        if self.page_rendered is None:
+            from .page import render
+            self.page_rendered = render(self.latest["status"], self.latest["history"],
+                                        self.latest["time"]).encode()
+        return self.page_rendered
 
 
 class Server:
@@ -181,7 +190,8 @@ class Server:
             response = endpoints.text(e.status, str(e))
         else:
             snapshot = await self.snapshots.get()
-            response = endpoints.answer(request, snapshot, self.snapshots.metrics)
+            response = endpoints.answer(request, snapshot, self.snapshots.metrics,
+                                        self.snapshots.page)
         writer.write(encode(response, head_only=request is not None and
                             request.method == "HEAD"))
         await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)

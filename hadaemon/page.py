@@ -54,7 +54,7 @@ def render(status, history, now, refresh=10, hours=6):
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<meta http-equiv="refresh" content="{int(refresh)}">'
             f'<title>{escape(_title(status, hosts))}</title><style>{STYLE}</style></head>'
-            f'<body><main>{"".join(body)}</main></body></html>\n')
+            f'<body data-as-of="{_e(now)}"><main>{"".join(body)}</main></body></html>\n')
 
 
 # -- the parts ----------------------------------------------------------------------------------

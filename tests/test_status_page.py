@@ -1,6 +1,6 @@
-"""The status page in a real browser: a real daemon makes a real transition; its status and
-history, read through the control socket, make the page, which Debian's headless Chromium
-loads while the transition's sequence runs and again once it has ended. The test checks what
+"""The status page in a real browser: a real daemon makes a real transition and serves its page
+at `/` of its HTTP endpoint, which Debian's headless Chromium loads while the transition's
+sequence runs and again once it has ended. The test checks what
 the browser's DOM shows, that nothing reaches past a phone's width, and keeps screenshots under
 its tmp_path."""
 
@@ -15,7 +15,7 @@ import pytest
 
 from conftest import FAST, committed, host_name, wait_for
 from dom import parse
-from hadaemon import page
+from etcdkit import free_ports
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get "
@@ -32,12 +32,16 @@ echo "released after $i polls"
 """
 
 
-def page_url(home, tmp_path, name):
-    """The page as a browser gets it. Today: rendered from the daemon's answers into a file.
-    (Once the daemon serves `/`, this returns that URL and the test stays as it is.)"""
-    path = tmp_path / f"{name}.html"
-    path.write_text(page.render(home.status(), home.history(), time.time()))
-    return path.as_uri()
+def page_url(url):
+    """The daemon's page once it serves data from now on: its snapshot is up to a second old
+    (httpserver.REFRESH), and the test checks what it has just seen happen."""
+    since = time.time()
+
+    def fresh():
+        html = urllib.request.urlopen(url, timeout=10).read().decode()
+        return float(parse(html).find("body").attrs["data-as-of"]) >= since
+    wait_for(fresh, 30, "the status page as of now")
+    return url
 
 
 def chromium(tmp_path, url, *args):
@@ -86,7 +90,10 @@ def laid_out_width(tmp_path, url):
 
 def test_the_page_shows_a_transition_as_it_happens_in_a_real_browser(home, daemons, tmp_path):
     long = host_name(1)[:240]  # no space in it: the page must fit a phone all the same
-    home.write("checks.conf", FAST + f"confirm = 2\n[local]\nstatus_from_files db1 db2 {long}\n")
+    [port] = free_ports(1)
+    home.write("checks.conf", FAST + f"confirm = 2\n[local]\nstatus_from_files db1 db2 {long}\n"
+               f"[http]\nlisten = 127.0.0.1:{port}\n")
+    url = f"http://127.0.0.1:{port}/"
     home.write("actions.conf", """
         [slave_to_master]
         record stopservice1
@@ -107,7 +114,7 @@ def test_the_page_shows_a_transition_as_it_happens_in_a_real_browser(home, daemo
                       and e["state"] == "running" and e["commands"][2]["outcome"] == "running"],
              30, "the sequence at its third command")
 
-    during = look(tmp_path, page_url(home, tmp_path, "during"), "during")
+    during = look(tmp_path, page_url(url), "during")
     card = during.find("article", data_host="db1")
     assert card.find(cls="status").text() == "master"
     assert [r.attrs["data-status"] for r in card.find("svg", cls="timeline").find_all(
@@ -121,7 +128,7 @@ def test_the_page_shows_a_transition_as_it_happens_in_a_real_browser(home, daemo
     (home.root / "var/go").touch()
     wait_for(lambda: [e for e in home.history() if e["to"] == "master" and e["state"] == "done"],
              60, "the sequence done")
-    after = look(tmp_path, page_url(home, tmp_path, "after"), "after",
+    after = look(tmp_path, page_url(url), "after",
                  ("1280,900", f"{PHONE},844"))
     newest = after.find("section", id="transitions").find("article", cls="transition")
     head = newest.find("h3")
@@ -137,4 +144,4 @@ def test_the_page_shows_a_transition_as_it_happens_in_a_real_browser(home, daemo
     assert other.find(cls="status").text() == "slave"
     assert [r.attrs["data-status"] for r in other.find_all("rect", cls="span")][-1] == "slave"
     assert after.find("article", data_host=long).find(cls="name").text() == long
-    assert laid_out_width(tmp_path, page_url(home, tmp_path, "phone")) <= PHONE
+    assert laid_out_width(tmp_path, page_url(url)) <= PHONE

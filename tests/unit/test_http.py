@@ -7,7 +7,7 @@ import socket
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hadaemon import endpoints, httprequest, listen, metrics
+from hadaemon import endpoints, httprequest, listen, metrics, page
 from hadaemon.checkstats import Stats
 from hadaemon.httpserver import encode
 
@@ -99,7 +99,8 @@ def test_bad_listen_values_say_why(tmp_path, value, why):
 def get(path, snap=None, method="GET"):
     snap = snapshot() if snap is None else snap
     return endpoints.answer(httprequest.Request(method, path), snap,
-                            lambda: metrics.render(snap, metrics.Tally()))
+                            lambda: metrics.render(snap, metrics.Tally()),
+                            lambda: page.render(snap["status"], snap["history"], 1e9).encode())
 
 
 def test_a_host_as_json_and_unknown_hosts_404():
@@ -120,10 +121,15 @@ def test_health_answers_200_only_for_the_hosts_status():
 
 def test_read_only_no_data_and_unknown_paths():
     assert get("/hosts/db1/master", method="POST").status == 405
-    assert get("/", ).status == 404 and get("/hosts").status == 404
-    none = endpoints.answer(httprequest.Request("GET", "/hosts/db1/master"), None, None)
-    assert none.status == 503
-    assert endpoints.answer(httprequest.Request("GET", "/metrics"), None, None).status == 503
+    assert get("/hosts").status == 404 and get("/index.html").status == 404
+    for path in ("/hosts/db1/master", "/metrics", "/"):
+        assert endpoints.answer(httprequest.Request("GET", path), None, None, None).status == 503
+
+
+def test_the_root_is_the_status_page():
+    r = get("/")
+    assert r.status == 200 and r.content_type == "text/html; charset=utf-8"
+    assert r.body.startswith(b"<!DOCTYPE html>") and b"db1" in r.body
 
 
 def test_head_answers_without_body():
