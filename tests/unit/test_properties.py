@@ -53,7 +53,7 @@ def test_parser_survives_any_bytes(stdout, code, host):
     _check_outcome(stdout, code, host)
 
 
-@MANY
+@settings(MANY, max_examples=500)  # each example is a whole nested document: slow to make
 @given(st.one_of(result_objects, st.lists(result_objects, max_size=5), json_values),
        st.integers(0, 3), st.sampled_from(["", "db1"]))
 def test_parser_survives_any_json(data, code, host):
@@ -69,7 +69,7 @@ LINE_PARTS = ["[daemon]", "[local]", "[check:c1]", "[remote]", "[", "]", "[slave
               "# comment", "; comment", "", "   ", "\x00", "\u00e9"]
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(LINE_PARTS) | st.text(max_size=15), max_size=12),
        st.lists(st.sampled_from(LINE_PARTS) | st.text(max_size=15), max_size=12))
 def test_config_reader_survives_any_text(checks_lines, actions_lines):
