@@ -104,10 +104,11 @@ class Requests:
         sup.checks.fill()
         for child in sup.backend.children:  # the agent reads the config files again on it
             child.send(wire.Settings(sup.child_settings()))
-        log.info("reloaded: %d check(s), %d action section(s)", len(new.checks),
-                 len(new.sections))
+        log.info("reloaded: %d check(s)%s, %d action section(s)", len(new.checks),
+                 configmod.elsewhere(len(new.elsewhere)), len(new.sections))
         sup.warn()
-        return {"ok": True, "checks": len(new.checks), "sections": len(new.sections),
+        return {"ok": True, "checks": len(new.checks), "elsewhere": len(new.elsewhere),
+                "sections": len(new.sections),
                 "restart_needed": later}
 
     def status(self):
@@ -118,6 +119,7 @@ class Requests:
         answer = {"ok": True, "hosts": hosts,
                   "daemon": {"pid": os.getpid(), "home": str(sup.home.root),
                              "started": sup.started, "checks": len(sup.config.checks),
+                             "elsewhere": len(sup.config.elsewhere),
                              "workers": len(sup.checks.pool.workers),
                              "runner": sup.backend.runner.pid,
                              "record_error": sup.hosts.record_error,
@@ -138,7 +140,7 @@ def _keep_start_only(running, new):
         new = replace(new, daemon=replace(new.daemon, socket_group=running.daemon.socket_group))
     if new.cluster != running.cluster:
         later.append("[cluster]")
-        new = replace(new, cluster=running.cluster)
+        new = new.on_node(running.cluster)
     return new, later
 
 
