@@ -486,6 +486,52 @@ def test_a_section_can_name_the_node_that_runs_it(cluster):
         (leader, "on-leader"), ("db2", "plumb"), ("db3", "on-db3")]
 
 
+COUNTED = """#!/bin/sh
+echo {name} >> {runs}
+exec "$HA_HOME/checks/status_from_files" h1
+"""
+
+
+def test_a_node_scope_runs_on_its_node_alone_and_its_hosts_follow_it(cluster, tmp_path):
+    """h1 is checked from [node:n2] alone: only n2 runs the check, its opinion alone commits
+    h1 (n1 and n3 would say down), and when n2 is gone h1 keeps its status, unobserved."""
+    runs = tmp_path / "runs"
+    nodes, _ = cluster(checks="status_from_files db1\n[node:n2]\ncounted\n")
+    for n in nodes:
+        n.script("checks", "counted", COUNTED.format(name=n.name, runs=runs))
+        n.set_status("h1", "up" if n.name == "n2" else "down")
+    n1, n2, n3 = nodes
+    start_all(nodes, db1="up")
+    wait_for(lambda: all(committed(n, "h1", "up")() for n in nodes), 30, "h1 up, from n2")
+    wait_for(lambda: len(read_log(runs)) >= 3, 30, "three runs")
+    assert set(read_log(runs)) == {"n2"}
+    assert [(n.status()["daemon"]["checks"], n.status()["daemon"]["elsewhere"])
+            for n in nodes] == [(1, 1), (2, 0), (1, 1)]
+    assert "1 check(s) (not run here: 1 of other nodes' [node:NAME] scopes)" in \
+        n1.cli("status").stdout
+    assert not n1.cluster()["unobserved"]
+
+    n2.daemon.stop()  # its only observer gone: no vote for h1, which keeps its status
+    wait_for(lambda: n1.cluster().get("unobserved") == ["h1"], 30, "h1 unobserved")
+    h1 = n3.status()["hosts"]["h1"]
+    assert (h1["status"], h1["unobserved"], h1["stale"]) == ("up", True, True), h1
+    assert not n3.status()["hosts"]["db1"].get("unobserved")
+    r = n3.cli("status")
+    assert r.returncode == 4 and "UNOBSERVED: no live node reports h1" in r.stdout, r
+    assert "up (unobserved)" in r.stdout, r.stdout
+    assert "h1: unobserved: no live node reports it" in n1.daemon_log()
+
+    # a reload moves the check to n3, whose view of h1 (down) then commits alone
+    for n in (n1, n3):
+        conf = n.root / "etc/checks.conf"
+        conf.write_text(conf.read_text().replace("[node:n2]", "[node:n3]"))
+        n.cli("reload", check=True)
+    wait_for(lambda: committed(n1, "h1", "down")(), 30, "h1 down, from n3")
+    assert not n1.cluster()["unobserved"] and "n3" in read_log(runs)
+    assert set(read_log(runs)) == {"n2", "n3"}
+    assert n1.status()["daemon"]["elsewhere"] == 1 and n3.status()["daemon"]["elsewhere"] == 0
+
+
 def test_a_node_runs_what_its_own_config_resolved_and_nothing_looked_up_later(cluster):
     """A step planned by the leader runs on another node as that node's config resolved it at
     its last reload: an actions/echo created since does not shadow the echo on PATH, and a
