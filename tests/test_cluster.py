@@ -7,10 +7,12 @@ import time
 
 import pytest
 
+import sshnet
 from conftest import KEEP_GOING, Home, wait_for
 from etcdkit import SERVERS, Etcd, Network, Node, netns_possible, read_log
 from hadaemon.cluster.agent import AGENT_RELOADED
 from hadaemon.cluster.rules import combine, split_section, step_node
+from test_ssh import REPORT, masters
 
 pytestmark = pytest.mark.slow
 TTL = 3
@@ -530,6 +532,29 @@ def test_a_node_scope_runs_on_its_node_alone_and_its_hosts_follow_it(cluster, tm
     assert not n1.cluster()["unobserved"] and "n3" in read_log(runs)
     assert set(read_log(runs)) == {"n2", "n3"}
     assert n1.status()["daemon"]["elsewhere"] == 1 and n3.status()["daemon"]["elsewhere"] == 0
+
+
+@pytest.mark.skipif(bool(sshnet.unavailable()), reason=str(sshnet.unavailable()))
+def test_each_node_runs_an_ssh_scope_through_its_own_master(cluster, tmp_path):
+    remote = sshnet.RemoteHost(tmp_path / "sshd").up()
+    try:
+        nodes, _ = cluster(checks=f"status_from_files db1\n{remote.settings()}"
+                           f"connect_timeout = 1\n[ssh:db3]\naddress = {remote.address}\n"
+                           f"report\n")
+        for n in nodes:
+            n.script("checks", "report", REPORT)
+        start_all(nodes, db1="up")
+        wait_for(lambda: all(committed(n, "db3", "up")() for n in nodes), 30, "db3 up")
+        assert all(n.cluster()["results"][m.name]["db3"] == "up" for n in nodes for m in nodes)
+        wait_for(lambda: [len(masters(n)) for n in nodes] == [1, 1, 1], 30, "a master each")
+        wait_for(lambda: len(remote.connections()) == 3, 30, "three connections")
+        remote.demo("stop")  # every node sees it: unknown by a majority, not down
+        wait_for(lambda: committed(nodes[0], "db3", "unknown")(), 30, "db3 unknown")
+        for n in nodes:
+            n.daemon.stop()
+        assert [masters(n) for n in nodes] == [[], [], []]
+    finally:
+        remote.down()
 
 
 def test_a_node_runs_what_its_own_config_resolved_and_nothing_looked_up_later(cluster):
