@@ -96,8 +96,10 @@ class Requests:
             log.warning("reload: %s changed: it takes effect at the next restart", what)
         old_ids = {c.id for c in sup.config.checks}
         sup.config = new
-        for cid in old_ids - {c.id for c in new.checks}:
+        removed = old_ids - {c.id for c in new.checks}
+        for cid in removed:
             sup.committer.forget_check(cid)
+        sup.backend.checks_removed(removed)
         sup.scheduler.replace(new.checks, time.monotonic())
         sup.checks.masters.retain([c.remote for c in new.checks if c.remote])
         sup.checks.pool.resize(d.workers, d.max_jobs)

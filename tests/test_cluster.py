@@ -496,12 +496,13 @@ exec "$HA_HOME/checks/status_from_files" h1
 
 def test_a_node_scope_runs_on_its_node_alone_and_its_hosts_follow_it(cluster, tmp_path):
     """h1 is checked from [node:n2] alone: only n2 runs the check, its opinion alone commits
-    h1 (n1 and n3 would say down), and when n2 is gone h1 keeps its status, unobserved."""
+    h1 (n1 and n3 would say down); a reload moves the check to n3, whose opinion alone then
+    counts; when n3 is gone h1 keeps its status, unobserved."""
     runs = tmp_path / "runs"
     nodes, _ = cluster(checks="status_from_files db1\n[node:n2]\ncounted\n")
     for n in nodes:
         n.script("checks", "counted", COUNTED.format(name=n.name, runs=runs))
-        n.set_status("h1", "up" if n.name == "n2" else "down")
+        n.set_status("h1", "down" if n.name == "n1" else "up")
     n1, n2, n3 = nodes
     start_all(nodes, db1="up")
     wait_for(lambda: all(committed(n, "h1", "up")() for n in nodes), 30, "h1 up, from n2")
@@ -513,25 +514,26 @@ def test_a_node_scope_runs_on_its_node_alone_and_its_hosts_follow_it(cluster, tm
         n1.cli("status").stdout
     assert not n1.cluster()["unobserved"]
 
-    n2.daemon.stop()  # its only observer gone: no vote for h1, which keeps its status
-    wait_for(lambda: n1.cluster().get("unobserved") == ["h1"], 30, "h1 unobserved")
-    h1 = n3.status()["hosts"]["h1"]
-    assert (h1["status"], h1["unobserved"], h1["stale"]) == ("up", True, True), h1
-    assert not n3.status()["hosts"]["db1"].get("unobserved")
-    r = n3.cli("status")
-    assert r.returncode == 4 and "UNOBSERVED: no live node reports h1" in r.stdout, r
-    assert "up (unobserved)" in r.stdout, r.stdout
-    assert "h1: unobserved: no live node reports it" in n1.daemon_log()
-
-    # a reload moves the check to n3, whose view of h1 (down) then commits alone
-    for n in (n1, n3):
+    # a reload moves the check to n3: n2's opinion of h1 is withdrawn, n3's alone counts
+    n3.set_status("h1", "down")
+    for n in nodes:
         conf = n.root / "etc/checks.conf"
         conf.write_text(conf.read_text().replace("[node:n2]", "[node:n3]"))
         n.cli("reload", check=True)
-    wait_for(lambda: committed(n1, "h1", "down")(), 30, "h1 down, from n3")
-    assert not n1.cluster()["unobserved"] and "n3" in read_log(runs)
+    wait_for(lambda: "h1" not in n1.cluster()["results"].get("n2", {}), 30, "n2 withdrew h1")
+    wait_for(committed(n1, "h1", "down"), 30, "h1 down, from n3")
     assert set(read_log(runs)) == {"n2", "n3"}
-    assert n1.status()["daemon"]["elsewhere"] == 1 and n3.status()["daemon"]["elsewhere"] == 0
+    assert [n.status()["daemon"]["elsewhere"] for n in nodes] == [1, 1, 0]
+
+    n3.daemon.stop()  # its only observer gone: no vote for h1, which keeps its status
+    wait_for(lambda: n1.cluster().get("unobserved") == ["h1"], 30, "h1 unobserved")
+    h1 = n2.status()["hosts"]["h1"]
+    assert (h1["status"], h1["unobserved"], h1["stale"]) == ("down", True, True), h1
+    assert not n2.status()["hosts"]["db1"].get("unobserved")
+    r = n2.cli("status")
+    assert r.returncode == 4 and "UNOBSERVED: no live node reports h1" in r.stdout, r
+    assert "down (unobserved)" in r.stdout, r.stdout
+    assert "h1: unobserved: no live node reports it" in n1.daemon_log()
 
 
 @pytest.mark.skipif(bool(sshnet.unavailable()), reason=str(sshnet.unavailable()))
@@ -545,7 +547,8 @@ def test_each_node_runs_an_ssh_scope_through_its_own_master(cluster, tmp_path):
             n.script("checks", "report", REPORT)
         start_all(nodes, db1="up")
         wait_for(lambda: all(committed(n, "db3", "up")() for n in nodes), 30, "db3 up")
-        assert all(n.cluster()["results"][m.name]["db3"] == "up" for n in nodes for m in nodes)
+        wait_for(lambda: all(n.cluster()["results"].get(m.name, {}).get("db3") == "up"
+                             for n in nodes for m in nodes), 30, "every node's opinion: up")
         wait_for(lambda: [len(masters(n)) for n in nodes] == [1, 1, 1], 30, "a master each")
         wait_for(lambda: len(remote.connections()) == 3, 30, "three connections")
         remote.demo("stop")  # every node sees it: unknown by a majority, not down

@@ -101,6 +101,23 @@ class ClusterBackend:
                  transition.source, transition.target)
         self.agent.send(wire.Opinions(dict(self.committer.committed)))
 
+    def checks_removed(self, removed):
+        """A reload removed every check of this node that reported a host (a [node:NAME]
+        check moved to another node, say): this node's opinion of it is withdrawn, else its
+        last word would vote on for ever against the nodes that do watch it."""
+        reporters = {}
+        for cid, hosts in self.sup.freshness.hosts.items():
+            for host in hosts:
+                reporters.setdefault(host, set()).add(cid)
+        gone = sorted(h for h in self.committer.committed
+                      if reporters.get(h) and reporters[h] <= removed)
+        for host in gone:
+            self.committer.forget(host)
+            log.info("node %s no longer reports %s: its checks of it were removed by the "
+                     "reload", self.sup.config.cluster.node, host)
+        if gone:
+            self.agent.send(wire.Opinions(dict(self.committer.committed)))
+
     def before_results(self):
         pass  # no manual hold here: the leader's rule holds a host (agent.py)
 
@@ -113,7 +130,8 @@ class ClusterBackend:
         cmd = request.get("cmd")
         if cmd == "forget":
             return {"ok": False, "error": "forget is not available in cluster mode: each node "
-                    "keeps its own opinion of every host it has seen, until its restart"}
+                    "keeps its own opinion of every host it has seen, until its restart "
+                    "(or a reload removes its checks of that host)"}
         if cmd not in FOR_THE_LEADER:
             return {"ok": False, "error": f"unknown command {cmd!r}"}
         refused = cmd == "transition" and refuse_transition(
