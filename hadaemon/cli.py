@@ -324,6 +324,12 @@ def probe(ctx, checks, as_json):
     config = _load(home)
     by_id = {c.id: c for c in config.checks}
     unknown = [name for name in checks if name not in by_id]
+    elsewhere = {c.id: c for c in config.elsewhere}
+    if unknown and unknown[0] in elsewhere:  # it would run here, and say nothing of there
+        c = elsewhere[unknown[0]]
+        click.echo(f"hadaemon probe: check {c.id!r} runs on node {c.node} only ({c.where}, in "
+                   f"[node:{c.node}]): probe it there", err=True)
+        raise SystemExit(2)
     if unknown:
         click.echo(f"hadaemon probe: no check {unknown[0]!r} in {home.checks_conf} (checks: "
                    f"{', '.join(by_id) or 'none'})", err=True)

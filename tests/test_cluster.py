@@ -142,6 +142,14 @@ def test_check_config_validates_the_cluster_section(tmp_path):
     home.write("actions.conf", "[slave_to_master on %HOST%]\nrecord x\n")
     r = home.cli("check-config")
     assert r.returncode == 0, r.stderr
+    # another node's scope loads, is counted, and is not run here
+    home.write("checks.conf", "[cluster]\netcd = http://127.0.0.1:2379\nnode = n1\n"
+                              "[node:n2]\nstatus_from_files db1\n")
+    r = home.cli("check-config")
+    assert r.returncode == 0 and "0 check(s) (not run here: 1 of other nodes'" in r.stdout, r
+    r = home.cli("probe", "status_from_files")
+    assert r.returncode == 2 and "check 'status_from_files' runs on node n2 only (" \
+        f"{home.root}/etc/checks.conf:5, in [node:n2]): probe it there" in r.stderr, r
 
 
 # -- real clusters -------------------------------------------------------------------------------
