@@ -172,7 +172,9 @@ def reload(ctx):
         for p in answer.get("problems", []):
             click.echo(f"error: {p}", err=True)
         raise SystemExit(1)
-    click.echo(f"reloaded: {answer['checks']} check(s), {answer['sections']} action section(s)")
+    click.echo(f"reloaded: {answer['checks']} check(s)"
+               f"{configmod.elsewhere(answer.get('elsewhere', 0))}, "
+               f"{answer['sections']} action section(s)")
     for what in answer.get("restart_needed", []):
         click.echo(f"hadaemon: {what} changed: it takes effect at the next restart; the running "
                    "one is kept", err=True)
@@ -186,7 +188,7 @@ def status(ctx, as_json):
     home = _home(ctx)
     try:
         answer = control.request(home.control_socket, {"cmd": "status"})
-        code = STALE if _stale(answer)["checks"] else 0
+        code = STALE if _stale(answer)["checks"] or cli_cluster.unobserved(answer) else 0
     except control.ControlError as e:
         answer = _offline_status(home, str(e))
         code = NOT_RUNNING
@@ -229,7 +231,8 @@ def _status_text(answer):
         lines.append(f"({answer['note']})")
     d = answer.get("daemon")
     if d:
-        lines.append(f"hadaemon pid {d['pid']}, {d['checks']} check(s), {d['workers']} worker(s),"
+        lines.append(f"hadaemon pid {d['pid']}, {d['checks']} check(s)"
+                     f"{configmod.elsewhere(d.get('elsewhere', 0))}, {d['workers']} worker(s),"
                      f" {len(answer.get('queue', []))} sequence(s) queued")
         if d.get("paused"):
             lines.append("PAUSED: checks go on, no action fires (hadaemon resume)")
@@ -246,7 +249,8 @@ def _status_text(answer):
     for host, e in sorted(answer["hosts"].items()):
         observed = e.get("observed", "-") + (" (checks disagree)" if e.get("conflict") else "")
         seen = f"{now - e['last_seen']:.0f}s ago" if e.get("last_seen") else "-"
-        status = e["status"] + (" (stale)" if e.get("stale") else "")
+        status = e["status"] + (" (unobserved)" if e.get("unobserved")
+                                else " (stale)" if e.get("stale") else "")
         rows.append((host, status, _when(e.get("since")), observed, seen, e.get("check", "-")))
     if len(rows) == 1:
         lines.append("no hosts seen yet")
@@ -302,7 +306,8 @@ def check_config(ctx):
     config = _load(home)
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"{home.etc}: OK: {len(config.checks)} check(s), "
+    click.echo(f"{home.etc}: OK: {len(config.checks)} check(s)"
+               f"{configmod.elsewhere(len(config.elsewhere))}, "
                f"{len(config.sections)} action section(s)"
                + (f", {len(config.warnings)} warning(s)" if config.warnings else ""))
 
@@ -319,6 +324,12 @@ def probe(ctx, checks, as_json):
     config = _load(home)
     by_id = {c.id: c for c in config.checks}
     unknown = [name for name in checks if name not in by_id]
+    elsewhere = {c.id: c for c in config.elsewhere}
+    if unknown and unknown[0] in elsewhere:  # it would run here, and say nothing of there
+        c = elsewhere[unknown[0]]
+        click.echo(f"hadaemon probe: check {c.id!r} runs on node {c.node} only ({c.where}, in "
+                   f"[node:{c.node}]): probe it there", err=True)
+        raise SystemExit(2)
     if unknown:
         click.echo(f"hadaemon probe: no check {unknown[0]!r} in {home.checks_conf} (checks: "
                    f"{', '.join(by_id) or 'none'})", err=True)

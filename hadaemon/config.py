@@ -21,6 +21,7 @@ from .names import valid_host, valid_status
 
 SCOPES = ("local",)
 SSH_SCOPE = "ssh:"  # [ssh:[USER@]HOST[:PORT]]: checks run on HOST (sshscope.py)
+NODE_SCOPE = "node:"  # [node:NAME]: checks run on cluster node NAME alone
 SSH_SETTING_RE = re.compile(r"([A-Za-z_]+)\s*=")
 DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\Z")
 VARIABLE_RE = re.compile(r"%([A-Za-z][A-Za-z0-9_-]*)%")
@@ -74,6 +75,8 @@ class CheckSpec:
     # A remote check's `timeout` is enforced there; `timeout` above is then the local ssh's:
     # longer by the target's margin (connect, hear of it), and what every local limit uses.
     remote_timeout: float = 0.0
+    node: str = ""  # of a [node:NAME] scope: only that cluster node runs it
+
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,16 @@ class Config:
     cluster: object = None  # cluster.ClusterSettings, or None in single-node mode
     http: HttpSettings | None = None  # the HTTP endpoint's, or None: no [http], no server
     warnings: tuple = ()  # what is allowed but likely a mistake: check-config and the log say it
+    elsewhere: tuple = ()  # the checks of [node:NAME] scopes of other nodes: not run here
+
+    def on_node(self, cluster):
+        """This config as the node of `cluster` runs it: its own [node:NAME] checks in
+        `checks`, the other nodes' in `elsewhere` (a reload keeps the running [cluster])."""
+        every = self.checks + self.elsewhere
+        node = cluster.node if cluster else None
+        return replace(self, cluster=cluster,
+                       checks=tuple(c for c in every if c.node in ("", node)),
+                       elsewhere=tuple(c for c in every if c.node not in ("", node)))
 
 
 CHECK_KEYS = {"script", "args", "host", "interval", "timeout", "confirm", "hold_down"}
@@ -126,7 +139,12 @@ def load(home):
         problems += security.problems(_trusted_paths(home, checks, sections, cluster))
     if problems:
         raise ConfigError(problems)
-    return Config(daemon, checks, sections, cluster, http, tuple(warnings))
+    return Config(daemon, checks, sections, None, http, tuple(warnings)).on_node(cluster)
+
+
+def elsewhere(count):
+    """What a count of checks leaves out: the [node:NAME] checks that other nodes run."""
+    return f" (not run here: {count} of other nodes' [node:NAME] scopes)" if count else ""
 
 
 def declared_statuses(home):
@@ -185,21 +203,24 @@ def _read_checks(home, problems):
             cid = s.name[len("check:"):].strip()
             overrides[cid] = (s.lineno, _keys(path, s, sorted(CHECK_KEYS), problems))
         elif (s.name not in ("daemon", "cluster", "ssh", "http") and s.name not in SCOPES
-              and not s.name.startswith(SSH_SCOPE)):
+              and not s.name.startswith((SSH_SCOPE, NODE_SCOPE))):
             problems.append(f"{path}:{s.lineno}: unknown scope [{s.name}] "
-                            f"(scopes: {', '.join(SCOPES)}, ssh:HOST; "
+                            f"(scopes: {', '.join(SCOPES)}, ssh:HOST, node:NAME; "
                             f"settings go in [daemon], [ssh] or [check:NAME])")
     checks, seen = [], {}
-    scopes = [(None, by_name[scope].lines) for scope in SCOPES if scope in by_name]
-    scopes += _ssh_scopes(home, path, sections, by_name, daemon, problems)
-    for remote, lines in scopes:
+    scopes = [(None, "", by_name[scope].lines) for scope in SCOPES if scope in by_name]
+    scopes += [(remote, "", lines) for remote, lines in
+               _ssh_scopes(home, path, sections, by_name, daemon, problems)]
+    scopes += _node_scopes(path, sections, "cluster" in by_name, problems)
+    for remote, node, lines in scopes:
         for lineno, text in lines:
             spec = _check_line(home, path, lineno, text, daemon, overrides, seen, problems,
-                               remote)
+                               remote, node)
             if spec:
                 checks.append(spec)
+    listed = {key[1] if isinstance(key, tuple) else key for key in seen}
     for cid, (lineno, _) in overrides.items():
-        if cid not in seen:
+        if cid not in listed:
             problems.append(f"{path}:{lineno}: [check:{cid}] is not listed in any scope")
     http = _read_http(home, path, by_name["http"], problems) if "http" in by_name else None
     return daemon, tuple(checks), by_name.get("cluster"), http
@@ -266,6 +287,25 @@ def _ssh_scopes(home, path, sections, by_name, daemon, problems):
     return result
 
 
+def _node_scopes(path, sections, cluster_mode, problems):
+    """[(None, node name, check lines)] of every [node:NAME] scope, in file order: checks that
+    only the cluster node NAME runs (Config.on_node sets the others aside)."""
+    result = []
+    for s in sections:
+        if not s.name.startswith(NODE_SCOPE):
+            continue
+        node = s.name[len(NODE_SCOPE):].strip()
+        if not cluster_mode:
+            problems.append(f"{path}:{s.lineno}: [{s.name}]: node scopes work only in cluster "
+                            f"mode (a [cluster] section); use [local] on a single node")
+        elif not valid_host(node):  # what [cluster] node = accepts
+            problems.append(f"{path}:{s.lineno}: [{s.name}]: {node!r} is not a node name "
+                            f"(letters, digits, .:_-)")
+        else:
+            result.append((None, node, s.lines))
+    return result
+
+
 def _is_ssh_setting(text):
     m = SSH_SETTING_RE.match(text)
     return bool(m) and m.group(1).lower() in sshscope.SETTINGS
@@ -285,7 +325,8 @@ def _ssh_files_ok(home, where, name, settings, problems):
     return ok
 
 
-def _check_line(home, path, lineno, text, daemon, overrides, seen, problems, remote=None):
+def _check_line(home, path, lineno, text, daemon, overrides, seen, problems, remote=None,
+                node=""):
     where = f"{path}:{lineno}"
     try:
         words = shlex.split(text, comments=False)
@@ -300,13 +341,17 @@ def _check_line(home, path, lineno, text, daemon, overrides, seen, problems, rem
         script = cid
     if remote:  # the same check may watch several hosts: each scope's is its own
         cid = f"{cid}@{remote.host}"
-    if cid in seen:
-        problems.append(f"{where}: check {cid!r} listed twice (first at line {seen[cid]}); "
+    # Two nodes' scopes may list one check (each node runs its own); a node runs its [local]
+    # checks too, so an id of [local] is taken on every node (node scopes come last).
+    key = (node, cid) if node else cid
+    first = seen.get(key) or (seen.get(cid) if node else None)
+    if first:
+        problems.append(f"{where}: check {cid!r} listed twice (first at line {first}); "
                         f"give each a [check:NAME] section with its own script=")
         return None
-    seen[cid] = lineno
+    seen[key] = lineno
     _, settings = overrides.get(cid, (0, {}))
-    values = dict(host=remote.host if remote else "", interval=daemon.interval,
+    values = dict(host=remote.host if remote else node, interval=daemon.interval,
                   timeout=daemon.timeout, confirm=daemon.confirm, hold_down=daemon.hold_down)
     for key, (klineno, value) in settings.items():
         kwhere = f"{path}:{klineno}"
@@ -337,7 +382,7 @@ def _check_line(home, path, lineno, text, daemon, overrides, seen, problems, rem
     except LookupError as e:
         problems.append(f"{where}: check {cid!r}: {e}")
         return None
-    return CheckSpec(id=cid, argv=(program,) + args, where=where, **values)
+    return CheckSpec(id=cid, argv=(program,) + args, where=where, node=node, **values)
 
 
 def _remote_check(home, where, cid, script, args, values, remote, problems):

@@ -102,18 +102,21 @@ class Requests:
             log.warning("reload: %s changed: it takes effect at the next restart", what)
         old_ids = {c.id for c in sup.config.checks}
         sup.config = new
-        for cid in old_ids - {c.id for c in new.checks}:
+        removed = old_ids - {c.id for c in new.checks}
+        for cid in removed:
             sup.committer.forget_check(cid)
+        sup.backend.checks_removed(removed)
         sup.scheduler.replace(new.checks, time.monotonic())
         sup.checks.masters.retain([c.remote for c in new.checks if c.remote])
         sup.checks.pool.resize(d.workers, d.max_jobs)
         sup.checks.fill()
         for child in sup.children:  # the agent reads the config files again on it
             child.send(wire.Settings(sup.child_settings()))
-        log.info("reloaded: %d check(s), %d action section(s)", len(new.checks),
-                 len(new.sections))
+        log.info("reloaded: %d check(s)%s, %d action section(s)", len(new.checks),
+                 configmod.elsewhere(len(new.elsewhere)), len(new.sections))
         sup.warn()
-        return {"ok": True, "checks": len(new.checks), "sections": len(new.sections),
+        return {"ok": True, "checks": len(new.checks), "elsewhere": len(new.elsewhere),
+                "sections": len(new.sections),
                 "restart_needed": later}
 
     def status(self):
@@ -124,6 +127,7 @@ class Requests:
         answer = {"ok": True, "hosts": hosts,
                   "daemon": {"pid": os.getpid(), "home": str(sup.home.root),
                              "started": sup.started, "checks": len(sup.config.checks),
+                             "elsewhere": len(sup.config.elsewhere),
                              "workers": len(sup.checks.pool.workers),
                              "runner": sup.backend.runner.pid,
                              "http": sup.http.pid if sup.http else None,
@@ -158,7 +162,7 @@ def _keep_start_only(running, new):
         new = replace(new, daemon=replace(new.daemon, socket_group=running.daemon.socket_group))
     if new.cluster != running.cluster:
         later.append("[cluster]")
-        new = replace(new, cluster=running.cluster)
+        new = new.on_node(running.cluster)
     if new.http != running.http:  # the HTTP child is started with the daemon, or not at all
         later.append("[http]")
         new = replace(new, http=running.http)

@@ -18,7 +18,7 @@ import selectors
 import signal
 import time
 
-from . import children, httpserver, leftovers, notify
+from . import children, config as configmod, httpserver, leftovers, notify
 from .control import Port, Server
 from .dispatch import Dispatcher
 from .fork import open_stdio
@@ -102,8 +102,9 @@ class Supervisor:
         self.checks.fill()
         for child in self.children:
             child.spawn(self.sel, self.child_settings())
-        log.info("hadaemon %d started in %s: %d check(s), %d worker(s), %d host(s) known",
-                 os.getpid(), self.home.root, len(self.config.checks), d.workers, len(entries))
+        log.info("hadaemon %d started in %s: %d check(s)%s, %d worker(s), %d host(s) known",
+                 os.getpid(), self.home.root, len(self.config.checks),
+                 configmod.elsewhere(len(self.config.elsewhere)), d.workers, len(entries))
         self.warn()
 
     def child_settings(self):

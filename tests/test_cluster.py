@@ -7,10 +7,12 @@ import time
 
 import pytest
 
+import sshnet
 from conftest import KEEP_GOING, Home, wait_for
 from etcdkit import SERVERS, Etcd, Network, Node, netns_possible, read_log
 from hadaemon.cluster.agent import AGENT_RELOADED
 from hadaemon.cluster.rules import combine, split_section, step_node
+from test_ssh import REPORT, masters
 
 pytestmark = pytest.mark.slow
 TTL = 3
@@ -140,6 +142,14 @@ def test_check_config_validates_the_cluster_section(tmp_path):
     home.write("actions.conf", "[slave_to_master on %HOST%]\nrecord x\n")
     r = home.cli("check-config")
     assert r.returncode == 0, r.stderr
+    # another node's scope loads, is counted, and is not run here
+    home.write("checks.conf", "[cluster]\netcd = http://127.0.0.1:2379\nnode = n1\n"
+                              "[node:n2]\nstatus_from_files db1\n")
+    r = home.cli("check-config")
+    assert r.returncode == 0 and "0 check(s) (not run here: 1 of other nodes'" in r.stdout, r
+    r = home.cli("probe", "status_from_files")
+    assert r.returncode == 2 and "check 'status_from_files' runs on node n2 only (" \
+        f"{home.root}/etc/checks.conf:5, in [node:n2]): probe it there" in r.stderr, r
 
 
 # -- real clusters -------------------------------------------------------------------------------
@@ -484,6 +494,78 @@ def test_a_section_can_name_the_node_that_runs_it(cluster):
     time.sleep(1)  # nothing more may fire
     assert [(line.split()[0], line.split()[-1]) for line in read_log(log)] == [
         (leader, "on-leader"), ("db2", "plumb"), ("db3", "on-db3")]
+
+
+COUNTED = """#!/bin/sh
+echo {name} >> {runs}
+exec "$HA_HOME/checks/status_from_files" h1
+"""
+
+
+def test_a_node_scope_runs_on_its_node_alone_and_its_hosts_follow_it(cluster, tmp_path):
+    """h1 is checked from [node:n2] alone: only n2 runs the check, its opinion alone commits
+    h1 (n1 and n3 would say down); a reload moves the check to n3, whose opinion alone then
+    counts; when n3 is gone h1 keeps its status, unobserved."""
+    runs = tmp_path / "runs"
+    nodes, _ = cluster(checks="status_from_files db1\n[node:n2]\ncounted\n")
+    for n in nodes:
+        n.script("checks", "counted", COUNTED.format(name=n.name, runs=runs))
+        n.set_status("h1", "down" if n.name == "n1" else "up")
+    n1, n2, n3 = nodes
+    start_all(nodes, db1="up")
+    wait_for(lambda: all(committed(n, "h1", "up")() for n in nodes), 30, "h1 up, from n2")
+    wait_for(lambda: len(read_log(runs)) >= 3, 30, "three runs")
+    assert set(read_log(runs)) == {"n2"}
+    assert [(n.status()["daemon"]["checks"], n.status()["daemon"]["elsewhere"])
+            for n in nodes] == [(1, 1), (2, 0), (1, 1)]
+    assert "1 check(s) (not run here: 1 of other nodes' [node:NAME] scopes)" in \
+        n1.cli("status").stdout
+    assert not n1.cluster()["unobserved"]
+
+    # a reload moves the check to n3: n2's opinion of h1 is withdrawn, n3's alone counts
+    n3.set_status("h1", "down")
+    for n in nodes:
+        conf = n.root / "etc/checks.conf"
+        conf.write_text(conf.read_text().replace("[node:n2]", "[node:n3]"))
+        n.cli("reload", check=True)
+    wait_for(lambda: "h1" not in n1.cluster()["results"].get("n2", {}), 30, "n2 withdrew h1")
+    wait_for(committed(n1, "h1", "down"), 30, "h1 down, from n3")
+    assert set(read_log(runs)) == {"n2", "n3"}
+    assert [n.status()["daemon"]["elsewhere"] for n in nodes] == [1, 1, 0]
+
+    n3.daemon.stop()  # its only observer gone: no vote for h1, which keeps its status
+    wait_for(lambda: n1.cluster().get("unobserved") == ["h1"], 30, "h1 unobserved")
+    h1 = n2.status()["hosts"]["h1"]
+    assert (h1["status"], h1["unobserved"], h1["stale"]) == ("down", True, True), h1
+    assert not n2.status()["hosts"]["db1"].get("unobserved")
+    r = n2.cli("status")
+    assert r.returncode == 4 and "UNOBSERVED: no live node reports h1" in r.stdout, r
+    assert "down (unobserved)" in r.stdout, r.stdout
+    assert "h1: unobserved: no live node reports it" in n1.daemon_log()
+
+
+@pytest.mark.skipif(bool(sshnet.unavailable()), reason=str(sshnet.unavailable()))
+def test_each_node_runs_an_ssh_scope_through_its_own_master(cluster, tmp_path):
+    remote = sshnet.RemoteHost(tmp_path / "sshd").up()
+    try:
+        nodes, _ = cluster(checks=f"status_from_files db1\n{remote.settings()}"
+                           f"connect_timeout = 1\n[ssh:db3]\naddress = {remote.address}\n"
+                           f"report\n")
+        for n in nodes:
+            n.script("checks", "report", REPORT)
+        start_all(nodes, db1="up")
+        wait_for(lambda: all(committed(n, "db3", "up")() for n in nodes), 30, "db3 up")
+        wait_for(lambda: all(n.cluster()["results"].get(m.name, {}).get("db3") == "up"
+                             for n in nodes for m in nodes), 30, "every node's opinion: up")
+        wait_for(lambda: [len(masters(n)) for n in nodes] == [1, 1, 1], 30, "a master each")
+        wait_for(lambda: len(remote.connections()) == 3, 30, "three connections")
+        remote.demo("stop")  # every node sees it: unknown by a majority, not down
+        wait_for(lambda: committed(nodes[0], "db3", "unknown")(), 30, "db3 unknown")
+        for n in nodes:
+            n.daemon.stop()
+        assert [masters(n) for n in nodes] == [[], [], []]
+    finally:
+        remote.down()
 
 
 def test_a_node_runs_what_its_own_config_resolved_and_nothing_looked_up_later(cluster):

@@ -125,6 +125,7 @@ def test_a_timeout_kills_the_remote_process(home, daemons, remote):
              "the remote sleep gone")
 
 
+@pytest.mark.parametrize("daemons", ("run", "start"), indirect=True)  # a fault: as deployed too
 def test_sshd_gone_is_unknown_not_down_and_comes_back(home, daemons, remote):
     # confirm = 3: "unreachable for 3 intervals" is what fires [up_to_unknown]
     ssh_home(home, remote, "report\n[check:report@db3]\nconfirm = 3\n",

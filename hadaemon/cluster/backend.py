@@ -36,6 +36,7 @@ class ClusterBackend:
         self.runner = Child("action runner", self._start_runner, "claims the cluster's jobs",
                             "jobs wait")
         self.children = (self.runner, self.agent)
+        self.unobserved = []  # hosts of the table that no live node reports, as last logged
 
     def setup(self, hosts):
         """This node's opinion starts blank: a mirror of the cluster's table is not an
@@ -64,6 +65,29 @@ class ClusterBackend:
             self.cluster = message.cluster
             if message.table is not None:
                 self.hosts.mirror(message.table)
+            self._say_unobserved()
+
+    def _unobserved(self):
+        """The hosts of the table no live node reports (their nodes' leases are gone, or
+        their checks were removed): no vote, so each keeps its committed status, unwatched.
+        None while this node's view of etcd is stale: it cannot tell."""
+        if self.cluster.get("stale"):
+            return None
+        results = self.cluster.get("results") or {}
+        return sorted(h for h in self.hosts.entries if not any(h in (o or {})
+                                                              for o in results.values()))
+
+    def _say_unobserved(self):
+        now = self._unobserved()
+        if now is None:
+            return
+        for host in sorted(set(now) - set(self.unobserved)):
+            log.warning("%s: unobserved: no live node reports it; it keeps its committed "
+                        "status %s, unwatched", host,
+                        self.hosts.entries[host].get("status", UNKNOWN))
+        for host in sorted(set(self.unobserved) - set(now)):
+            log.info("%s: observed again", host)
+        self.unobserved = now
 
     def _agent_gone(self):
         self.cluster.update(stale=True, error="cluster agent restarting", leader=None)
@@ -77,6 +101,23 @@ class ClusterBackend:
                  transition.source, transition.target)
         self.agent.send(wire.Opinions(dict(self.committer.committed)))
 
+    def checks_removed(self, removed):
+        """A reload removed every check of this node that reported a host (a [node:NAME]
+        check moved to another node, say): this node's opinion of it is withdrawn, else its
+        last word would vote on for ever against the nodes that do watch it."""
+        reporters = {}
+        for cid, hosts in self.sup.freshness.hosts.items():
+            for host in hosts:
+                reporters.setdefault(host, set()).add(cid)
+        gone = sorted(h for h in self.committer.committed
+                      if reporters.get(h) and reporters[h] <= removed)
+        for host in gone:
+            self.committer.forget(host)
+            log.info("node %s no longer reports %s: its checks of it were removed by the "
+                     "reload", self.sup.config.cluster.node, host)
+        if gone:
+            self.agent.send(wire.Opinions(dict(self.committer.committed)))
+
     def before_results(self):
         pass  # no manual hold here: the leader's rule holds a host (agent.py)
 
@@ -89,7 +130,8 @@ class ClusterBackend:
         cmd = request.get("cmd")
         if cmd == "forget":
             return {"ok": False, "error": "forget is not available in cluster mode: each node "
-                    "keeps its own opinion of every host it has seen, until its restart"}
+                    "keeps its own opinion of every host it has seen, until its restart "
+                    "(or a reload removes its checks of that host)"}
         if cmd not in FOR_THE_LEADER:
             return {"ok": False, "error": f"unknown command {cmd!r}"}
         refused = cmd == "transition" and refuse_transition(
@@ -129,5 +171,8 @@ class ClusterBackend:
         c = dict(self.cluster)
         if c.get("lease_left") is not None and c.get("stale"):
             c["lease_left"] = max(0.0, c["lease_left"])
+        c["unobserved"] = self._unobserved() or []
+        for host in c["unobserved"]:
+            answer["hosts"][host].update(stale=True, unobserved=True)
         answer["cluster"] = c
         answer["queue"] = []

@@ -182,9 +182,18 @@ def history_command(home, load_quietly, limit, host, as_json):
     return True
 
 
+def unobserved(answer):
+    """The hosts no live node reports, in a status answer (cluster mode)."""
+    return (answer.get("cluster") or {}).get("unobserved") or []
+
+
 def status_lines(c):
     """The cluster part of `hadaemon status`, as text."""
     lines = []
+    if c.get("unobserved"):
+        lines.append(f"UNOBSERVED: no live node reports {', '.join(c['unobserved'])}: each "
+                     f"keeps its last committed status, unwatched (the nodes whose checks "
+                     f"report it are gone)")
     if c.get("refused"):
         lines.append(f"REFUSING: etcd does not hold this cluster's data: {c['refused']}; "
                      "nothing is committed and no job runs until an operator runs "

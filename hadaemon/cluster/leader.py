@@ -207,7 +207,9 @@ class Leader:
         return None
 
     def hold_down(self):
-        return max([c.hold_down for c in self.config.checks] + [self.config.daemon.hold_down])
+        # Every node's checks: a [node:NAME] check of another node may set it for its hosts.
+        return max([c.hold_down for c in self.config.checks + self.config.elsewhere]
+                   + [self.config.daemon.hold_down])
 
     # -- commits --------------------------------------------------------------------------------
 

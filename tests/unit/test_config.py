@@ -126,7 +126,7 @@ def test_bad_settings_are_refused_each_with_its_line(home):
         f"{conf}:3: workers: expected a whole number, got 'many'",
         f"{conf}:5: timeout: must be at least 0.01, got '0'",
         f"{conf}:6: on_failure: expected one of stop, continue, got 'retry'",
-        f"{conf}:12: unknown scope [remote] (scopes: local, ssh:HOST; ",
+        f"{conf}:12: unknown scope [remote] (scopes: local, ssh:HOST, node:NAME; ",
         f"{conf}:8: [check:status_from_files] is not listed in any scope",
         f"{conf}:10: [check:nowhere] is not listed in any scope"]
     assert_starts(found, expected)

@@ -8,6 +8,7 @@ EtcdJournal run unchanged and no process starts. etcd itself: tests/test_cluster
 import base64
 import json
 import logging
+from dataclasses import replace
 
 from hadaemon.cluster import clusterid
 from hadaemon.cluster.etcd import delete, jput, put
@@ -16,7 +17,7 @@ from hadaemon.cluster.keys import Keys
 from hadaemon.cluster.leader import Leader, View
 from hadaemon.cluster.settings import ClusterSettings
 from hadaemon.cluster.store import EtcdStore, EtcdTable
-from hadaemon.config import ActionSection, Command, Config, DaemonSettings
+from hadaemon.config import ActionSection, CheckSpec, Command, Config, DaemonSettings
 from hadaemon.job import Job
 
 
@@ -171,6 +172,18 @@ def test_hold_down_holds_until_its_key_expires(caplog):
     c.tick()
     assert c.status("db1") == "down"
     assert [j["target"] for j in c.jobs()] == ["up", "down"]
+
+
+def test_the_hold_down_of_another_nodes_check_holds_too():
+    """A [node:b] check with hold_down = 5 is not run on the leader a, but holds its hosts."""
+    check = CheckSpec("disk", ("/bin/true",), "b", 1.0, 1.0, 1, 5.0, "checks.conf:9", node="b")
+    c = Cluster(replace(config(), elsewhere=(check,)))
+    c.see(b={"b": "up"})
+    c.tick()
+    assert list(c.etcd.range(c.keys.hold)) == [c.keys.hold + "b"]
+    c.see(b={"b": "down"})
+    c.tick()
+    assert c.status("b") == "up"
 
 
 def test_a_manual_job_holds_its_host_until_it_is_closed():
