@@ -59,8 +59,8 @@ def outcome(home, request_id, what):
             return answer
         if time.monotonic() > deadline:
             click.echo(f"hadaemon: {what}: no answer from the leader within {OUTCOME_WAIT}s "
-                       "(is there one? `hadaemon status` says); the request waits in etcd "
-                       "for it", err=True)
+                       "(`hadaemon status` says whether there is one, and whether this node "
+                       "is joined); the request is served once a leader gets it", err=True)
             raise SystemExit(1)
         time.sleep(0.1)
 
