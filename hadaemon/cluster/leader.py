@@ -17,7 +17,7 @@ from collections import namedtuple
 from dataclasses import dataclass, field
 
 from ..maintenance import manual_hold_until, net_changes, pause_record
-from ..names import UNKNOWN
+from ..names import UNKNOWN, valid_host
 from ..requests import refuse_forget
 from .etcd import absent, created_at, delete, jput, put, value_is
 from .jobs import fence_job, transition_job
@@ -68,6 +68,8 @@ def manual_jobs(open_jobs, paused, now):
 def forget_refusal(host, table, opinions, open_jobs):
     """Why the leader may not forget host, or None: the rule of single-node mode, with the
     live nodes' opinions (the latest results of their checks) for the checks' latest results."""
+    if not valid_host(host):  # etcd holds what any client wrote
+        return refuse_forget(host, False, None, None)
     nodes = sorted(n for n, o in opinions.items() if host in (o or {}))
     return refuse_forget(host, host in table, nodes and (
         f"node {', '.join(nodes)} (the latest results of its checks name it): take it out of "
@@ -390,7 +392,7 @@ class Requests:
         was = leader.view.table.get(host, {}).get("status", UNKNOWN)
         answer = {"ok": False, "error": refused} if refused else {"ok": True, "was": was}
         ops = [delete(key)]
-        if request.get("id"):
+        if isinstance(request.get("id"), str):
             ops.append(jput(leader.keys.answers + request["id"],
                             dict(answer, node=request.get("node"), leader=leader.me),
                             leader.etcd.grant(ANSWER_TTL)))

@@ -273,6 +273,7 @@ def test_forget_is_refused_while_a_node_reports_the_host_or_its_sequence_is_open
     assert forget_refusal("db9", table, {"a": {"db1": "up"}, "b": {}}, []) is None
     assert forget_refusal("db8", table, {}, []) == "db8: no such host in the table"
     assert forget_refusal("db9;x", table, {}, []) == "invalid host: 'db9;x'"
+    assert forget_refusal(["db9"], table, {"a": {"db9": "up"}}, []) == "invalid host: ['db9']"
     why = forget_refusal("db9", table, {"c": {"db9": "down"}, "a": {"db9": "up"}},
                          [{"id": 4, "host": "db9"}])
     assert why.startswith("db9 is still reported by node a, c (the latest results of its "
