@@ -108,6 +108,11 @@ def _banners(status, daemon):
     elif cluster.get("stale"):
         say("bad", f"STALE: etcd unreachable for {_e(_duration(cluster.get('unreachable_for')))}"
             f" ({_e(cluster.get('error'))}); the table is this node's last mirror")
+    unobserved = cluster.get("unobserved")
+    if unobserved and isinstance(unobserved, list):
+        say("bad", f"UNOBSERVED: no live node reports {', '.join(_e(h) for h in unobserved)}: "
+            f"each keeps its last committed status, unwatched (<code>hadaemon forget "
+            f"HOST</code> removes one that is gone for good)")
     if daemon.get("paused") or cluster.get("paused"):
         say("warn", "PAUSED: checks go on, no action fires (<code>hadaemon resume</code>)")
     if daemon.get("record_error"):
@@ -158,7 +163,10 @@ def _host(host, entry, changes, now, start, end):
     marks = []
     if entry.get("manual"):
         marks.append('<span class="mark">set by hand</span>')
-    if entry.get("stale"):
+    if entry.get("unobserved"):  # stale too: the more telling of the two
+        marks.append('<span class="mark bad" title="no live node reports it: it keeps its '
+                     'last committed status, unwatched">unobserved</span>')
+    elif entry.get("stale"):
         marks.append('<span class="mark bad">stale</span>')
     if entry.get("conflict"):
         marks.append('<span class="mark warn">checks disagree</span>')

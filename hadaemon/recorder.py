@@ -30,6 +30,7 @@ class Hosts:
         self.errors = errors  # the loop's RateLog
         self.dirty = set()  # hosts whose observation changed: written within FLUSH_EVERY
         self.seen = set()  # hosts only seen again (last_seen moved): written within SEEN_EVERY
+        self.gone = set()  # hosts dropped from the mirror: deleted at the next flush
         self.next_seen = 0.0
         self.record_error = None  # the last write that failed, for status; None once one works
 
@@ -54,6 +55,12 @@ class Hosts:
         self.dirty.discard(host)
         self.seen.discard(host)
 
+    def drop(self, host):
+        """Cluster mode: host left the cluster's table (forgotten): out of the mirror now, out
+        of the state file at the next flush."""
+        self.forget(host)
+        self.gone.add(host)
+
     def tick(self, now):
         if now >= self.next_seen:
             self.dirty |= self.seen
@@ -63,17 +70,20 @@ class Hosts:
     def flush(self, everything=False):
         if everything:
             self.dirty |= self.seen
-        if not self.dirty:
+        if not self.dirty and not self.gone:
             return
         try:
             with self.store.transaction():
                 for host in self.dirty:
                     self.table.set(host, self.entries[host])
+                for host in self.gone - self.entries.keys():  # unless it came back since
+                    self.table.forget(host)
         except sqlite3.Error as e:
             self.cannot_record("results", e, "checks go on")
             return
         self.recorded()
         self.dirty.clear()
+        self.gone.clear()
 
     def cannot_record(self, what, error, consequence):
         self.record_error = str(error)

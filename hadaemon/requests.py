@@ -38,6 +38,21 @@ def refuse_transition(host, status, known):
     return None
 
 
+def refuse_forget(host, known, reported, open_job):
+    """Why `forget` may not remove host, or None (both modes). known: the table has it;
+    reported: who still reports it and what to do about it, worded by the mode (else falsy);
+    open_job: the id of its sequence still open, or None."""
+    if not valid_host(host):
+        return f"invalid host: {host!r}"
+    if not known:
+        return f"{host}: no such host in the table"
+    if reported:
+        return f"{host} is still reported by {reported}"
+    if open_job is not None:
+        return f"{host}: its sequence (job #{open_job}) has not ended yet: forget it once it has"
+    return None
+
+
 def unreported(host, status, why):
     """The refusal of a manual transition to a host no check reports (cluster mode's too)."""
     return {"ok": False, "error": f"{host}: {why} this host (`hadaemon status` lists them); "
@@ -262,20 +277,16 @@ class LocalRequests:
     def forget(self, host):
         """Remove a host nobody reports (a typo, a host retired) from the table and from every
         %STATUS% to come. A host a check reports would only come back at its next result."""
-        if not valid_host(host):
-            return {"ok": False, "error": f"invalid host: {host!r}"}
-        if host not in self.hosts.entries and host not in self.committer.committed:
-            return {"ok": False, "error": f"{host}: no such host in the table"}
-        reporting = self.reporting(host)
-        if reporting:
-            return {"ok": False, "error": f"{host} is still reported by check "
-                    f"{', '.join(reporting)} (its latest result names it): take it out of "
-                    f"that check first"}
+        known = valid_host(host) and (host in self.hosts.entries
+                                      or host in self.committer.committed)
+        reporting = self.reporting(host) if known else []
         open_job = next((j["id"] for j in self.recorder.journal.open_jobs()
-                         if j["host"] == host), None)
-        if open_job is not None:
-            return {"ok": False, "error": f"{host}: its sequence (job #{open_job}) has not "
-                    f"ended yet: forget it once it has"}
+                         if j["host"] == host), None) if known else None
+        refused = refuse_forget(host, known, reporting and (
+            f"check {', '.join(reporting)} (its latest result names it): take it out of "
+            f"that check first"), open_job)
+        if refused:
+            return {"ok": False, "error": refused}
         try:
             with self.recorder.store.transaction(durable=True):
                 self.hosts.table.forget(host)

@@ -34,16 +34,19 @@ class Opinions:
 
 @dataclass(frozen=True)
 class Request:
-    """To the agent: an operator request for the leader (pause, resume, transition, handover)."""
+    """To the agent: an operator request for the leader (pause, resume, transition, handover,
+    forget)."""
     request: dict
 
 
 @dataclass(frozen=True)
 class Report:
     """From the agent, after every look at etcd: what it sees of the cluster; `table`, when the
-    committed table changed since its last report."""
+    committed table changed since its last report; `answers`, the leader's answers to this
+    node's requests still in etcd ({request id: answer})."""
     cluster: dict
     table: dict | None = None
+    answers: dict | None = None
 
 
 KINDS = {"opinions": Opinions, "request": Request, "report": Report}

@@ -299,6 +299,9 @@ def test_a_second_daemon_with_a_node_name_in_use_stays_out_until_it_is_free(clus
         time.sleep(2)  # nothing may fire: dup's vote is not counted
         assert read_log(log) == []
         assert "NOT JOINED: node name 'n1' is held" in dup.cli("status").stdout
+        r = dup.cli("forget", "db7")  # no leader hears a node that is out: the CLI gives up
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r
+        assert "forget: no answer from the leader within 30s" in r.stderr, r
         assert nodes[2].cluster()["results"]["n1"] == {"db1": "up"}
         nodes[0].kill9()  # its key expires with its lease; then the name is free
         wait_for(lambda: "joined: its name is free again" in dup.daemon_log(), 30, "dup joins")
@@ -469,11 +472,11 @@ def test_pause_resume_manual_transition_and_handover(cluster):
     wait_for(lambda: one_leader(nodes) not in (None, other), 30, "someone else leads")
     time.sleep(1)  # nothing may fire when leadership moves
     assert len(read_log(log)) == count  # leadership moved, nothing fired
-    # a host no node's checks report takes --new (issue 11); forget is single-node only
+    # a host no node's checks report takes --new (issue 11); one they report is not forgotten
     r = nodes[1].cli("transition", "db9", "master")
     assert r.returncode == 1 and "db9: no node's checks report this host" in r.stderr, r
     r = nodes[0].cli("forget", "db2")
-    assert r.returncode == 1 and "forget is not available in cluster mode" in r.stderr, r
+    assert r.returncode == 1 and "db2 is still reported by node n1, n2, n3" in r.stderr, r
     assert nodes[1].cli("transition", "--new", "db9", "down").returncode == 0
     wait_for(lambda: any("db9 unknown->down" in line for line in read_log(log)), 30,
              "a new host's transition fired")
@@ -542,6 +545,68 @@ def test_a_node_scope_runs_on_its_node_alone_and_its_hosts_follow_it(cluster, tm
     assert r.returncode == 4 and "UNOBSERVED: no live node reports h1" in r.stdout, r
     assert "down (unobserved)" in r.stdout, r.stdout
     assert "h1: unobserved: no live node reports it" in n1.daemon_log()
+
+
+DB9 = "third\n[check:third]\nscript = status_from_files\nargs = db9\n"
+
+
+def test_forget_takes_a_host_no_live_node_reports_out_of_the_cluster(cluster):
+    """A reload removes db9's check on every node: db9 stays, unobserved, and `status` exits 4
+    for ever, until `forget`, which the leader refuses while a node still reports db9."""
+    nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n",
+                         checks="status_from_files db1\n" + DB9)
+    n1, n2, n3 = nodes
+    start_all(nodes, db1="up", db9="master")
+    fired(log, 2)
+
+    def drop_db9(node):
+        conf = node.root / "etc/checks.conf"
+        conf.write_text(conf.read_text().replace(DB9, ""))
+        node.cli("reload", check=True)
+
+    for n in (n1, n2):
+        drop_db9(n)
+    wait_for(lambda: set(n1.cluster().get("results", {}).get("n3", {})) == {"db1", "db9"} and
+             all("db9" not in n1.cluster()["results"].get(n, {}) for n in ("n1", "n2")),
+             30, "n1 and n2 withdrew db9")
+    r = n1.cli("forget", "db9")
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r
+    assert "db9 is still reported by node n3 (the latest results of its checks name it)" \
+        in r.stderr, r.stderr
+    r = n1.cli("forget", "db7")
+    assert r.returncode == 1 and "db7: no such host in the table" in r.stderr, r
+
+    drop_db9(n3)
+    wait_for(lambda: all(n.cluster().get("unobserved") == ["db9"] for n in nodes), 30,
+             "db9 unobserved everywhere")
+    assert [n.cli("status").returncode for n in nodes] == [4, 4, 4]
+    assert n3.daemon.stop() == 0  # its mirror holds db9 while the cluster forgets it
+    wait_for(lambda: set(n1.cluster().get("nodes", ())) == {"n1", "n2"}, 30, "n3 gone")
+    r = n2.cli("forget", "db9")
+    leader = one_leader(nodes[:2])
+    assert r.returncode == 0 and r.stdout.strip() == f"db9 forgotten (leader: {leader})", r
+    assert "forgot host db9 (was master" in next(n for n in nodes
+                                                  if n.name == leader).daemon_log()
+    n3.start()
+    for n in nodes:
+        wait_for(lambda: "db9" not in n.status().get("hosts", {"db9": 1}), 30,
+                 f"db9 gone on {n.name}")
+        r = n.cli("status")
+        assert r.returncode == 0 and "db9" not in r.stdout and not n.cluster()["unobserved"], \
+            r.stdout
+    r = n3.cli("forget", "db9")
+    assert r.returncode == 1 and "db9: no such host in the table" in r.stderr, r
+
+    # reported again: a new host, from unknown
+    for n in nodes:
+        n.set_status("db9", "slave")
+        conf = n.root / "etc/checks.conf"
+        conf.write_text(conf.read_text() + DB9)  # [local] is the last section
+        n.cli("reload", check=True)
+    wait_for(lambda: any(line.endswith("db9 unknown->slave resumed=0 db9")
+                         for line in read_log(log)), 30, "db9 new, from unknown")
+    wait_for(lambda: all(committed(n, "db9", "slave")() for n in nodes), 30,
+             "db9 slave everywhere")
 
 
 @pytest.mark.skipif(bool(sshnet.unavailable()), reason=str(sshnet.unavailable()))

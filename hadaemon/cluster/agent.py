@@ -273,8 +273,9 @@ class Agent:
                 and view.table != self.sent_table:
             table = view.table
             self.sent_table = dict(view.table)
+        answers = {i: a for i, a in view.answers.items() if a.get("node") == self.me}
         try:
-            self.sock.send(wire.encode(wire.Report(state, table)))
+            self.sock.send(wire.encode(wire.Report(state, table, answers or None)))
         except (BlockingIOError, OSError):
             pass
 

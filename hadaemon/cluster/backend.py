@@ -9,6 +9,8 @@ SQLite journal and no var/paused here: jobs and the pause live in etcd.
 """
 
 import logging
+import secrets
+import time
 
 from .. import runner, wire
 from ..children import Child
@@ -19,7 +21,7 @@ from ..requests import refuse_transition, unreported
 from . import agent
 
 log = logging.getLogger("hadaemon")
-FOR_THE_LEADER = ("pause", "resume", "transition", "handover")
+FOR_THE_LEADER = ("pause", "resume", "transition", "handover", "forget")
 
 
 class ClusterBackend:
@@ -37,6 +39,8 @@ class ClusterBackend:
                             "jobs wait")
         self.children = (self.runner, self.agent)
         self.unobserved = []  # hosts of the table that no live node reports, as last logged
+        self.table_hosts = None  # the hosts of the cluster's table, as last known
+        self.answers = {}  # request id -> the leader's answer, while etcd holds it
 
     def setup(self, hosts):
         """This node's opinion starts blank: a mirror of the cluster's table is not an
@@ -51,6 +55,7 @@ class ClusterBackend:
         pid, sock = fork_with_socket(agent.main, self.sup.home.root, self.sup.config, settings)
         mirror = {h: {k: e.get(k) for k in ("status", "since", "manual")}
                   for h, e in self.hosts.entries.items() if e.get("status", UNKNOWN) != UNKNOWN}
+        self.table_hosts = set(mirror)  # the agent reports a table only if etcd's differs
         try:
             sock.send(wire.encode(wire.Opinions(dict(self.committer.committed), mirror)))
         except OSError:
@@ -63,9 +68,29 @@ class ClusterBackend:
     def _on_report(self, message):
         if isinstance(message, wire.Report):
             self.cluster = message.cluster
+            self.answers = message.answers or {}
             if message.table is not None:
                 self.hosts.mirror(message.table)
+                self.table_hosts = set(message.table)
+            self._drop_forgotten()
             self._say_unobserved()
+
+    def _drop_forgotten(self):
+        """The mirror holds the cluster's table and the hosts this node reports, nothing else:
+        a host the leader forgot (while this node ran or not) leaves it; one this node reports
+        but the table lacks is unknown until the leader commits it."""
+        if self.cluster.get("stale") or self.table_hosts is None:
+            return
+        for host in [h for h in self.hosts.entries if h not in self.table_hosts]:
+            entry = self.hosts.entries[host]
+            if host in self.committer.committed or self.sup.freshness.reporting(host):
+                if entry.get("status", UNKNOWN) != UNKNOWN:
+                    self.hosts.mirror({host: {"status": UNKNOWN, "since": time.time(),
+                                              "manual": False}})
+                continue
+            self.hosts.drop(host)
+            log.info("%s: not in the cluster's table (forgotten) and not reported here: out of "
+                     "this node's mirror (was %s)", host, entry.get("status", UNKNOWN))
 
     def _unobserved(self):
         """The hosts of the table no live node reports (their nodes' leases are gone, or
@@ -128,10 +153,8 @@ class ClusterBackend:
 
     def answer(self, request):
         cmd = request.get("cmd")
-        if cmd == "forget":
-            return {"ok": False, "error": "forget is not available in cluster mode: each node "
-                    "keeps its own opinion of every host it has seen, until its restart "
-                    "(or a reload removes its checks of that host)"}
+        if cmd == "outcome":
+            return self.answers.get(request.get("id"), {"ok": True, "pending": True})
         if cmd not in FOR_THE_LEADER:
             return {"ok": False, "error": f"unknown command {cmd!r}"}
         refused = cmd == "transition" and refuse_transition(
@@ -143,16 +166,20 @@ class ClusterBackend:
             return unreported(request["host"], request["status"], "no node's checks report")
         if cmd == "handover" and request.get("to") and not valid_host(request["to"]):
             return {"ok": False, "error": f"{request['to']!r} is not a node name"}
+        if cmd == "forget" and not valid_host(request.get("host")):
+            return {"ok": False, "error": f"invalid host: {request.get('host')!r}"}
         if self.cluster.get("refused"):
             return {"ok": False, "error": f"refused: etcd does not hold this cluster's data "
                     f"({self.cluster['refused']}); nothing is done until an operator runs "
                     f"`hadaemon cluster-init`"}
         forwarded = {k: request.get(k) for k in ("cmd", "host", "status", "to")}
         forwarded["node"] = self.sup.config.cluster.node
+        if cmd == "forget":  # the leader answers it: the CLI asks for the outcome by this id
+            forwarded["id"] = f"{forwarded['node']}-{secrets.token_hex(8)}"
         if not self.agent.send(wire.Request(forwarded)):
             return {"ok": False, "error": "cluster agent not running; try again"}
         return {"ok": True, "requested": cmd, "leader": self.cluster.get("leader"),
-                "note": "handed to the leader through etcd"}
+                "note": "handed to the leader through etcd", "pending": forwarded.get("id")}
 
     def _in_opinions(self, host):
         """Some node's checks reported host since that node started (as the agent last saw)."""

@@ -2,6 +2,8 @@
 mode) and the cluster parts of `status` and `history`. Registered on the main click group by
 cli.py."""
 
+import time
+
 import click
 
 from .. import control
@@ -11,6 +13,7 @@ from ..statuses import undeclared
 from .keys import Keys
 
 NOT_RUNNING = 3
+OUTCOME_WAIT = 30  # seconds `forget` waits for the leader's answer
 A_HOST = "a host name (letters, digits, '.', '-', '_', ':')"
 
 
@@ -37,19 +40,42 @@ def declared(home_of):
     return check
 
 
+def ask(home, message):
+    """The daemon's answer to one control request; exit 3 if it does not run."""
+    try:
+        return control.request(home.control_socket, message, timeout=30)
+    except control.ControlError as e:
+        click.echo(f"hadaemon: {e}", err=True)
+        raise SystemExit(NOT_RUNNING)
+
+
+def outcome(home, request_id, what):
+    """Cluster mode: the leader's answer to a request it answers (forget), asked of this node's
+    daemon until it has it (the leader serves requests within a poll)."""
+    deadline = time.monotonic() + OUTCOME_WAIT
+    while True:
+        answer = ask(home, {"cmd": "outcome", "id": request_id})
+        if not answer.get("pending"):
+            return answer
+        if time.monotonic() > deadline:
+            click.echo(f"hadaemon: {what}: no answer from the leader within {OUTCOME_WAIT}s "
+                       "(`hadaemon status` says whether there is one, and whether this node "
+                       "is joined); the request is served once a leader gets it", err=True)
+            raise SystemExit(1)
+        time.sleep(0.1)
+
+
 def register(main, home_of):
     def request(ctx, message, done):
         home = home_of(ctx)
-        try:
-            answer = control.request(home.control_socket, message, timeout=30)
-        except control.ControlError as e:
-            click.echo(f"hadaemon: {e}", err=True)
-            raise SystemExit(NOT_RUNNING)
+        answer = ask(home, message)
         if message["cmd"] == "handover" and answer.get("error", "").startswith(
                 "unknown command"):
             click.echo(f"hadaemon: {message['cmd']} needs cluster mode (a [cluster] section in "
                        f"{home.checks_conf})", err=True)
             raise SystemExit(1)
+        if answer.get("ok") and answer.get("pending"):
+            answer = outcome(home, answer["pending"], message["cmd"])
         if not answer.get("ok"):
             click.echo(f"hadaemon: {answer.get('error')}", err=True)
             raise SystemExit(1)
@@ -84,7 +110,8 @@ def register(main, home_of):
     @click.pass_context
     def forget(ctx, host):
         """Remove HOST, which no check reports any more, from the table (and so from every
-        %STATUS%). Refused while a check's latest result names it."""
+        %STATUS%). Refused while a check's latest result names it (in cluster mode: a live
+        node's opinion), or while a sequence of it is open."""
         request(ctx, {"cmd": "forget", "host": host}, f"{host} forgotten")
 
     @main.command()

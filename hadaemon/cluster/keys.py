@@ -13,6 +13,7 @@ class Keys:
         self.paused = self.live + "paused"
         self.handover = self.live + "handover"
         self.requests = self.live + "request/"
+        self.answers = self.live + "answer/"  # answer/ID: the leader's answer to request ID
         self.open = self.live + "open/"
         self.hold = self.live + "hold/"  # hold/HOST: hold-down, on a lease of its own
         self.marker = self.live + "marker"  # which cluster this etcd holds (clusterid.py)

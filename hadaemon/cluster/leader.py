@@ -17,15 +17,17 @@ from collections import namedtuple
 from dataclasses import dataclass, field
 
 from ..maintenance import manual_hold_until, net_changes, pause_record
-from ..names import UNKNOWN
+from ..names import UNKNOWN, valid_host
+from ..requests import refuse_forget
 from .etcd import absent, created_at, delete, jput, put, value_is
 from .jobs import fence_job, transition_job
-from .keys import split_live
+from .keys import json_or_empty, split_live
 from .rules import combine
 from .store import EtcdJournal, EtcdTable, Refused
 
 log = logging.getLogger("hadaemon.agent")
 RESUME_BATCH = 30  # jobs per transaction when a resume fires many: 2 writes each, 128 at most
+ANSWER_TTL = 60  # seconds the leader's answer to a request waits in etcd for its asker
 
 # What a look at live/ shows the leader besides the View: the leader key (name, lease, create
 # revision) or None, the handover record, the pending requests {key: request}, the open job
@@ -41,11 +43,14 @@ class View:
     nodes: dict = field(default_factory=dict)  # live node -> its identity
     opinions: dict = field(default_factory=dict)  # live node -> {host: status}
     paused: dict = None  # the pause record, None when not paused
+    answers: dict = field(default_factory=dict)  # request id -> the leader's answer
 
     def read(self, keys, live, table):
         """Take in a range of live/ and the parsed table/; the rest of the look."""
         nodes, opinions, leader, paused, handover, requests, open_ids = split_live(keys, live)
         self.table, self.nodes, self.opinions, self.paused = dict(table), nodes, opinions, paused
+        self.answers = {k[len(keys.answers):]: json_or_empty(v) for k, (v, _, _) in live.items()
+                        if k.startswith(keys.answers)}
         held_down = {k[len(keys.hold):]: rev for k, (_, _, rev) in live.items()
                      if k.startswith(keys.hold)}
         return Look(leader, handover, requests, open_ids, held_down)
@@ -58,6 +63,18 @@ def manual_jobs(open_jobs, paused, now):
         return {}
     return {job["host"]: job["id"] for job in open_jobs if job.get("manual")
             and now < manual_hold_until(job["created"], job["plan"], 1)}
+
+
+def forget_refusal(host, table, opinions, open_jobs):
+    """Why the leader may not forget host, or None: the rule of single-node mode, with the
+    live nodes' opinions (the latest results of their checks) for the checks' latest results."""
+    if not valid_host(host):  # etcd holds what any client wrote
+        return refuse_forget(host, False, None, None)
+    nodes = sorted(n for n, o in opinions.items() if host in (o or {}))
+    return refuse_forget(host, host in table, nodes and (
+        f"node {', '.join(nodes)} (the latest results of its checks name it): take it out of "
+        f"those checks first (a reload of that node withdraws its opinion)"),
+        next((j["id"] for j in open_jobs if j.get("host") == host), None))
 
 
 def statuses(table):
@@ -174,7 +191,7 @@ class Leader:
         self.manual = manual_jobs([job for _, job in self.journal.open_jobs(open_ids)],
                                   self.view.paused, time.time()) if open_ids else {}
         for key, request in sorted(requests.items()):
-            done = self.requests.serve(request)
+            done = self.requests.serve(key, request)
             if done:  # else deposed half-way: the request stays for the next leader
                 self.etcd.txn([], [delete(key)])
             if not done or not self.leading():
@@ -286,14 +303,17 @@ class Leader:
 
 
 class Requests:
-    """The operator's requests (pause, resume, transition, handover), served by the leader
-    through its guarded writes."""
+    """The operator's requests (pause, resume, transition, handover, forget), served by the
+    leader through its guarded writes. A request that wants an answer (forget: its CLI says
+    what happened) gets it in live/answer/ID, on a lease of its own, written in the transaction
+    that serves it and deletes it: served again by a next leader, it is not answered twice."""
 
     def __init__(self, leader):
         self.leader = leader
 
-    def serve(self, request):
-        """Carry out one request; False if this node was deposed before it could."""
+    def serve(self, key, request):
+        """Carry out one request (stored under key); False if this node was deposed before it
+        could."""
         cmd = request.get("cmd")
         log.info("request from %s: %s", request.get("node"), request)
         view = self.leader.view
@@ -310,6 +330,8 @@ class Requests:
             return self.leader.commit(host, current, status, manual=True)
         if cmd == "handover":
             return self.handover(request.get("to") or "")
+        if cmd == "forget":
+            return self.forget(key, request)
         return True
 
     def pause(self, by):
@@ -357,4 +379,33 @@ class Requests:
             return False
         log.warning("leader %s steps down for %s", leader.me, to or "another node")
         leader.node, leader.key_rev = None, None
+        return True
+
+    def forget(self, key, request):
+        """Remove a host from the cluster's table if no live node reports it and no sequence of
+        it is open (single-node mode's rule); answer the asker either way."""
+        leader, host = self.leader, request.get("host")
+        open_ids = sorted(int(k[len(leader.keys.open):])
+                          for k in leader.etcd.range(leader.keys.open))
+        refused = forget_refusal(host, leader.view.table, leader.view.opinions,
+                                 [job for _, job in leader.journal.open_jobs(open_ids)])
+        was = leader.view.table.get(host, {}).get("status", UNKNOWN)
+        answer = {"ok": False, "error": refused} if refused else {"ok": True, "was": was}
+        ops = [delete(key)]
+        if isinstance(request.get("id"), str):
+            ops.append(jput(leader.keys.answers + request["id"],
+                            dict(answer, node=request.get("node"), leader=leader.me),
+                            leader.etcd.grant(ANSWER_TTL)))
+        if not refused:
+            # Its hold-down too: a forgotten host reported again is a new host.
+            ops += [delete(leader.keys.table + host), delete(leader.keys.hold + host)]
+        if not leader.etcd.txn(leader.guard(), ops):
+            return False
+        if refused:
+            log.info("forget %s refused: %s", host, refused)
+            return True
+        leader.view.table.pop(host, None)
+        leader.held_down.pop(host, None)
+        log.warning("forgot host %s (was %s; no live node reports it): it is out of the "
+                    "cluster's table and of every %%STATUS%% from now on", host, was)
         return True

@@ -14,7 +14,7 @@ from hadaemon.cluster import clusterid
 from hadaemon.cluster.etcd import delete, jput, put
 from hadaemon.cluster.jobs import fence_job, transition_job
 from hadaemon.cluster.keys import Keys
-from hadaemon.cluster.leader import Leader, View
+from hadaemon.cluster.leader import Leader, View, forget_refusal
 from hadaemon.cluster.settings import ClusterSettings
 from hadaemon.cluster.store import EtcdStore, EtcdTable
 from hadaemon.config import ActionSection, CheckSpec, Command, Config, DaemonSettings
@@ -264,3 +264,77 @@ def test_transition_and_fence_jobs_have_one_shape():
     assert f["plan"][0]["argv"] == ["fence-it", "-f", "b"] and f["plan"][0]["node"] == "a"
     assert (f["kind"], f["host"], f["state"], f["holder"]) == ("fence", "b", "queued", "")
     assert (t["kind"], t["state"], t["env"]["HA_HOST"]) == ("transition", "queued", "db1")
+
+
+# -- forget ----------------------------------------------------------------------------------
+
+def test_forget_is_refused_while_a_node_reports_the_host_or_its_sequence_is_open():
+    table = {"db9": {"status": "master"}}
+    assert forget_refusal("db9", table, {"a": {"db1": "up"}, "b": {}}, []) is None
+    assert forget_refusal("db8", table, {}, []) == "db8: no such host in the table"
+    assert forget_refusal("db9;x", table, {}, []) == "invalid host: 'db9;x'"
+    assert forget_refusal(["db9"], table, {"a": {"db9": "up"}}, []) == "invalid host: ['db9']"
+    why = forget_refusal("db9", table, {"c": {"db9": "down"}, "a": {"db9": "up"}},
+                         [{"id": 4, "host": "db9"}])
+    assert why.startswith("db9 is still reported by node a, c (the latest results of its "
+                          "checks name it)"), why
+    assert forget_refusal("db9", table, {"a": {}}, [{"id": 3, "host": "db1"}, {
+        "id": 4, "host": "db9"}]) == ("db9: its sequence (job #4) has not ended yet: forget "
+                                      "it once it has")
+
+
+def answer_to(c, request_id):
+    raw = c.etcd.get(c.keys.answers + request_id)
+    return json.loads(raw) if raw else None
+
+
+def test_forget_removes_the_host_once_no_node_reports_it_and_answers_the_asker(caplog):
+    c = Cluster(config(hold_down=60))
+    c.see(a={"db1": "up", "db9": "master"}, b={"db1": "up"})
+    c.tick()
+    c.close(2)
+    c.request(cmd="forget", host="db9", id="b-1")
+    c.tick()
+    assert answer_to(c, "b-1") == {
+        "ok": False, "node": "b", "leader": "a",
+        "error": "db9 is still reported by node a (the latest results of its checks name it): "
+                 "take it out of those checks first (a reload of that node withdraws its "
+                 "opinion)"}
+    assert c.status("db9") == "master" and not c.etcd.range(c.keys.requests)
+    c.see(a={"db1": "up"})  # a's reload removed its check of db9
+    c.request(cmd="forget", host="db9", id="b-2")
+    with caplog.at_level(logging.INFO, "hadaemon.agent"):
+        c.tick()
+    assert answer_to(c, "b-2") == {"ok": True, "was": "master", "node": "b", "leader": "a"}
+    assert c.etcd.get(c.keys.table + "db9") is None
+    assert c.etcd.get(c.keys.hold + "db9") is None  # a new host is not held down
+    assert c.etcd.get(c.keys.hold + "db1") is not None
+    assert any(m.startswith("forgot host db9 (was master") for m in caplog.messages)
+    # Answers live on a lease of their own, for the asker to read.
+    assert c.etcd.kv[c.keys.answers + "b-2"][1] in c.etcd.leases
+    c.request(cmd="forget", host="db9", id="b-3")
+    c.tick()
+    assert answer_to(c, "b-3")["error"] == "db9: no such host in the table"
+    # Reported again: a new host, from unknown, in nobody's %STATUS% meanwhile.
+    c.see(a={"db1": "up", "db9": "slave"})
+    c.tick()
+    job = c.jobs()[-1]
+    assert (job["host"], job["source"], job["target"]) == ("db9", "unknown", "slave")
+
+
+def test_forget_waits_for_the_hosts_sequence_and_a_deposed_leader_forgets_nothing():
+    c = Cluster(config())
+    c.see(a={"db9": "master"})
+    c.tick()
+    c.see(a={})
+    c.request(cmd="forget", host="db9", id="b-1")
+    c.tick()
+    assert "job #1) has not ended yet" in answer_to(c, "b-1")["error"]
+    c.close(1)
+    c.request(cmd="forget", host="db9", id="b-2")
+    look = c.look()
+    c.etcd.txn([], [delete(c.keys.leader)])
+    c.etcd.txn([], [jput(c.keys.leader, "b")])  # b won an election meanwhile
+    c.leader.lead(look.requests, look.open_ids)  # a's guard fails
+    assert c.status("db9") == "master" and answer_to(c, "b-2") is None
+    assert c.etcd.range(c.keys.requests)  # the request waits for the next leader

@@ -278,3 +278,18 @@ def test_what_is_wrong_is_said_at_the_top():
     assert "leader (none)" in doc.find("header").text()
     marks = [m.text() for m in doc.find("article", data_host="db1").find_all(cls="mark")]
     assert marks == ["stale", "checks disagree"]
+
+
+def test_an_unobserved_host_is_marked_so_and_named_at_the_top():
+    status = answer({"db1": host("master", NOW - 60),
+                     "db9": host("master", NOW - 600, stale=True, unobserved=True)})
+    status["cluster"] = {"name": "prod", "node": "n1", "leader": "n1", "stale": False,
+                         "nodes": {"n1": {}}, "results": {"n1": {"db1": "master"}},
+                         "unobserved": ["db9"]}
+    doc = parse(page.render(status, [], NOW))
+    marks = [m.text() for m in doc.find("article", data_host="db9").find_all(cls="mark")]
+    assert marks == ["unobserved"]
+    assert not doc.find("article", data_host="db1").find_all(cls="mark")
+    (banner,) = [b.text() for b in doc.find_all(cls="banner")]
+    assert banner.startswith("UNOBSERVED: no live node reports db9: each keeps its last "
+                             "committed status"), banner
