@@ -1,6 +1,7 @@
 """Forking a child of the supervisor: a clean slate of signals and file descriptors."""
 
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -76,6 +77,29 @@ def with_socket(start, pair=None):
         child.close()
     parent.setblocking(False)
     return pid, parent
+
+
+def exec_module(module, home, settings):
+    """Start `python -m MODULE HOME FD SETTINGS` on a new socket pair (FD its end, SETTINGS one
+    JSON dict); return (pid, our end). fork+exec, not fork: the child holds nothing of ours
+    (the SQLite connection, the workers' sockets, their pages)."""
+    def start(child):
+        os.set_inheritable(child.fileno(), True)
+        argv = [sys.executable, "-m", module, str(home), str(child.fileno()),
+                json.dumps(settings)]
+        return os.posix_spawn(sys.executable, argv, _environment(),
+                              setsigdef=(signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
+    return with_socket(start)
+
+
+def _environment():
+    """Ours, with the place this package was imported from first on the child's path: a
+    zipapp (hadaemon.pyz) or a checkout is not on the interpreter's own. Commands and checks
+    do not inherit it (execute.base_environment)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+    return env
 
 
 def fork_with_socket(main, *args, pair=None):

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from . import listen, logsetup
 from .children import Child
-from .fork import open_stdio, with_socket
+from .fork import exec_module, open_stdio
 from .home import Home
 from .ratelog import RateLog
 
@@ -63,13 +63,7 @@ def child(home, settings):
 
 def spawn(home, settings):
     """Start the server process; return (pid, the supervisor's end of its socket)."""
-    def start(sock):
-        os.set_inheritable(sock.fileno(), True)
-        argv = [sys.executable, "-m", "hadaemon.httpserver", str(home), str(sock.fileno()),
-                json.dumps(settings)]
-        return os.posix_spawn(sys.executable, argv, os.environ,
-                              setsigdef=(signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
-    return with_socket(start)
+    return exec_module("hadaemon.httpserver", home, settings)
 
 
 class Snapshots:

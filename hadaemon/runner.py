@@ -36,7 +36,7 @@ from pathlib import Path
 
 from . import actions, execute, listfiles, logsetup, wire
 from .backoff import Backoff
-from .fork import open_stdio, with_socket
+from .fork import exec_module, open_stdio
 from .home import Home
 from .job import Fenced, State, StepRecord, Verdict, next_step
 from .journal import Journal
@@ -376,27 +376,7 @@ def resume_left_open(journal, table, upto):
 def spawn(home, settings):
     """Start a runner process (either mode: the cluster's settings under "cluster"); return
     (pid, the supervisor's end of its socket)."""
-    def start(child):
-        os.set_inheritable(child.fileno(), True)
-        return os.posix_spawn(sys.executable, command(home, child.fileno(), settings),
-                              _environment(),
-                              setsigdef=(signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
-    return with_socket(start)
-
-
-def _environment():
-    """The supervisor's environment, with the place this package was imported from first on
-    the runner's path: a zipapp (hadaemon.pyz) or a checkout is not on the interpreter's own.
-    Commands do not inherit it (execute.base_environment)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
-    return env
-
-
-def command(home, fd, settings):
-    """The argv that starts a runner on socket descriptor fd."""
-    return [sys.executable, "-m", "hadaemon.runner", str(home), str(fd), json.dumps(settings)]
+    return exec_module("hadaemon.runner", home, settings)
 
 
 def main():

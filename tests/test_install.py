@@ -7,12 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 import zipfile
 
 import pytest
 
 import hadaemon
 from conftest import ROOT, Home, committed, wait_for
+from etcdkit import free_ports
 
 PREFIX = "/opt/hadaemon"  # where the README's "Install as a service" puts the venv
 
@@ -174,8 +176,9 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 @pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason="no system python3 here")
 def test_the_pyz_runs_the_example_on_the_system_python(tmp_path):
     """contrib/build-pyz's one file, run by the system's interpreter with nothing installed
-    into it and no PYTHONPATH: init, run, a failover whose commands the action runner (a
-    separate exec'd process, which must find the package inside the file) carries out."""
+    into it and no PYTHONPATH: init, run, a failover whose commands the action runner carries
+    out, and the HTTP endpoint's /metrics: both are exec'd processes, which must find the
+    package (and prometheus-client) inside the file."""
     pyz = tmp_path / "hadaemon.pyz"
     r = subprocess.run([sys.executable, ROOT / "contrib/build-pyz", "-o", pyz],
                        capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
@@ -191,6 +194,9 @@ def test_the_pyz_runs_the_example_on_the_system_python(tmp_path):
     assert pyz_cli("--version").stdout == f"hadaemon {hadaemon.__version__}\n"
     root = tmp_path / "home"
     assert pyz_cli("init", root).returncode == 0
+    [port] = free_ports(1)
+    with open(root / "etc/checks.conf", "a") as conf:
+        conf.write(f"\n[http]\nlisten = 127.0.0.1:{port}\n")
     home = Home.__new__(Home)
     home.root = root
     with open(tmp_path / "daemon.log", "w") as log:
@@ -208,6 +214,8 @@ def test_the_pyz_runs_the_example_on_the_system_python(tmp_path):
         assert (root / "var/example/vip").read_text() == "db2\n"
         status = pyz_cli("--home", root, "status")
         assert status.returncode == 0 and "db2   master" in status.stdout, status
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        assert b'hadaemon_host_status{host="db2",status="master"} 1.0' in metrics
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(60) == 0, (tmp_path / "daemon.log").read_text()
