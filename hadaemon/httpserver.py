@@ -70,9 +70,11 @@ class Snapshots:
     """The daemon's latest snapshot, asked for on demand at most once per REFRESH; what /metrics
     renders of it, once."""
 
-    def __init__(self, control_path):
+    def __init__(self, control_path, home=None):
         from .metrics import Tally
         self.control_path = str(control_path)
+        self.home = home  # in cluster mode, where the config naming etcd is
+        self.cluster_history = None  # () -> the cluster's newest history, read from etcd
         self.latest, self.fetched = None, None  # the snapshot, and when (monotonic)
         self.asked = float("-inf")  # when the last request to the supervisor started
         self.pending = None  # the request in flight: one at a time, shared by all clients
@@ -104,6 +106,8 @@ class Snapshots:
             snapshot = await asyncio.wait_for(self._ask(), SNAPSHOT_TIMEOUT)
             if not snapshot.get("ok"):
                 raise ValueError(snapshot.get("error"))
+            if snapshot["status"].get("cluster") and self.home is not None:
+                snapshot["history"] = await self._cluster_history()
         except (OSError, ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
             self.trouble.report("snapshot", logging.WARNING,
                                 f"HTTP server: no snapshot from the daemon: "
@@ -124,6 +128,30 @@ class Snapshots:
             return json.loads(await reader.read())
         finally:
             writer.close()
+
+    async def _cluster_history(self):
+        """The supervisor never waits for etcd, so it sends no history in cluster mode: it is
+        read here, as `hadaemon history` reads it. Without it the snapshot is served all the
+        same, with no transitions."""
+        try:
+            history = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(None, self._read_cluster_history),
+                SNAPSHOT_TIMEOUT)
+        except Exception as e:  # etcd away, a config that no longer loads: the log says which
+            self.trouble.report("history", logging.WARNING,
+                                f"HTTP server: no history from etcd: {type(e).__name__}: {e}")
+            return []
+        self.trouble.clear("history", "HTTP server: history from etcd again")
+        return history
+
+    def _read_cluster_history(self):
+        if self.cluster_history is None:
+            from . import config as configmod
+            from .cluster import cli as cluster_cli
+            from .requests import SNAPSHOT_HISTORY
+            config = configmod.load(Home(self.home))
+            self.cluster_history = lambda: cluster_cli.history(config, SNAPSHOT_HISTORY, None)
+        return self.cluster_history()
 
     def metrics(self):
         if self.rendered is None:
@@ -245,7 +273,7 @@ def main():
     try:
         address = listen.parse(settings["listen"], home.root)
         listener = listen.bind(address)
-        asyncio.run(serve(listener, address, Server(Snapshots(home.control_socket)), sock))
+        asyncio.run(serve(listener, address, Server(Snapshots(home.control_socket, home.root)), sock))
     except Exception as e:
         # To the log: a daemon's stderr is /dev/null. The supervisor starts the next one.
         log.error("HTTP server on %s failed: %s: %s", settings["listen"], type(e).__name__, e,

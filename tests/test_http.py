@@ -425,8 +425,8 @@ def test_the_server_unable_to_bind_or_killed_never_stops_the_daemon(home, daemon
 @pytest.mark.skipif(ETCD is None, reason="etcd binary missing: apt-get install etcd-server "
                     "etcd-client")
 def test_in_cluster_mode_every_node_serves_the_cluster_view_and_names_the_leader(tmp_path):
-    """Two nodes on one etcd member: both serve the cluster's table and say who leads; the
-    leader killed, the other says it leads now."""
+    """Two nodes on one etcd member: both serve the cluster's table and its history and say
+    who leads; the leader killed, the other says it leads now."""
     (tmp_path / "etcd").mkdir()
     etcd = Etcd(tmp_path / "etcd", n=1)
     nodes, ports = [], free_ports(2)
@@ -460,6 +460,12 @@ def test_in_cluster_mode_every_node_serves_the_cluster_view_and_names_the_leader
             wait_for(lambda: status_code(port, "/hosts/db1/master") == 200, 30,
                      "db1 master served by every node")
             assert status_code(port, "/hosts/db2/master") == 503
+            # the cluster's history, read from etcd by each node's server: counted and shown
+            wait_for(lambda: scrape(port).get(("hadaemon_transitions_total",
+                                               (("result", "done"),))) == 2, 30,
+                     "the two first transitions counted from the cluster's history")
+            page = get(port, "/")
+            assert page[0] == 200 and b'class="transition"' in page[1], page
 
         nodes[leading].kill9()
         wait_for(lambda: cluster_metrics(ports[other])[1:3] == ([names[other]], 1), 60,

@@ -192,7 +192,7 @@ class ClusterBackend:
         return []  # jobs are in etcd: `history` reads them there
 
     def recent(self, limit):
-        return []  # the same: the HTTP endpoint counts no transitions in cluster mode
+        return []  # the same: the HTTP server reads them there (httpserver.Snapshots)
 
     def status(self, answer):
         c = dict(self.cluster)
