@@ -99,6 +99,7 @@ class Requests:
         for cid in old_ids - {c.id for c in new.checks}:
             sup.committer.forget_check(cid)
         sup.scheduler.replace(new.checks, time.monotonic())
+        sup.checks.forget({c.id for c in new.checks})
         sup.checks.masters.retain([c.remote for c in new.checks if c.remote])
         sup.checks.pool.resize(d.workers, d.max_jobs)
         sup.checks.fill()
