@@ -138,12 +138,12 @@ def encode(message):
     return data
 
 
-def encode_result(result, results_json=None):
+def encode_result(result):
     """A worker's result: its results as their own JSON document after a newline (JSON as
     encode writes it has none), so the supervisor can tell a run that says what the last one
-    said by its bytes alone (split_result). results_json: the results, encoded already."""
+    said by its bytes alone (split_result)."""
     head = {k: v for k, v in result.items() if k != "results"}
-    data = encode(head) + b"\n" + (results_json or encode(result["results"]))
+    data = encode(head) + b"\n" + encode(result["results"])
     if len(data) > MAX_MESSAGE:
         raise ValueError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
     return data

@@ -8,7 +8,6 @@ import time
 from . import execute, protocol, sshscope
 
 _current = {"pid": None}
-_sent = {}  # check id -> (its last results, their JSON): a run that says the same is not re-encoded
 
 
 def _terminate(signum, frame):
@@ -28,7 +27,7 @@ def main(sock, home, max_jobs):
         job = protocol.decode(data)
         result = run_job(job, home)
         try:
-            sock.send(_message(result))
+            sock.send(protocol.encode_result(result))
         except (ValueError, OSError) as e:
             # Escaping can grow big output past one datagram, or past the socket's buffer where
             # the kernel caps it (EMSGSIZE): the check's result is lost, the reason is not.
@@ -38,13 +37,6 @@ def main(sock, home, max_jobs):
             result.update(results=protocol.failed(job["host"], why), error=why)
             sock.send(protocol.encode_result(result))
     # Recycled: leaving is enough, the supervisor reaps us and forks a fresh worker.
-
-
-def _message(result):
-    results, last = result["results"], _sent.get(result["check"])
-    if last is None or last[0] != results:
-        last = _sent[result["check"]] = (results, protocol.encode(results))
-    return protocol.encode_result(result, last[1])
 
 
 def run_job(job, home):

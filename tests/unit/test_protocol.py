@@ -117,21 +117,6 @@ def test_a_result_carries_its_results_as_bytes_of_their_own():
         protocol.encode_result(dict(result, results=[{"x": "a" * protocol.MAX_MESSAGE}]))
 
 
-def test_a_worker_sends_what_its_check_said_and_encodes_a_repeated_result_once():
-    from hadaemon import worker
-    up = [{"host": "db1", "status": "up", "details": {}}]
-    first = worker._message({"job": 1, "check": "pg", "results": up, "error": ""})
-    encoded = worker._sent["pg"]
-    again = worker._message({"job": 2, "check": "pg", "results": [dict(up[0])], "error": ""})
-    assert worker._sent["pg"] is encoded  # equal results: the bytes of the first run
-    down = worker._message({"job": 3, "check": "pg", "results": [dict(up[0], status="down")],
-                            "error": ""})
-    assert protocol.split_result(first)[1] == protocol.split_result(again)[1]
-    assert protocol.split_result(again)[0] == {"job": 2, "check": "pg", "error": ""}
-    assert protocol.decode_list(protocol.split_result(down)[1])[0]["status"] == "down"
-    assert worker._sent["pg"][1] == protocol.split_result(down)[1]
-
-
 def test_one_message_is_capped_and_must_be_an_object():
     big = {"x": "a" * protocol.MAX_MESSAGE}
     with pytest.raises(ValueError, match=f"exceeds {protocol.MAX_MESSAGE}"):
