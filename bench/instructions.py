@@ -37,7 +37,7 @@ def run(tree, results, checks):
         home.configure([(f"c{i:03d}", "trivial", f"h{i:03d} {home.count}")
                         for i in range(checks)],
                        interval="10ms", workers=WORKERS, max_jobs=NO_RECYCLING,
-                       log_level="warning")
+                       log_level="warning", grace=60)  # a worker under callgrind dumps slowly
         wrapper = ["valgrind", "--tool=callgrind", "--trace-children=no",
                    f"--callgrind-out-file={out}/callgrind.%p"]
         d = Daemon(home, tree=tree, wrapper=wrapper, start_within=300)
@@ -54,6 +54,9 @@ def run(tree, results, checks):
         counts = {int(path.rsplit(".", 1)[1]): total(path)
                   for path in glob.glob(f"{out}/callgrind.*")}
         supervisor = counts.pop(d.proc.pid)
+        if len(counts) != WORKERS:  # one replaced, or killed before it could write its counts
+            raise RuntimeError(f"{len(counts)} worker counts for {WORKERS} workers; see "
+                               f"{d.log_path}")
         return done, supervisor, sum(counts.values())
     finally:
         home.remove()
