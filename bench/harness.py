@@ -168,14 +168,17 @@ class Home:
 class Daemon:
     """`python -m hadaemon run` on a home; stopped with SIGTERM (SIGKILL if it hangs)."""
 
-    def __init__(self, home, log=None):
+    def __init__(self, home, log=None, tree=ROOT, wrapper=(), start_within=60):
+        """tree: the checkout whose package runs; wrapper: a command the daemon runs under
+        (valgrind), with start_within the seconds it may take to answer."""
         self.home = home
         self.log_path = log or home.root / "var/daemon.log"
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hadaemon", "--home", str(home.root), "run"],
-            cwd=str(ROOT), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
+            [*wrapper, sys.executable, "-m", "hadaemon", "--home", str(home.root), "run"],
+            cwd=str(tree), env=dict(os.environ, PYTHONPATH=str(tree)), stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + start_within
         while not self.ping():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -192,11 +195,11 @@ class Daemon:
         """The supervisor and its live children (workers, runner); not the checks they run."""
         return [self.proc.pid] + children(self.proc.pid)
 
-    def stop(self):
+    def stop(self, within=30):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(within)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()

@@ -35,7 +35,7 @@ def supervisor_under_cprofile(argv, out):
     prof = cProfile.Profile(time.process_time)
     prof.enable()
     try:
-        main(argv, standalone_mode=False)
+        main(argv)  # hadaemon's group runs click with standalone_mode=False itself
     finally:
         prof.disable()
         if os.getpid() == me:

@@ -38,6 +38,10 @@ class Dispatcher:
         self.pool_retry = Backoff()
         self.check_errors = RateLog(log)  # per check id
         self.jobs_sent = 0
+        self.jobs = protocol.Jobs()
+        # check id -> (the known statuses, the results' bytes, them validated) of its last run:
+        # a run that says the same is not decoded and validated again.
+        self.last_results = {}
         self.masters = Masters(home)  # the multiplexed connections of [ssh:HOST] scopes
 
     def fill(self):
@@ -79,8 +83,8 @@ class Dispatcher:
                 self.masters.ensure(check.remote, now)
             w = idle.pop()
             self.jobs_sent += 1
-            job = protocol.check_job(check, d, self.jobs_sent)
-            if not self.pool.send(w, job, {"check": check.id, "due": due, "run": run,
+            job, data = self.jobs.job(check, d, self.jobs_sent)
+            if not self.pool.send(w, job, data, {"check": check.id, "due": due, "run": run,
                                            "spec": check, "sent": now,
                                            "deadline": now + job["timeout"] + STALL_MARGIN}):
                 self.scheduler.push_back(check, due)
@@ -150,9 +154,8 @@ class Dispatcher:
     def _on_result(self, w, data):
         meta = self.pool.finished(w)
         try:
-            message = protocol.decode(data)
-            results = [checked(r, self.config().daemon.known_statuses)
-                       for r in message["results"]]
+            message, raw = protocol.split_result(data)
+            results = self._checked_results(meta["check"], raw)
         except protocol.Rejected as e:
             # An undeclared status the worker let through (a reload since it took the job):
             # rejected like any unusable output, the check's error logged as such.
@@ -165,6 +168,23 @@ class Dispatcher:
         self._log_check_error(meta["check"], message.get("error"))
         self.finished(meta, results, message.get("read_at"),
                       failed=bool(message.get("error")) or not message)
+
+    def _checked_results(self, check_id, raw):
+        """The results in raw, validated, or the last run's if raw is the same bytes under the
+        same declared statuses (a reload makes them another set)."""
+        known = self.config().daemon.known_statuses
+        last = self.last_results.get(check_id)
+        if last and last[0] is known and last[1] == raw:
+            return last[2]
+        items = protocol.decode_list(raw)
+        results = [checked(r, known) for r in items]
+        self.last_results[check_id] = (known, raw, results)
+        return results
+
+    def forget(self, check_ids):
+        """A reload: keep what is kept of these checks only."""
+        self.jobs.forget(check_ids)
+        self.last_results = {c: v for c, v in self.last_results.items() if c in check_ids}
 
     def _log_check_error(self, check_id, error):
         """Log a check's error when it changes, then at most once a minute: a check failing every

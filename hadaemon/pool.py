@@ -65,10 +65,10 @@ class Pool:
         # A worker that has had its last job is leaving: a job sent now would die with it.
         return [w for w in self.workers.values() if w.job is None and w.left > 0]
 
-    def send(self, w, job, meta):
-        """Hand a job to an idle worker; False if its socket is already gone."""
+    def send(self, w, job, data, meta):
+        """Hand a job (data: its message) to an idle worker; False if its socket is gone."""
         try:
-            w.sock.send(protocol.encode(job))
+            w.sock.send(data)
         except OSError:
             return False
         w.job, w.meta = job, meta

@@ -104,6 +104,28 @@ def check_job(check, daemon, number):
     return job
 
 
+class Jobs:
+    """Each check's job message, encoded once per config: from one run to the next only the
+    job number changes, and encoding the whole job was the supervisor's largest cost per check
+    after the system calls (bench/instructions.py)."""
+
+    def __init__(self):
+        self._made = {}  # check id -> (check, daemon, the job without number, its JSON after it)
+
+    def job(self, check, daemon, number):
+        """(the job as check_job makes it, without "job"; the message carrying `number`)."""
+        made = self._made.get(check.id)
+        if made is None or made[0] is not check or made[1] is not daemon:  # new, or reloaded
+            job = check_job(check, daemon, number)
+            del job["job"]
+            made = self._made[check.id] = (check, daemon, job, encode(job)[1:])
+        return made[2], b'{"job":%d,' % number + made[3]
+
+    def forget(self, keep):
+        """A reload: drop the messages of checks whose ids are not in keep."""
+        self._made = {cid: made for cid, made in self._made.items() if cid in keep}
+
+
 def failed(host, reason):
     """The results of a check that could not produce any: unknown for its host, if it has one."""
     return [{"host": host, "status": UNKNOWN, "details": {"error": reason}}] if host else []
@@ -116,8 +138,34 @@ def encode(message):
     return data
 
 
+def encode_result(result):
+    """A worker's result: its results as their own JSON document after a newline (JSON as
+    encode writes it has none), so the supervisor can tell a run that says what the last one
+    said by its bytes alone (split_result)."""
+    head = {k: v for k, v in result.items() if k != "results"}
+    data = encode(head) + b"\n" + encode(result["results"])
+    if len(data) > MAX_MESSAGE:
+        raise ValueError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    return data
+
+
+def split_result(data):
+    """(the result without its results, the results' JSON bytes) of encode_result's message."""
+    head, newline, results = data.partition(b"\n")
+    if not newline:
+        raise ValueError("no results in worker message")
+    return decode(head), results
+
+
 def decode(data):
     message = json.loads(data.decode("utf-8"))
     if not isinstance(message, dict):
         raise ValueError("message is not a JSON object")
     return message
+
+
+def decode_list(data):
+    items = json.loads(data.decode("utf-8"))
+    if not isinstance(items, list):
+        raise ValueError("results are not a JSON array")
+    return items

@@ -122,6 +122,7 @@ class Requests:
             sup.committer.forget_check(cid)
         sup.backend.checks_removed(removed)
         sup.scheduler.replace(new.checks, time.monotonic())
+        sup.checks.forget({c.id for c in new.checks})
         sup.checks.masters.retain([c.remote for c in new.checks if c.remote])
         sup.checks.pool.resize(d.workers, d.max_jobs)
         sup.checks.fill()

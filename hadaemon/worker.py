@@ -27,7 +27,7 @@ def main(sock, home, max_jobs):
         job = protocol.decode(data)
         result = run_job(job, home)
         try:
-            sock.send(protocol.encode(result))
+            sock.send(protocol.encode_result(result))
         except (ValueError, OSError) as e:
             # Escaping can grow big output past one datagram, or past the socket's buffer where
             # the kernel caps it (EMSGSIZE): the check's result is lost, the reason is not.
@@ -35,7 +35,7 @@ def main(sock, home, max_jobs):
                 raise
             why = f"result too large to pass on: {e}"
             result.update(results=protocol.failed(job["host"], why), error=why)
-            sock.send(protocol.encode(result))
+            sock.send(protocol.encode_result(result))
     # Recycled: leaving is enough, the supervisor reaps us and forks a fresh worker.
 
 

@@ -145,6 +145,8 @@ def test_restart_keeps_the_table_and_fires_nothing_again(home, daemons):
     wait_for(committed(home, "db2", "slave"), 20, "db2 slave")
     home.set_status("db2", "master")
     wait_for(lambda: len(home.actions_log()) == 4, 20, "actions")
+    # The runner closes the job after its last command: the history is final only then.
+    wait_for(lambda: home.history()[-1]["state"] == "done", 20, "the job closed")
     before = home.history()
     assert d.stop() == 0
     assert not (home.root / "var/hadaemon.pid").exists()

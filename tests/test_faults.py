@@ -315,6 +315,8 @@ def test_interrupted_sequence_is_superseded_when_the_host_moved_on(home, daemons
     home.write("actions.conf", SEQ + "[master_to_down]\nrecord gone-down\n")
     daemons(home)
     wait_for(lambda: any("gone-down" in line for line in home.actions_log()), 30, "next job")
+    # The runner closes the job after its last command has written its line.
+    wait_for(lambda: home.history()[-1]["state"] == "done", 30, "the next job closed")
     first, second = [h for h in home.history() if h["to"] in ("master", "down")][-2:]
     assert first["state"] == "superseded" and "db1 is down now" in first["note"]
     assert [c["outcome"] for c in first["commands"]] == ["ok", "ok", "not run"]
@@ -336,6 +338,7 @@ def test_a_command_left_running_by_a_killed_daemon_delays_even_the_next_jobs_com
         daemons(home)
         wait_for(lambda: status_of(home, "db1") == "down", 20, "down committed")
     wait_for(lambda: any("gone-down" in line for line in home.actions_log()), 30, "next job")
+    wait_for(lambda: home.history()[-1]["state"] == "done", 30, "the next job closed")
     lines = [line.split(" | ")[0] for line in home.actions_log()]
     assert lines == ["record one", "slow start 2 two resumed=0", "slow end 2 two resumed=0",
                      "record gone-down"], lines
@@ -669,7 +672,9 @@ def test_a_late_runner_supersedes_nothing_of_its_own_run(home, daemons):
     wait_for(lambda: len(home.actions_log()) == 3, 20, "all three ran once the lock was free")
     assert [line.split(" | ")[0] for line in home.actions_log()] == [
         "record unknown slave", "record slave master", "record master down"]
-    assert [h["state"] for h in home.history()] == ["done", "done", "done"]
+    # The runner closes a job after its last command has written its line.
+    wait_for(lambda: [h["state"] for h in home.history()] == ["done", "done", "done"], 20,
+             "all three jobs closed")
 
 
 def _strace_works():
@@ -846,7 +851,9 @@ def test_a_moment_without_descriptors_stops_no_check_for_good(home, daemons):
     wait_for(home.answers, 20, "control socket answers")
     wait_for(lambda: home.status()["daemon"]["workers"] == 2, 20, "the pool back to size")
     wait_for(lambda: home.status()["hosts"]["db1"]["last_seen"] > raised, 20, "checks resume")
-    assert home.status()["daemon"]["runner"] not in (None, runner_pid)
+    # The runner comes back on its own back-off, not with the workers.
+    wait_for(lambda: home.status()["daemon"]["runner"] not in (None, runner_pid), 20,
+             "a new runner")
     assert "workers started again: 2 run" in home.log()
     home.set_status("db1", "down")
     wait_for(lambda: len(home.actions_log()) == 2, 20, "the new runner runs actions")

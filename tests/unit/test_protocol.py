@@ -83,6 +83,40 @@ def test_the_job_message_carries_what_a_worker_needs_and_survives_the_wire():
     assert protocol.decode(protocol.encode(job)) == job
 
 
+def test_a_job_message_is_encoded_once_per_check_and_config_and_numbered_each_time():
+    spec = SimpleNamespace(id="pg", argv=("check_pgsql", "-H", "db1"), timeout=5.0, host="db1",
+                           remote=None)
+    daemon = SimpleNamespace(output_limit=65536, user="", known_statuses=frozenset({"up"}))
+    jobs = protocol.Jobs()
+    for number in (1, 12345):
+        job, data = jobs.job(spec, daemon, number)
+        assert protocol.decode(data) == protocol.check_job(spec, daemon, number)
+        assert job["timeout"] == 5.0 and "job" not in job
+    # A reload makes new specs: the message follows them, not the first one's.
+    moved = SimpleNamespace(**dict(vars(spec), argv=("check_pgsql", "-H", "db2")))
+    assert protocol.decode(jobs.job(moved, daemon, 3)[1])["argv"] == ["check_pgsql", "-H", "db2"]
+    jobs.forget({"other"})
+    assert jobs.job(moved, daemon, 4)[0]["argv"] == ["check_pgsql", "-H", "db2"]
+
+
+def test_a_result_carries_its_results_as_bytes_of_their_own():
+    results = [{"host": "db1", "status": "up", "details": {"out": "a\nb"}}]
+    result = {"job": 1, "check": "pg", "results": results, "error": "", "read_at": 2.5}
+    data = protocol.encode_result(result)
+    head, raw = protocol.split_result(data)
+    assert head == {"job": 1, "check": "pg", "error": "", "read_at": 2.5}
+    assert protocol.decode_list(raw) == results
+    # The same results make the same bytes whatever else changed in the run.
+    again = protocol.encode_result(dict(result, job=2, read_at=3.0))
+    assert protocol.split_result(again)[1] == raw
+    with pytest.raises(ValueError):
+        protocol.split_result(protocol.encode(result))  # no results part: garbled
+    with pytest.raises(ValueError, match="not a JSON array"):
+        protocol.decode_list(b'{"host": "db1"}')
+    with pytest.raises(ValueError, match="exceeds"):
+        protocol.encode_result(dict(result, results=[{"x": "a" * protocol.MAX_MESSAGE}]))
+
+
 def test_one_message_is_capped_and_must_be_an_object():
     big = {"x": "a" * protocol.MAX_MESSAGE}
     with pytest.raises(ValueError, match=f"exceeds {protocol.MAX_MESSAGE}"):
