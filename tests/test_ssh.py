@@ -76,12 +76,17 @@ def test_remote_json_and_nagios_results_through_one_connection(home, daemons, re
     assert d["args"] == ["one", "two words"] and d["check"] == "report@db3"
     assert d["via"].split()[2] == remote.address  # it ran behind that host's sshd
     assert details(home, "db3-plugin") == {"exit": 1, "output": "WARNING: remote says hi"}
-    # Many checks later, still one connection: each check was a channel of the master.
+    # Checks connect alone until the master is up (as many as run meanwhile); from then on
+    # each is a channel of the master: 30 results later, no login more and one connection.
+    wait_for(lambda: any(p.is_socket() for p in (home.root / "var/ssh").iterdir()), 30,
+             "the master's control socket")
+    settle = new_results(home, "db3", "db3-plugin")
+    wait_for(lambda: settle() >= 6, 30, "the checks that connected alone done")
+    before = remote.logins()
     count = new_results(home, "db3", "db3-plugin")
     wait_for(lambda: count() >= 30, 60, "30 remote results")
     assert len(remote.connections()) == 1, remote.connections()
-    # The first checks may connect alone while the master starts: at most one per worker.
-    assert remote.logins() <= 1 + 2, remote.logins()
+    assert remote.logins() == before, (before, remote.logins())
     # probe runs a remote check too (through the daemon's master, or alone)
     r = home.cli("probe", "--json", "report@db3", "check_dummy@db3")
     assert r.returncode == 0, r.stderr
