@@ -3,6 +3,7 @@ workers, a killed supervisor in the middle of a sequence, corrupt and full state
 """
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -687,18 +688,25 @@ def _strace_works():
 
 
 def wal_unsynced_at_command_starts(trace, command):
-    """Read an `strace -f -y` log; for each exec of `command`, whether the state file's WAL held
-    writes no fsync had covered yet. An fsync covers everything written to the file before it,
-    whoever wrote it, so one check per command start is the whole power-loss argument."""
-    last_write = last_sync = -1
+    """Read an `strace -f -y` log; for each exec of `command`, whether the WAL writes of the
+    process that started it (the runner: its record of the command's start) had no fsync after
+    them yet. An fsync covers everything written to the file before it, whoever wrote it, and
+    the job's commit was written before the runner could read the job, so an fsync after the
+    runner's last write covers the commit: one check per command start is the whole power-loss
+    argument. (What the supervisor writes after that fsync is after the commit too.)"""
+    last_sync = -1
+    writes, parent = {}, {}  # pid -> line of its last WAL write; child pid -> its parent
     syncing = set()  # pids inside an fsync of the WAL (strace splits calls that overlap)
     starts = []
     for i, line in enumerate(trace.splitlines()):
         pid, _, call = line.partition(" ")
         call = call.lstrip()
         on_wal = "-wal>" in call.split(",")[0]
+        spawned = re.search(r"clone3?\(.*= (\d+)$|<\.\.\. clone3? resumed>.*= (\d+)$", call)
+        if spawned:
+            parent[spawned.group(1) or spawned.group(2)] = pid
         if call.startswith(("pwrite64(", "write(")) and on_wal:
-            last_write = i
+            writes[pid] = i
         elif call.startswith(("fdatasync(", "fsync(")) and on_wal:
             if "<unfinished" in call:
                 syncing.add(pid)
@@ -710,8 +718,10 @@ def wal_unsynced_at_command_starts(trace, command):
             if call.rstrip().endswith("= 0"):
                 last_sync = i
         elif call.startswith("execve(") and f"/actions/{command}\"" in call:
-            starts.append(last_write > last_sync)
-    return starts
+            starts.append((pid, dict(writes), last_sync))
+    # A spawn's exec is logged before its clone returns the child's pid: parents come after.
+    return [seen.get(parent.get(pid), max(seen.values(), default=-1)) > synced
+            for pid, seen, synced in starts]
 
 
 def test_every_command_starts_after_an_fsync_that_covers_its_commit(home, tmp_path):
@@ -727,7 +737,7 @@ def test_every_command_starts_after_an_fsync_that_covers_its_commit(home, tmp_pa
     trace = tmp_path / "strace.log"
     from conftest import Daemon
     d = Daemon(home, prefix=["strace", "-f", "-y", "-qq", "-o", str(trace), "-e",
-                             "trace=write,pwrite64,fsync,fdatasync,execve"]).start()
+                             "trace=write,pwrite64,fsync,fdatasync,execve,clone,clone3"]).start()
     try:
         wait_for(lambda: len(home.actions_log()) == 2, 30, "first statuses fired")
         for n, status in enumerate(["down", "up", "down", "up"], start=3):
