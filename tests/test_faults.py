@@ -831,16 +831,22 @@ def _log_lines(home, since=0):
     return home.log().splitlines()[since:]
 
 
-def test_a_moment_without_descriptors_stops_no_check_for_good(home, daemons):
-    """No descriptor at all for a while (fd 3 and up refused): recycled workers and a killed
-    runner cannot be replaced. Each failure is logged once, the loop does not spin, and all of it
-    comes back by itself when descriptors do."""
-    home.write("checks.conf", FAST + "max_jobs = 3\n[local]\nstatus_from_files db1\n")
+def _db1_up_fired(home, daemons, settings=""):
+    """A daemon whose one check reports db1 up and whose every transition runs `record`, once
+    that first transition's command ran: (the daemon, its runner's pid)."""
+    home.write("checks.conf", FAST + settings + "[local]\nstatus_from_files db1\n")
     home.write("actions.conf", "[*_to_*]\nrecord %HOST% %TO%\n")
     home.set_status("db1", "up")
     d = daemons(home)
     wait_for(lambda: home.actions_log(), 20, "db1 up fired")
-    runner_pid = home.status()["daemon"]["runner"]
+    return d, home.status()["daemon"]["runner"]
+
+
+def test_a_moment_without_descriptors_stops_no_check_for_good(home, daemons):
+    """No descriptor at all for a while (fd 3 and up refused): recycled workers and a killed
+    runner cannot be replaced. Each failure is logged once, the loop does not spin, and all of it
+    comes back by itself when descriptors do."""
+    d, runner_pid = _db1_up_fired(home, daemons, "max_jobs = 3\n")
     before = len(_log_lines(home))
     limits = procs.nofile(d.pid)
     procs.set_nofile(d.pid, f"3:{limits.split(':')[1]}")
@@ -1064,12 +1070,7 @@ def test_an_idle_runner_stops_on_sigterm_and_a_new_one_takes_over(home, daemons)
     """A SIGTERM reaches the runner alone (an operator's kill, a cgroup-wide stop whose
     supervisor is slower): waiting for work, it leaves at once, and the supervisor starts the
     next one, which runs what comes."""
-    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
-    home.write("actions.conf", "[*_to_*]\nrecord %HOST% %TO%\n")
-    home.set_status("db1", "up")
-    d = daemons(home)
-    wait_for(lambda: home.actions_log(), 30, "the first action")
-    runner = home.status()["daemon"]["runner"]
+    d, runner = _db1_up_fired(home, daemons)
     os.kill(runner, signal.SIGTERM)
     wait_for(lambda: not procs.alive(runner), 10, "the idle runner gone after SIGTERM")
     wait_for(lambda: home.status()["daemon"]["runner"] not in (None, runner), 30, "a new runner")
