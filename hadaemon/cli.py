@@ -212,7 +212,7 @@ def _offline(home, read, empty):
     try:
         store = Store(home.state_db, readonly=True)
         try:
-            return read(store)
+            return empty if store.blank() else read(store)
         finally:
             store.close()
     except (sqlite3.Error, OSError) as e:

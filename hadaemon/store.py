@@ -88,6 +88,11 @@ class Store:
             if raise_sync:
                 self._sync(False)
 
+    def blank(self):
+        """No table yet: a file the daemon has only just created (its schema comes in one
+        transaction), which a reader shows as empty rather than as an error."""
+        return self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
     def close(self):
         self.conn.close()
 
@@ -122,6 +127,7 @@ def _verify(store):
     row = store.conn.execute("PRAGMA quick_check").fetchone()
     if row[0] != "ok":
         raise sqlite3.DatabaseError(f"quick_check: {row[0]}")
-    store.conn.executescript(SCHEMA)
+    # One transaction, so a reader beside a starting daemon sees all tables or none.
+    store.conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
     for table in ("hosts", "jobs", "steps"):
         store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()

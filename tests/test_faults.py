@@ -2,6 +2,7 @@
 workers, a killed supervisor in the middle of a sequence, corrupt and full state files, SIGTERM.
 """
 
+import json
 import os
 import re
 import signal
@@ -422,6 +423,22 @@ def test_a_var_that_is_no_folder_and_a_state_file_that_is_no_file_are_one_line(h
     os.mkfifo(home.root / "var/state.db")
     r = home.cli("status", timeout=20)  # a FIFO would block a reader for ever
     assert r.returncode == 1 and "not a file" in r.stderr, r
+
+
+def test_a_state_file_a_starting_daemon_has_only_just_created_reads_as_empty(home):
+    """Between the daemon creating var/state.db and its control socket answering, `status`
+    and `history` read the file themselves: empty (0 bytes) or without tables yet, it is
+    nothing recorded, not an error (CI once polled `status --json` into that window)."""
+    home.write("checks.conf", FAST + "[local]\nstatus_from_files db1\n")
+    db = home.root / "var/state.db"
+    for make in (lambda: db.write_bytes(b""),
+                 lambda: sqlite3.connect(db).execute("PRAGMA journal_mode=WAL").close()):
+        db.unlink(missing_ok=True)
+        make()
+        r = home.cli("status", "--json")
+        assert r.returncode == 3 and json.loads(r.stdout)["hosts"] == {}, r
+        r = home.cli("history", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout) == [], r
 
 
 def test_corrupt_table_refused_when_configured(home):
