@@ -17,6 +17,7 @@ import struct
 import time
 
 from .backoff import Backoff
+from . import stream
 from .selection import registered
 
 log = logging.getLogger("hadaemon.control")
@@ -24,6 +25,8 @@ MAX_REQUEST = 65536
 CLIENT_TIMEOUT = 5.0
 MAX_CLIENTS = 64  # control connections served at once; a client holding many cannot starve workers
 ACCEPT_BATCH = 16  # clients accepted in one turn of the loop
+ENCODE_BUDGET = 0.002  # seconds of encoding an answer per turn of the loop (stream.py)
+OUT_LOW, OUT_HIGH = 256 * 1024, 1024 * 1024  # encode more below LOW, stop at HIGH (bytes)
 
 
 class ControlError(Exception):
@@ -70,9 +73,9 @@ class Server:
         return uid in (0, os.getuid()) or (self.gid is not None and gid == self.gid)
 
     def stalled(self, now):
-        """Clients that have taken too long: the caller takes them out of its selector, then
+        """Clients that have taken too long to ask, or to take their answer: the caller takes them out of its selector, then
         drops them."""
-        return [c for c in self.conns.values() if now - c.opened > CLIENT_TIMEOUT]
+        return [c for c in self.conns.values() if now - c.active > CLIENT_TIMEOUT]
 
     def drop(self, c):
         self.conns.pop(c.sock, None)
@@ -91,9 +94,10 @@ class Server:
 class Conn:
     def __init__(self, sock):
         self.sock = sock
-        self.opened = time.monotonic()
+        self.active = time.monotonic()  # connected, or last took part of its answer
         self.inbuf = bytearray()
-        self.outbuf = b""
+        self.outbuf, self.sent = bytearray(), 0  # encoded, and how much of it is sent
+        self.pending = None  # the answer's pieces not encoded yet (stream.pieces)
 
     def read(self):
         """Read what is there; return the request dict once complete, 'eof', or None."""
@@ -121,18 +125,39 @@ class Conn:
         return request if isinstance(request, dict) else {"error": "request is not an object"}
 
     def reply(self, answer):
-        self.outbuf = (json.dumps(answer) + "\n").encode()
+        self.pending = stream.pieces(answer)
 
     def write(self):
-        """Send what fits; True when everything is sent."""
+        """Encode a slice of the answer if little is waiting, send what fits; True when
+        everything is sent (or the client is gone)."""
+        if self.pending is not None and len(self.outbuf) - self.sent < OUT_LOW:
+            self._encode()
         try:
-            n = self.sock.send(self.outbuf)
+            n = self.sock.send(memoryview(self.outbuf)[self.sent:])
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
             return True
-        self.outbuf = self.outbuf[n:]
-        return not self.outbuf
+        self.sent += n
+        if n:
+            self.active = time.monotonic()  # a client that reads is not stalled
+        if self.sent == len(self.outbuf):
+            self.outbuf, self.sent = bytearray(), 0
+            return self.pending is None
+        return False
+
+    def _encode(self):
+        # Slices until the budget is spent: the loop turns between two, so a large answer
+        # never holds it for more than about ENCODE_BUDGET.
+        deadline = time.monotonic() + ENCODE_BUDGET
+        del self.outbuf[:self.sent]
+        self.sent = 0
+        for piece in self.pending:
+            self.outbuf += piece.encode()
+            if time.monotonic() >= deadline or len(self.outbuf) >= OUT_HIGH:
+                return
+        self.outbuf += b"\n"
+        self.pending = None
 
 
 class Port:
@@ -203,7 +228,13 @@ class Port:
         if c is None:
             return
         if events & selectors.EVENT_WRITE:
-            if c.write():
+            try:
+                done = c.write()
+            except Exception:  # a bug while encoding: this client loses its answer, no more
+                self.errors.report(("encode",), logging.ERROR,
+                                   "internal error encoding an answer", exc_info=True)
+                done = True
+            if done:
                 self._drop(c)
             return
         request = c.read()

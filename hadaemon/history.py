@@ -6,28 +6,47 @@ import time
 from . import journal
 
 
+COLUMNS = ("id", "host", "source", "target", "manual", "created", "state", "plan", "resumed",
+           "finished", "note")
+PAGE = 50  # jobs read in one query, each with its own query for its steps
+
+
 def read(store, limit=100, host=None):
-    sql = ("SELECT id, host, source, target, manual, created, state, plan, resumed, finished, note"
-           " FROM jobs")
-    args = []
-    if host:
-        sql += " WHERE host = ?"
-        args.append(host)
-    sql += " ORDER BY id DESC LIMIT ?"
-    args.append(int(limit))
-    rows = store.conn.execute(sql, args).fetchall()
-    result = []
-    for r in reversed(rows):
-        job = dict(zip(("id", "host", "source", "target", "manual", "created", "state", "plan",
-                        "resumed", "finished", "note"), r))
-        steps = {i: s.to_dict() for i, s in journal.records(store.conn, r[0]).items()}
-        try:
-            result.append(entry(dict(job, plan=json.loads(job["plan"])), steps))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            # A damaged record is shown as such; the others still are.
-            result.append(entry(dict(job, plan=[], state="unreadable",
-                                     note=f"record unreadable ({type(e).__name__}: {e})"), {}))
-    return result
+    """The newest `limit` entries (of host's only, if given), oldest first."""
+    return [e for page in pages(store, limit, host) for e in page]
+
+
+def pages(store, limit=100, host=None):
+    """read's entries a page at a time: the control socket sends a page per slice of its
+    answer (stream.py), so a long history never holds the supervisor's loop. The range is
+    fixed by the first page: the jobs queued after it are not in this answer."""
+    where, args = ("WHERE host = ?", [host]) if host else ("", [])
+    conn = store.conn
+    top = conn.execute(f"SELECT max(id) FROM jobs {where}", args).fetchone()[0]
+    if top is None:
+        return
+    row = conn.execute(f"SELECT id FROM jobs {where} ORDER BY id DESC LIMIT 1 OFFSET ?",
+                       [*args, int(limit) - 1]).fetchone()
+    low = row[0] if row else 0
+    and_host = "AND host = ?" if host else ""
+    while low <= top:
+        rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id >= ? AND id <= ?"
+                            f" {and_host} ORDER BY id LIMIT ?", [low, top, *args, PAGE]
+                            ).fetchall()
+        if not rows:
+            return
+        yield [_entry(store, dict(zip(COLUMNS, r))) for r in rows]
+        low = rows[-1][0] + 1
+
+
+def _entry(store, job):
+    steps = {i: s.to_dict() for i, s in journal.records(store.conn, job["id"]).items()}
+    try:
+        return entry(dict(job, plan=json.loads(job["plan"])), steps)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        # A damaged record is shown as such; the others still are.
+        return entry(dict(job, plan=[], state="unreadable",
+                          note=f"record unreadable ({type(e).__name__}: {e})"), {})
 
 
 def entry(job, steps):

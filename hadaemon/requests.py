@@ -15,7 +15,7 @@ import sqlite3
 import time
 from dataclasses import replace
 
-from . import config as configmod, history, logsetup, wire
+from . import config as configmod, history, logsetup, stream, wire
 from .commit import Transition
 from .inifile import ConfigError
 from .maintenance import net_changes, pause_record
@@ -87,7 +87,8 @@ class Requests:
                     host is None or valid_host(host)):
                 return {"ok": False, "error": "bad history request: limit must be 1 to "
                         f"{HISTORY_MAX}, host a host name"}
-            return {"ok": True, "history": history.read(self.sup.store, limit, host)}
+            return {"ok": True,
+                    "history": stream.Items(history.pages(self.sup.store, limit, host))}
         if cmd == "snapshot":
             return self.snapshot()
         if cmd == "reload":
@@ -138,9 +139,15 @@ class Requests:
     def status(self):
         sup, f = self.sup, self.sup.freshness
         f.update(sup.config.checks, sup.hosts.entries, time.monotonic())
-        hosts = {host: dict(e, conflict=sup.committer.in_conflict(host), stale=host in f.stale)
-                 for host, e in sorted(sup.hosts.entries.items())}
-        answer = {"ok": True, "hosts": hosts,
+        entries, stale, marks = sup.hosts.entries, set(f.stale), {}
+
+        def host(name):  # as it is when its slice is encoded (stream.py)
+            e = entries.get(name)
+            if e is None:
+                return None
+            return {**e, "conflict": sup.committer.in_conflict(name), "stale": name in stale,
+                    **marks.get(name, {})}
+        answer = {"ok": True, "hosts": stream.Members(list(entries), host),
                   "daemon": {"pid": os.getpid(), "home": str(sup.home.root),
                              "started": sup.started, "checks": len(sup.config.checks),
                              "elsewhere": len(sup.config.elsewhere),
@@ -151,7 +158,7 @@ class Requests:
                              "paused": sup.backend.paused(),
                              "stale": {"hosts": f.stale, "checks": {
                                  cid: round(age, 1) for cid, age in sorted(f.checks.items())}}}}
-        sup.backend.status(answer)
+        marks.update(sup.backend.status(answer))
         return answer
 
 

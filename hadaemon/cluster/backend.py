@@ -195,11 +195,11 @@ class ClusterBackend:
         return []  # the same: the HTTP server reads them there (httpserver.Snapshots)
 
     def status(self, answer):
+        """Its part of the status answer; returns the marks of hosts no live node reports."""
         c = dict(self.cluster)
         if c.get("lease_left") is not None and c.get("stale"):
             c["lease_left"] = max(0.0, c["lease_left"])
         c["unobserved"] = self._unobserved() or []
-        for host in c["unobserved"]:
-            answer["hosts"][host].update(stale=True, unobserved=True)
         answer["cluster"] = c
         answer["queue"] = []
+        return {host: {"stale": True, "unobserved": True} for host in c["unobserved"]}
