@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Growth: with 10, 100, 1000 and 10000 hosts in the state table, the per-check CPU cost (10
-trivial checks at 0.1 s), the cost of committing one transition, and how long
-`hadaemon status --json` takes.
+"""Growth: with 10 to 100 000 hosts in the state table, the per-check CPU cost (10 trivial
+checks at 0.1 s), the cost of committing one transition, what a `status` costs, and how long the
+supervisor's loop is held while statuses are served.
 
 Hosts are written into var/state.db before the daemon starts. The commit is the supervisor's own
-Supervisor.commit (plan the actions, write the host and queue the job in one fsync'd transaction)
-timed in this process on the same table after the daemon has stopped, with one action command,
-so the plan carries every host of the snapshot (%UP% and $HA_UP). The baseline row of each size
-is the table alone: one host row written in an fsync'd transaction, no hadaemon code.
+(Recorder.commit: plan the actions, write the host and queue the job in one fsync'd transaction)
+timed in this process on the same table after the daemon has stopped, with one action command
+`record %HOST% %TO%`: its arguments do not grow with the table, the job's environment does (one
+HA_<STATUS> variable lists every host in that status). The baseline of each size is the table
+alone: one host row written in an fsync'd transaction, no hadaemon code.
 
-    python bench/growth.py [--sizes 10,100,1000,10000] [--seconds 10]
+Loop hold: while one client asks for the status again and again (reading each answer whole),
+another pings the control socket every millisecond; a ping is answered at the loop's next turn,
+so its round trip bounds how long a turn took. Its p99 and max are given beside the same pings
+with no status asked, and the checks' own lateness against their schedule (the daemon's
+lateness histogram: share of runs started more than 5 ms late) in both phases.
+
+    python bench/growth.py [--sizes 10,100,1000,10000,100000] [--seconds 10]
 """
 
 import argparse
@@ -17,17 +24,19 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
-from harness import NO_RECYCLING, Daemon, Home, cpu, print_table
+from harness import NO_RECYCLING, Daemon, Home, cpu, percentile, print_table
 
 from hadaemon import config as configmod  # noqa: E402 (harness puts the repository on the path)
 from hadaemon import control
 from hadaemon.commit import Committer
 from hadaemon.home import Home as HaHome
 from hadaemon.journal import Journal
+from hadaemon.ratelog import RateLog
+from hadaemon.recorder import Hosts, Recorder
 from hadaemon.store import open_store
-from hadaemon.supervisor import Supervisor
 from hadaemon.table import Table
 
 CHECKS = 10
@@ -55,9 +64,54 @@ def per_check_cpu(home, seconds):
         control_s = [timed_control(home) for _ in range(3)]
         # The CLI's fixed cost: the same interpreter start and imports, answering --help.
         start_s = [timed_cli(home, ("--help",)) for _ in range(3)]
+        hold = loop_hold(home, seconds)
     n = n1 - n0
     return (1e6 * (sup1 - sup0) / n, 1e6 * (all1 - all0) / n, statistics.median(status_s),
-            statistics.median(control_s), statistics.median(start_s))
+            statistics.median(control_s), statistics.median(start_s), hold)
+
+
+def loop_hold(home, seconds):
+    """(ping p99 ms, ping max ms, share of checks > 5 ms late) at rest, then the same while
+    statuses are asked back to back: six figures."""
+    def phase(busy):
+        stop = threading.Event()
+        served = [0]
+
+        def asker():
+            while not stop.is_set():
+                control.request(home.root / "var/control.sock", {"cmd": "status"}, 120)
+                served[0] += 1
+        before = late_share(home)
+        t = threading.Thread(target=asker) if busy else None
+        if t:
+            t.start()
+        rtts, end = [], time.monotonic() + seconds
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            control.request(home.root / "var/control.sock", {"cmd": "ping"}, 60)
+            rtts.append(time.monotonic() - t0)
+            time.sleep(0.001)
+        stop.set()
+        if t:
+            t.join()
+        after = late_share(home)
+        late = (after[0] - before[0]) / max(1, after[1] - before[1])
+        return 1000 * percentile(rtts, 99), 1000 * max(rtts), late, served[0]
+    rest, busy = phase(False), phase(True)
+    if busy[3] < 2:
+        print(f"(only {busy[3]} status answers during the busy phase)", file=sys.stderr)
+    return rest[:3] + busy[:3]
+
+
+def late_share(home):
+    """(runs started more than 5 ms late, runs) over all checks, from the daemon's counters."""
+    snap = control.request(home.root / "var/control.sock", {"cmd": "snapshot"}, 120)
+    late = runs = 0
+    for stats in snap["checks"].values():
+        h = stats["lateness"]
+        within = dict((b, n) for b, n in h["buckets"])[0.005]
+        late, runs = late + h["count"] - within, runs + h["count"]
+    return late, runs
 
 
 def timed_cli(home, argv=("status", "--json")):
@@ -74,20 +128,21 @@ def timed_control(home):
 
 
 def commit_ms(home):
-    """Median wall time of Supervisor.commit on the table as the daemon left it."""
+    """Median wall time of the supervisor's commit on the table as the daemon left it."""
     ha = HaHome(home.root)
-    sup = Supervisor(ha, configmod.load(ha), foreground=True)
+    config = configmod.load(ha)
     store, _ = open_store(ha.state_db)
-    sup.store, sup.table, sup.journal = store, Table(store), Journal(store)
-    entries, _ = sup.table.items()
-    sup.entries = dict(entries)
-    sup.committer = Committer({h: e["status"] for h, e in entries})
+    table = Table(store)
+    entries, _ = table.items()
+    hosts = Hosts(ha.state_db, store, table, dict(entries), RateLog(None))
+    committer = Committer({h: e["status"] for h, e in entries})
+    recorder = Recorder(lambda: config, hosts, Journal(store), committer, lambda: None)
     times = []
     try:
         for k in range(COMMITS):
-            t = sup.committer.force("g00000", "down" if k % 2 == 0 else "up")
+            t = committer.force("g00000", "down" if k % 2 == 0 else "up")
             t0 = time.monotonic()
-            sup.commit(t, time.monotonic())
+            recorder.commit(t, time.monotonic())
             times.append(time.monotonic() - t0)
     finally:
         store.close()
@@ -117,26 +172,29 @@ def measure(n, seconds):
                        interval="0.1", workers=2, log_level="warning",
                        max_jobs=NO_RECYCLING)
         preload(home, n)
-        sup_us, all_us, status_s, control_s, start_s = per_check_cpu(home, seconds)
+        sup_us, all_us, status_s, control_s, start_s, hold = per_check_cpu(home, seconds)
         # The action only now: the runner's work is not per-check cost.
         home.script("record", "#!/bin/sh\n", kind="actions")
-        (home.root / "etc/actions.conf").write_text("[*_to_*]\nrecord %UP%\n")
+        (home.root / "etc/actions.conf").write_text("[*_to_*]\nrecord %HOST% %TO%\n")
         return [n, sup_us, all_us, bare_commit_ms(home), commit_ms(home), 1000 * control_s,
-                1000 * start_s, 1000 * status_s]
+                1000 * start_s, 1000 * status_s, *hold]
     finally:
         home.remove()
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="10,100,1000,10000")
+    ap.add_argument("--sizes", default="10,100,1000,10000,100000")
     ap.add_argument("--seconds", type=float, default=10.0)
     a = ap.parse_args()
     rows = [measure(int(n), a.seconds) for n in a.sizes.split(",")]
     print_table("Growth with the number of hosts in the table",
                 ["hosts", "supervisor CPU us/check", "daemon CPU us/check",
                  "bare fsync'd row ms", "commit ms", "status round trip ms",
-                 "CLI --help ms", "status --json CLI ms"], rows,
+                 "CLI --help ms", "status --json CLI ms",
+                 "ping p99 ms at rest", "ping max ms at rest", "checks >5 ms late at rest",
+                 "ping p99 ms during status", "ping max ms during status",
+                 "checks >5 ms late during status"], rows,
                 "python bench/growth.py " + " ".join(sys.argv[1:]))
 
 
