@@ -8,6 +8,7 @@ different from the committed status must repeat `confirm` times in a row (the la
 the checks reporting the host) and respect the host's hold-down before it becomes a transition.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .names import UNKNOWN
@@ -28,6 +29,26 @@ class Transition:
     manual: bool = False
 
 
+class After(Mapping):
+    """The committed statuses with host at target: a view, not a copy, since a copy per
+    transition would cost as much as the table is large. Read while the transition is planned
+    and recorded, before anything else is committed (the loop does one thing at a time)."""
+
+    def __init__(self, committed, host, target):
+        self.committed, self.host, self.target = committed, host, target
+
+    def __getitem__(self, key):
+        return self.target if key == self.host else self.committed[key]
+
+    def __iter__(self):
+        yield from self.committed
+        if self.host not in self.committed:
+            yield self.host
+
+    def __len__(self):
+        return len(self.committed) + (self.host not in self.committed)
+
+
 @dataclass(frozen=True)
 class Note:
     """Something the rule suppressed or noticed, for the log."""
@@ -39,6 +60,7 @@ class Note:
 class Committer:
     def __init__(self, committed, last_change=None):
         self.committed = dict(committed)  # host -> committed status
+        self.touched = set()  # hosts committed or forgotten since the recorder last cleared it
         self.last_change = dict(last_change or {})  # host -> monotonic time of its last transition
         self._latest = {}  # host -> {check_id: (status, expires)}
         self._candidate = {}  # host -> (status, count)
@@ -89,6 +111,7 @@ class Committer:
                       self._manual_until):
             state.pop(host, None)
         self._conflicted.discard(host)
+        self.touched.add(host)
 
     def force(self, host, target):
         """A manual transition: no confirmation, no hold-down."""
@@ -145,12 +168,12 @@ class Committer:
         return self._propose(host, observed)
 
     def _propose(self, host, target, manual=False):
-        snapshot = dict(self.committed)
-        snapshot[host] = target
-        return Transition(host, self.status(host), target, snapshot, manual)
+        return Transition(host, self.status(host), target,
+                          After(self.committed, host, target), manual)
 
     def apply(self, transition, now):
         """The transition is recorded durably: make it the committed status."""
         self._candidate.pop(transition.host, None)
         self.committed[transition.host] = transition.target
+        self.touched.add(transition.host)
         self.last_change[transition.host] = now

@@ -10,18 +10,25 @@ crash the first unfinished command is known and a finished one is never run agai
 
 What a job stores: its plan (expanded arguments: what history shows and a resume runs again)
 and, while it is open, its environment (every status's hosts: a resumed command must get the
-same). A job that will not run (nothing to run, paused, refused) stores no environment, and a
-finished one drops it in the transaction that finishes it: it never runs again and history does
-not show it. So only open jobs hold a copy of the host lists, and prune() keeps the newest
-`keep_jobs` finished ones. SQLite reuses the pages freed: the file stops growing, it does not
-shrink.
+same). The environment is kept by reference: every host's status is written now and then as a
+base (envbases), and a job stores the base's id and the hosts changed since ({"base": id,
+"changes": {host: status, or null once forgotten}}); the runner rebuilds the variables from
+them (environment()). So a commit writes what changed, not a copy of a 100 000-host table. A job
+that will not run (nothing to run, paused, refused) stores no environment, and a finished one
+drops it in the transaction that finishes it: it never runs again and history does not show it.
+prune() keeps the newest `keep_jobs` finished jobs and the bases an open job still refers to.
+SQLite reuses the pages freed: the file stops growing, it does not shrink.
 """
 
 import json
 import logging
+import math
 import sqlite3
 import time
+from dataclasses import replace
 
+from . import actions
+from .commit import Transition
 from .job import Job, State, StepRecord
 
 log = logging.getLogger("hadaemon")
@@ -41,6 +48,34 @@ def initial_state(steps, paused, note=None):
     return state, (note or "paused: no action fired") if state == "skipped" else note
 
 
+def rebase_after(hosts):
+    """Hosts changed since the base above which a new base is written: about the square root
+    of the table, so that bases (the whole table) and changes (a job each) cost alike."""
+    return 16 + math.isqrt(hosts)
+
+
+def environment(conn, job, stored):
+    """The job's HA_* variables from what its row stores: a reference to a base, or the
+    variables themselves (a job queued by a version before references)."""
+    if "base" not in stored:
+        return stored
+    row = conn.execute("SELECT statuses FROM envbases WHERE id = ?",
+                       (stored["base"],)).fetchone()
+    if row is None:  # written with the job, pruned only once no open job needs it
+        log.error("job #%d: its environment's base #%d is missing from the journal: its "
+                  "commands get no HA_<STATUS> variables", job.id, stored["base"])
+        statuses = {}
+    else:
+        statuses = json.loads(row[0])
+    for host, status in stored["changes"].items():
+        if status is None:
+            statuses.pop(host, None)
+        else:
+            statuses[host] = status
+    return actions.environment(Transition(job.host, job.source, job.target, statuses,
+                                          job.manual))
+
+
 def records(conn, job_id):
     """{index: StepRecord} of a job's commands started (the runner's and history's read)."""
     return {r[0]: StepRecord(*r[1:7], bool(r[7])) for r in conn.execute(
@@ -54,6 +89,7 @@ class Journal:
         cannot be opened before its store is)."""
         self._store = store
         self.path = path or store.path
+        self._env = (None, None)  # ((job id, its stored env), the variables rebuilt)
 
     def transaction(self):
         return self._store.transaction()
@@ -73,6 +109,16 @@ class Journal:
             log.error("job #%d %s: %s -> %s: %s", cur.lastrowid, transition.host,
                       transition.source, transition.target, note)
         return cur.lastrowid
+
+    def write_base(self, statuses):
+        """Inside the caller's transaction: every host's status, for jobs to refer to."""
+        return self._store.conn.execute("INSERT INTO envbases (statuses) VALUES (?)",
+                                        (json.dumps(statuses),)).lastrowid
+
+    def has_base(self, base_id):
+        """The base is in the file (a transaction that wrote it may have been rolled back)."""
+        return self._store.conn.execute("SELECT 1 FROM envbases WHERE id = ?",
+                                        (base_id,)).fetchone() is not None
 
     def last_id(self):
         return self._store.conn.execute("SELECT max(id) FROM jobs").fetchone()[0] or 0
@@ -101,19 +147,34 @@ class Journal:
 
     def prune(self, keep, below=0):
         """Delete the jobs (and their steps) under the newest `keep` ids and under the oldest
-        open job, as cluster mode does with its records. Returns the first id kept; `below`:
-        the one returned last time (nothing to do unless it moved: no write at all)."""
+        open job, as cluster mode does with its records, and the environment bases no open
+        job refers to. Returns the first id kept; `below`: the one returned last time (no
+        write at all while nothing is to go)."""
         conn = self._store.conn
         floor = (conn.execute("SELECT max(id) FROM jobs").fetchone()[0] or 0) - keep + 1
         oldest_open = conn.execute("SELECT min(id) FROM jobs WHERE state IN ('queued',"
                                    " 'running')").fetchone()[0]
         floor = min(floor, oldest_open or floor)
-        if floor <= below:
+        base_floor = self._first_base_needed(conn)
+        if floor <= below and base_floor is None:
             return below
         with self._store.transaction() as conn:  # ids only grow: a job added since is above
-            conn.execute("DELETE FROM steps WHERE job < ?", (floor,))
-            conn.execute("DELETE FROM jobs WHERE id < ?", (floor,))
-        return floor
+            if floor > below:
+                conn.execute("DELETE FROM steps WHERE job < ?", (floor,))
+                conn.execute("DELETE FROM jobs WHERE id < ?", (floor,))
+            if base_floor is not None:
+                conn.execute("DELETE FROM envbases WHERE id < ?", (base_floor,))
+        return max(floor, below)
+
+    @staticmethod
+    def _first_base_needed(conn):
+        """The oldest base to keep, if an older one is in the file: the newest (the next
+        jobs refer to it) or an open job's."""
+        needed = [json.loads(env).get("base") for (env,) in conn.execute(
+            "SELECT env FROM jobs WHERE state IN ('queued', 'running')")]
+        oldest, newest = conn.execute("SELECT min(id), max(id) FROM envbases").fetchone()
+        keep = min([b for b in needed if b is not None] + [newest or 0])
+        return keep if oldest is not None and oldest < keep else None
 
     # -- the runner's side: the job store protocol (cluster/store.py EtcdJournal has the same) --
 
@@ -135,8 +196,11 @@ class Journal:
         if row is None:
             return None
         job = Job.from_dict(dict(zip(("id", "host", "source", "target", "manual", "created"),
-                                     row), plan=json.loads(row[6]), env=json.loads(row[7]),
-                                 state=row[8], resumed=row[9], note=row[10]))
+                                     row), plan=json.loads(row[6]), state=row[8],
+                                 resumed=row[9], note=row[10]))
+        if self._env[0] != (job.id, row[7]):  # the runner asks before every step
+            self._env = ((job.id, row[7]), environment(self._store.conn, job, json.loads(row[7])))
+        job = replace(job, env=self._env[1])
         if job.state is State.QUEUED and not gate.may_begin(job, {}):
             return None
         return job

@@ -16,6 +16,7 @@ import sqlite3
 import time
 
 from . import actions
+from .journal import initial_state, rebase_after
 from .maintenance import manual_hold_until
 
 log = logging.getLogger("hadaemon")
@@ -106,6 +107,7 @@ class Recorder:
         self.manual_jobs = {}  # job id -> host whose manual status stands until the job ends
         self.pruned_below = 0  # jobs under this id are pruned from the journal
         self.prune_due = True  # a job was queued, or some were open, since the last prune
+        self.base = None  # the id of the environment base new jobs refer to (journal.py)
 
     def commit(self, transition, now, observed_mono=None):
         """Write the status and queue its actions in one transaction, then wake the runner;
@@ -135,7 +137,9 @@ class Recorder:
     def enqueue(self, transition, observed_mono=None, note=None, write_table=True, plan=None):
         """Inside a transaction: the table row (unless write_table) and the job; returns
         (job id, its steps, the table entry). plan: the transition's, if made already."""
-        steps, env = plan or self.plan(transition)
+        steps = plan if plan is not None else self.plan(transition)
+        queued = initial_state(steps, self.paused is not None, note)[0] == "queued"
+        env = self.env_reference(transition) if queued else {}
         wall = time.time()
         # manual: as in cluster mode's table, whether this status was set by hand.
         entry = dict(self.hosts.entries.get(transition.host, {}), status=transition.target,
@@ -151,6 +155,18 @@ class Recorder:
         d = self.config().daemon
         return actions.plan(self.config().sections, transition, d.action_timeout,
                             d.on_failure)
+
+    def env_reference(self, transition):
+        """Inside the transaction: what the job stores of its environment (journal.py), a new
+        base first when there is none yet (a start, a rolled-back write) or too much changed."""
+        snapshot, touched = transition.snapshot, self.committer.touched
+        if (self.base is None or len(touched) + 1 > rebase_after(len(snapshot))
+                or not self.journal.has_base(self.base)):
+            self.base = self.journal.write_base(dict(snapshot))
+            touched.clear()
+            return {"base": self.base, "changes": {}}
+        return {"base": self.base,
+                "changes": {h: snapshot.get(h) for h in touched | {transition.host}}}
 
     def queued(self, transition, job, steps):
         """Log a recorded transition; True if its actions are to run now."""

@@ -235,12 +235,12 @@ class LocalRequests:
                                                      on_resume)]
         # A net change with no section has nothing to fire: its transitions are in history
         # already (skipped while paused), and one entry is enough.
-        fire = [(t, plan) for t, plan in ((t, r.plan(t)) for t in fire) if plan[0]]
+        fire = [(t, steps) for t, steps in ((t, r.plan(t)) for t in fire) if steps]
         paused, r.paused = r.paused, None  # the jobs are queued, not skipped
         try:
             with r.store.transaction(durable=True):
-                jobs = [r.enqueue(t, note="fired on resume", write_table=False, plan=plan)
-                        for t, plan in fire]
+                jobs = [r.enqueue(t, note="fired on resume", write_table=False, plan=steps)
+                        for t, steps in fire]
         except sqlite3.Error as e:
             r.paused = paused
             self.hosts.cannot_record("the sequences to fire on resume", e, "still paused")

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     created REAL NOT NULL, state TEXT NOT NULL, plan TEXT NOT NULL, env TEXT NOT NULL,
     resumed INTEGER NOT NULL DEFAULT 0, finished REAL, note TEXT,
     observed_mono REAL);  -- CLOCK_MONOTONIC when a worker read the deciding result
+CREATE TABLE IF NOT EXISTS envbases (id INTEGER PRIMARY KEY AUTOINCREMENT, statuses TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', 'running');
 CREATE TABLE IF NOT EXISTS steps (
     job INTEGER NOT NULL, idx INTEGER NOT NULL, started REAL NOT NULL, finished REAL,

@@ -33,8 +33,9 @@ def transition_job(config, job_id, table, host, source, target, leader, manual=F
     snapshot = dict(table, **{host: target})
     transition = Transition(host, source, target, snapshot, manual)
     d = config.daemon
-    steps, env = actions.plan(config.sections, transition, d.action_timeout, d.on_failure)
-    vals = actions.values(transition)
+    steps = actions.plan(config.sections, transition, d.action_timeout, d.on_failure)
+    env = actions.environment(transition)
+    vals = actions.Values(transition)
     for step in steps:
         step["node"] = step_node(step["section"], vals)
     state, note = initial_state(steps, paused, note)

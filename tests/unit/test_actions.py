@@ -30,14 +30,14 @@ def plan_of(lines, snapshot, host, target, source="up"):
 def test_a_word_over_one_argument_s_limit_refuses_the_whole_sequence():
     snapshot = {n: "up" for n in NAMES}
     snapshot[NAMES[0]] = "down"
-    steps, env = plan_of(["/bin/true", "-record --hosts=%UP%", "record %UP%"], snapshot,
-                         NAMES[0], "down")
+    steps = plan_of(["/bin/true", "-record --hosts=%UP%", "record %UP%"], snapshot,
+                    NAMES[0], "down")
     assert all(s["refused"] and s["argv"] is None for s in steps)
     assert "actions.conf:3" in steps[0]["error"]
     state, note = journal.initial_state(steps, paused=False)
     assert state == "failed" and note.startswith("not run: sequence refused: actions.conf:3")
     # the same hosts one per argument are fine: 999 words of 253 bytes
-    steps, _ = plan_of(["/bin/true", "record %UP%"], snapshot, NAMES[0], "down")
+    steps = plan_of(["/bin/true", "record %UP%"], snapshot, NAMES[0], "down")
     assert not any(s.get("refused") or s["error"] for s in steps)
     assert journal.initial_state(steps, paused=False)[0] == "queued"
     assert len(steps[1]["argv"]) == HOSTS
@@ -80,15 +80,15 @@ def test_spill_moves_long_lists_to_files_smallest_kept_inline():
 def test_a_command_that_cannot_be_expanded_refuses_its_whole_sequence():
     # the snapshot is the table right after the transition: here no host is master (a
     # transition that names a status without hosts; a resume from an older plan)
-    steps, _ = plan_of(FAILOVER.splitlines()[1:], {"db1": "down", "db2": "slave"}, "db2",
-                       "master", source="slave")
+    steps = plan_of(FAILOVER.splitlines()[1:], {"db1": "down", "db2": "slave"}, "db2",
+                    "master", source="slave")
     assert [s["argv"] for s in steps] == [None] * 4 and all(s["refused"] for s in steps)
     state, note = journal.initial_state(steps, paused=False)
     assert state == "failed"
     assert note == ("not run: sequence refused: actions.conf:4: 'record plumb %MASTER%': "
                     "%MASTER% has no value (no host is master right after the transition)")
-    steps, _ = plan_of(FAILOVER.splitlines()[1:], {"db1": "down", "db2": "master"}, "db2",
-                       "master", source="slave")
+    steps = plan_of(FAILOVER.splitlines()[1:], {"db1": "down", "db2": "master"}, "db2",
+                    "master", source="slave")
     assert [s["argv"] for s in steps][2] == ["record", "plumb", "db2"]
     assert journal.initial_state(steps, paused=False)[0] == "queued"
 
@@ -102,7 +102,7 @@ def test_matching_sections_run_in_file_order_wildcards_included():
                 ActionSection("down_to_*", "down", "*", commands(["d"]))]
     t = Transition("h1", "up", "down", {"h1": "down"})
     assert [s.name for s in actions.matching(sections, t)] == ["up_to_down", "*_to_*"]
-    steps, _ = actions.plan(sections, Transition("h1", "down", "up", {"h1": "up"}), 5.0, "stop")
+    steps = actions.plan(sections, Transition("h1", "down", "up", {"h1": "up"}), 5.0, "stop")
     assert [(s["section"], s["argv"]) for s in steps] == [("*_to_up", ["b"]), ("*_to_*", ["c"]),
                                                           ("down_to_*", ["d"])]
     assert all(s["timeout"] == 5.0 and s["error"] is None for s in steps)
@@ -123,7 +123,7 @@ def test_a_variable_alone_is_one_argument_per_host_inside_a_word_a_comma_list():
 def test_the_environment_names_every_status_and_never_a_reserved_variable():
     t = Transition("h1", "up", "check", {"h1": "check", "h2": "home", "h3": "some-thing"},
                    manual=True)
-    env = actions.environment(t, actions.values(t))
+    env = actions.environment(t)
     # statuses `check` and `home` would pass for the daemon's own HA_CHECK and HA_HOME
     assert env == {"HA_SOME_THING": "h3", "HA_HOST": "h1", "HA_FROM": "up", "HA_TO": "check",
                    "HA_MANUAL": "1"}
@@ -132,6 +132,6 @@ def test_the_environment_names_every_status_and_never_a_reserved_variable():
 def test_on_failure_continue_makes_every_step_keep_going():
     t = Transition("h1", "up", "down", {"h1": "down"})
     section = [ActionSection("up_to_down", "up", "down", commands(["a", "-b"]))]
-    assert [s["keep_going"] for s in actions.plan(section, t, 1.0, "stop")[0]] == [False, True]
-    assert [s["keep_going"] for s in actions.plan(section, t, 1.0, "continue")[0]] == [True,
+    assert [s["keep_going"] for s in actions.plan(section, t, 1.0, "stop")] == [False, True]
+    assert [s["keep_going"] for s in actions.plan(section, t, 1.0, "continue")] == [True,
                                                                                        True]

@@ -1,10 +1,14 @@
 """The single-node commit path (recorder.py) over a real SQLite journal in a throwaway file:
 a manual status stands until the journal says its job is closed, not a moment longer."""
 
+import json
 import logging
+import random
+import sqlite3
 from types import SimpleNamespace
 
-from hadaemon.commit import Committer
+from hadaemon import actions, journal
+from hadaemon.commit import Committer, Transition
 from hadaemon.config import ActionSection, Command, Config, DaemonSettings
 from hadaemon.journal import Journal
 from hadaemon.ratelog import RateLog
@@ -60,3 +64,65 @@ def test_the_table_says_whether_a_status_was_set_by_hand(tmp_path):
     r.commit(r.committer.observe(CHECK, [{"host": "db1", "status": "slave"}], 1.0)[0][0], 1.0)
     assert r.hosts.entries["db1"]["manual"] is False
     assert r.hosts.table.get("db1")["manual"] is False
+
+
+def every_transition_recorder(tmp_path, hosts):
+    config = Config(DaemonSettings(), (), (ActionSection("*_to_*", "*", "*", (
+        Command("run %HOST%", ("run", "%HOST%"), "/bin/true", False, "actions.conf:2"),)),))
+    store, _ = open_store(tmp_path / "state.db")
+    table = Hosts(tmp_path / "state.db", store, Table(store), {},
+                  RateLog(logging.getLogger("test")))
+    return Recorder(lambda: config, table, Journal(store), Committer(hosts), lambda: None)
+
+
+def stored_environment(r, job_id):
+    row = r.store.conn.execute("SELECT host, source, target, manual, env FROM jobs WHERE id = ?",
+                               (job_id,)).fetchone()
+    job = SimpleNamespace(id=job_id, host=row[0], source=row[1], target=row[2],
+                          manual=bool(row[3]))
+    return journal.environment(r.store.conn, job, json.loads(row[4]))
+
+
+def test_a_job_s_environment_kept_by_reference_is_the_table_right_after_its_transition(
+        tmp_path):
+    """Transitions, forgotten hosts and new ones in a seeded random order: every job's
+    variables, rebuilt from its base and changes, are those of a copy of the table taken at
+    its commit; bases are rewritten now and then, and pruned once no open job needs them."""
+    rng = random.Random(7)
+    r = every_transition_recorder(tmp_path, {f"h{i}": "up" for i in range(40)})
+    expected = {}
+    for k in range(400):
+        host = f"h{rng.randrange(60)}"
+        if rng.random() < 0.05 and host in r.committer.committed:
+            r.committer.forget(host)
+            continue
+        t = r.committer.force(host, rng.choice(["up", "down", "master", "slave", "odd-one"]))
+        expected_env = actions.environment(Transition(t.host, t.source, t.target,
+                                                      dict(t.snapshot), t.manual))
+        job = r.commit(t, float(k))
+        expected[job] = expected_env
+    bases = r.store.conn.execute("SELECT count(*) FROM envbases").fetchone()[0]
+    assert 2 <= bases <= 400 // 16  # now and then: at most one per 16 commits
+    for job, env in expected.items():
+        assert stored_environment(r, job) == env, job
+    for job in list(expected)[:-3]:
+        r.journal.finish(job, "done")
+    r.journal.prune(1000)
+    kept = [b for (b,) in r.store.conn.execute("SELECT id FROM envbases")]
+    assert len(kept) <= 2 and all(stored_environment(r, j) == expected[j]
+                                  for j in list(expected)[-3:])
+
+
+def test_a_base_written_in_a_transaction_that_failed_is_written_again(tmp_path):
+    r = every_transition_recorder(tmp_path, {"a": "up", "b": "up"})
+    t = r.committer.force("a", "down")
+    try:
+        with r.store.transaction():
+            r.enqueue(t)
+            raise sqlite3.OperationalError("disk I/O error")  # as a full disk would
+    except sqlite3.OperationalError:
+        pass
+    assert r.base is not None and not r.journal.has_base(r.base)
+    t = r.committer.force("a", "down")
+    job = r.commit(t, 1.0)
+    assert stored_environment(r, job)["HA_DOWN"] == "a" and r.journal.has_base(r.base)

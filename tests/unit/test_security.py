@@ -34,8 +34,8 @@ def _load(tmp_path, checks, actions_text):
 def test_each_planned_step_carries_the_program_resolved_at_load(tmp_path):
     home, config = _load(tmp_path, "[local]\nstatus_from_files db1\n",
                          "[*_to_up]\nrecord %HOST%\n-echo %TO%\n")
-    steps, _ = actions.plan(config.sections, Transition("db1", "down", "up", {"db1": "up"}),
-                            5.0, "stop")
+    steps = actions.plan(config.sections, Transition("db1", "down", "up", {"db1": "up"}),
+                         5.0, "stop")
     assert [(s["program"], s["argv"]) for s in steps] == [
         (str(home.actions_dir / "record"), ["record", "db1"]), ("/usr/bin/echo", ["echo", "up"])]
     assert configmod.programs(config) == {"record": str(home.actions_dir / "record"),
