@@ -42,6 +42,17 @@ from hadaemon.table import Table
 CHECKS = 10
 COMMITS = 30
 
+# What measure() returns, in the printed table's order: (key, column header).
+COLUMNS = [("hosts", "hosts"), ("supervisor_us", "supervisor CPU us/check"),
+           ("daemon_us", "daemon CPU us/check"), ("bare_commit_ms", "bare fsync'd row ms"),
+           ("commit_ms", "commit ms"), ("status_rtt_ms", "status round trip ms"),
+           ("cli_ms", "CLI --help ms"), ("status_cli_ms", "status --json CLI ms"),
+           ("ping_p99_rest", "ping p99 ms at rest"), ("ping_max_rest", "ping max ms at rest"),
+           ("late_rest", "checks >5 ms late at rest"),
+           ("ping_p99_status", "ping p99 ms during status"),
+           ("ping_max_status", "ping max ms during status"),
+           ("late_status", "checks >5 ms late during status")]
+
 
 def preload(home, n):
     store, _ = open_store(home.root / "var/state.db")
@@ -176,8 +187,9 @@ def measure(n, seconds):
         # The action only now: the runner's work is not per-check cost.
         home.script("record", "#!/bin/sh\n", kind="actions")
         (home.root / "etc/actions.conf").write_text("[*_to_*]\nrecord %HOST% %TO%\n")
-        return [n, sup_us, all_us, bare_commit_ms(home), commit_ms(home), 1000 * control_s,
-                1000 * start_s, 1000 * status_s, *hold]
+        figures = [n, sup_us, all_us, bare_commit_ms(home), commit_ms(home), 1000 * control_s,
+                   1000 * start_s, 1000 * status_s, *hold]
+        return dict(zip((key for key, _ in COLUMNS), figures))
     finally:
         home.remove()
 
@@ -187,14 +199,9 @@ def main():
     ap.add_argument("--sizes", default="10,100,1000,10000,100000")
     ap.add_argument("--seconds", type=float, default=10.0)
     a = ap.parse_args()
-    rows = [measure(int(n), a.seconds) for n in a.sizes.split(",")]
+    rows = [list(measure(int(n), a.seconds).values()) for n in a.sizes.split(",")]
     print_table("Growth with the number of hosts in the table",
-                ["hosts", "supervisor CPU us/check", "daemon CPU us/check",
-                 "bare fsync'd row ms", "commit ms", "status round trip ms",
-                 "CLI --help ms", "status --json CLI ms",
-                 "ping p99 ms at rest", "ping max ms at rest", "checks >5 ms late at rest",
-                 "ping p99 ms during status", "ping max ms during status",
-                 "checks >5 ms late during status"], rows,
+                [header for _, header in COLUMNS], rows,
                 "python bench/growth.py " + " ".join(sys.argv[1:]))
 
 

@@ -86,7 +86,7 @@ def machine():
 
 def print_table(title, headers, rows, command):
     print(f"\n{title}\n{machine()}\n$ {command.rstrip()}\n")
-    cells = [headers] + [[_cell(v) for v in row] for row in rows]
+    cells = [headers] + [[cell(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     numeric = [all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(headers))]
     for n, r in enumerate(cells):
@@ -97,7 +97,8 @@ def print_table(title, headers, rows, command):
     sys.stdout.flush()
 
 
-def _cell(v):
+def cell(v):
+    """A figure as the tables print it: 3 significant digits, whole numbers from 100 on."""
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
     return str(v)
@@ -108,6 +109,12 @@ def percentile(values, p):
     s = sorted(values)
     k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
     return s[k]
+
+
+def ms_summary(seconds):
+    """n, p50, p99 and max in ms of a non-empty list of durations in seconds."""
+    ms = [1000 * x for x in seconds]
+    return dict(n=len(ms), p50=percentile(ms, 50), p99=percentile(ms, 99), max=max(ms))
 
 
 class Home:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from harness import Daemon, Home, percentile, print_table
+from harness import Daemon, Home, ms_summary, print_table
 
 FLIP_INTERVAL = 0.1  # a transition every run of the flip check
 BACKGROUND_CHECKS = 20
@@ -81,17 +81,21 @@ def done(home):
         return 0
 
 
+def measure(transitions, background):
+    """{"bare": ..., "hadaemon": ...}, each n, p50, p99, max in ms."""
+    ours, bare = run(transitions, background)
+    return {"bare": ms_summary(bare), "hadaemon": ms_summary(ours)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--transitions", type=int, default=250)
     ap.add_argument("--background", type=float, default=100.0, help="background checks/s")
     a = ap.parse_args()
-    ours, bare = run(a.transitions, a.background)
-    rows = []
-    for name, xs in (("bare: fsync'd commit + spawn", bare),
-                     ("hadaemon: result read -> command started", ours)):
-        ms = [1000 * x for x in xs]
-        rows.append([name, len(ms), percentile(ms, 50), percentile(ms, 99), max(ms)])
+    r = measure(a.transitions, a.background)
+    rows = [[name, x["n"], x["p50"], x["p99"], x["max"]]
+            for name, x in (("bare: fsync'd commit + spawn", r["bare"]),
+                            ("hadaemon: result read -> command started", r["hadaemon"]))]
     print_table(f"Reaction latency (ms), background load {a.background:g} checks/s",
                 ["", "n", "p50", "p99", "max"], rows,
                 "python bench/latency.py " + " ".join(sys.argv[1:]))

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from harness import Daemon, Home, percentile, print_table
+from harness import Daemon, Home, ms_summary, print_table
 
 
 def lateness_from_starts(starts, interval):
@@ -103,6 +103,19 @@ def _reap():
         pass
 
 
+# The rows of each size: what is measured, as printed.
+SIDES = (("bare exact", "bare timer loop, exact"), ("bare", "bare timer loop, from best run"),
+         ("hadaemon", "hadaemon, from best run"))
+
+
+def measure(n, interval, cycles):
+    """Lateness of n checks at `interval` seconds: {side: n, p50, p99, max in ms} for SIDES."""
+    exact, anchored = bare(n, interval, cycles)
+    ours = hadaemon(n, interval, cycles)
+    return {"bare exact": ms_summary(exact), "bare": ms_summary(anchored),
+            "hadaemon": ms_summary(ours)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cycles", type=int, default=6, help="intervals measured per size")
@@ -111,13 +124,10 @@ def main():
     rows = []
     for size in a.sizes.split(","):
         n, interval = int(size.split("x")[0]), float(size.split("x")[1])
-        exact, anchored = bare(n, interval, a.cycles)
-        ours = hadaemon(n, interval, a.cycles)
-        label = f"{n} checks @ {interval:g}s"
-        for name, xs in (("bare timer loop, exact", exact), ("bare timer loop, from best run", anchored),
-                         ("hadaemon, from best run", ours)):
-            ms = [1000 * x for x in xs]
-            rows.append([label, name, len(ms), percentile(ms, 50), percentile(ms, 99), max(ms)])
+        r = measure(n, interval, a.cycles)
+        for side, name in SIDES:
+            x = r[side]
+            rows.append([f"{n} checks @ {interval:g}s", name, x["n"], x["p50"], x["p99"], x["max"]])
     print_table("Scheduling lateness (ms)", ["load", "", "runs", "p50", "p99", "max"], rows,
                 "python bench/schedule.py " + " ".join(sys.argv[1:]))
 

@@ -46,6 +46,17 @@ def bare_rate(workers, seconds):
         home.remove()
 
 
+def measure(workers, seconds, rounds):
+    """Checks/s with `workers` workers and as many bare loops, taking turns `rounds` times:
+    medians of both rates, and the median, lowest and highest of the rounds' ratios."""
+    turns = [(bare_rate(workers, seconds), hadaemon_rate(workers, seconds))
+             for _ in range(rounds)]
+    ratios = [h / b for b, h in turns]
+    return dict(bare=statistics.median(b for b, _ in turns),
+                hadaemon=statistics.median(h for _, h in turns),
+                ratio=statistics.median(ratios), lowest=min(ratios), highest=max(ratios))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="per round and side")
@@ -54,12 +65,9 @@ def main():
     a = ap.parse_args()
     rows = []
     for n in [int(w) for w in a.workers.split(",")]:
-        rounds = [(bare_rate(n, a.seconds), hadaemon_rate(n, a.seconds))
-                  for _ in range(a.rounds)]
-        rows.append([n, round(statistics.median(b for b, _ in rounds)),
-                     round(statistics.median(h for _, h in rounds)),
-                     statistics.median(h / b for b, h in rounds),
-                     min(h / b for b, h in rounds), max(h / b for b, h in rounds)])
+        r = measure(n, a.seconds, a.rounds)
+        rows.append([n, round(r["bare"]), round(r["hadaemon"]), r["ratio"], r["lowest"],
+                     r["highest"]])
     print_table("Check throughput (trivial sh check, checks/s)",
                 ["workers", "bare loops", "hadaemon", "hadaemon / bare", "lowest", "highest"],
                 rows,
