@@ -1,5 +1,6 @@
 """Per-check counters the supervisor keeps for /metrics: runs, failures, and two histograms,
-how long a run took and how late it started against its schedule.
+how long a run took and how late it started against its schedule; and how long each turn of
+the loop took (its work, not its wait): a turn that long is as long as nothing else is done.
 
 Kept in the loop, so they must cost next to nothing: a few integer additions per result and a
 bisect over a dozen bucket bounds. The HTTP child reads them with the rest of a snapshot
@@ -11,6 +12,7 @@ import bisect
 # Upper bounds in seconds (Prometheus' `le`); +Inf is the count itself.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+TURN_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class Histogram:
@@ -44,6 +46,7 @@ class CheckStats:
 class Stats:
     def __init__(self):
         self.checks = {}  # check id -> CheckStats; a check removed by a reload keeps its own
+        self.turns = Histogram(TURN_BUCKETS)
 
     def record(self, check_id, duration, late, failed):
         """One run of check_id: `duration` seconds from hand-over to result, started `late`

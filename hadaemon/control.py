@@ -25,7 +25,7 @@ MAX_REQUEST = 65536
 CLIENT_TIMEOUT = 5.0
 MAX_CLIENTS = 64  # control connections served at once; a client holding many cannot starve workers
 ACCEPT_BATCH = 16  # clients accepted in one turn of the loop
-ENCODE_BUDGET = 0.002  # seconds of encoding an answer per turn of the loop (stream.py)
+ENCODE_BUDGET = 0.001  # seconds of encoding an answer per turn of the loop (stream.py)
 OUT_LOW, OUT_HIGH = 256 * 1024, 1024 * 1024  # encode more below LOW, stop at HIGH (bytes)
 
 

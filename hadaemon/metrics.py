@@ -65,6 +65,12 @@ class SnapshotCollector:
             stale.add_metric([host], 1.0 if e.get("stale") else 0.0)
         yield from (is_status, result, change, stale)
         yield from self._checks(snap["checks"])
+        if "turns" in snap:
+            turns = HistogramMetricFamily("hadaemon_loop_turn_seconds", "The supervisor's "
+                                          "work in one turn of its loop (nothing else is done "
+                                          "meanwhile)")
+            turns.add_metric([], *_buckets(snap["turns"]))
+            yield turns
         transitions = CounterMetricFamily("hadaemon_transitions", "Transitions by how their "
                                           "sequence ended", labels=["result"])
         for state, n in sorted(self.tally.transitions.items()):
@@ -100,9 +106,13 @@ class SnapshotCollector:
             runs.add_metric([cid], c["runs"])
             failures.add_metric([cid], c["failures"])
             for family, h in ((duration, c["duration"]), (lateness, c["lateness"])):
-                buckets = [(repr(float(le)), n) for le, n in h["buckets"]]
-                family.add_metric([cid], buckets + [("+Inf", h["count"])], h["sum"])
+                family.add_metric([cid], *_buckets(h))
         return runs, failures, duration, lateness
+
+
+def _buckets(h):
+    """A checkstats histogram as prometheus-client takes it: (buckets with +Inf, sum)."""
+    return [(repr(float(le)), n) for le, n in h["buckets"]] + [("+Inf", h["count"])], h["sum"]
 
 
 def _cluster(c):

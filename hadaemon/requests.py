@@ -171,6 +171,7 @@ class Requests:
         return {"ok": True, "time": time.time(), "served": self.snapshots,
                 "status": self.status(),
                 "checks": sup.stats.snapshot({c.id for c in config.checks}),
+                "turns": sup.stats.turns.snapshot(),
                 "statuses": sorted(config.daemon.known_statuses),
                 "history": sup.backend.recent(SNAPSHOT_HISTORY)}
 

@@ -10,7 +10,7 @@ whose result comes in meanwhile shows that result, a host forgotten meanwhile is
 
 import json
 
-SLICE = 200  # members encoded between two looks at the clock
+SLICE = 100  # members encoded between two looks at the clock
 
 
 class Members:

@@ -24,7 +24,7 @@ ROWS = [
     ("scheduling p99, 1000 checks @ 5 s", "schedule"),
     ("per-check CPU, 1000 hosts / 10 hosts", None),
     ("commit, 1000 hosts", None),
-    ("loop hold: ping max during status, 1000 hosts", None),
+    ("loop hold: longest turn during status, 1000 hosts", None),
 ]
 # A figure with its unit, or a ratio or difference: 0.9 ms, 1009/s, 2.11x, +7.51 ms, 0.56.
 NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?(e[+-]?\d+)?( ?(ms|us|MiB|/s|x))?$")

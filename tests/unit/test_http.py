@@ -23,6 +23,8 @@ def snapshot(history=(), cluster=None):
     stats = Stats()
     stats.record("check_a", 0.02, 0.001, failed=False)
     stats.record("check_a", 7.0, 0.3, failed=True)
+    for turn in (0.0001, 0.0003, 0.004, 0.03):
+        stats.turns.add(turn)
     status = {"ok": True, "hosts": {
         "db1": {"status": "master", "since": NOW - 100, "last_seen": NOW - 1, "stale": False,
                 "check": "check_a", "details": {}, "observed": "master", "conflict": False},
@@ -33,6 +35,7 @@ def snapshot(history=(), cluster=None):
     if cluster:
         status["cluster"] = cluster
     return {"ok": True, "time": NOW, "status": status, "checks": stats.snapshot({"check_a"}),
+            "turns": stats.turns.snapshot(),
             "statuses": ["down", "master", "slave", "unknown", "up", "warning"],
             "history": list(history)}
 
@@ -161,6 +164,10 @@ def test_metrics_over_a_snapshot():
     assert s[(d + "_sum", (("check", "check_a"),))] == pytest.approx(7.02)
     assert s[("hadaemon_check_lateness_seconds_bucket",
               (("check", "check_a"), ("le", "0.25")))] == 1
+    t = "hadaemon_loop_turn_seconds"
+    assert [s[(t + "_bucket", (("le", le),))] for le in ("0.0005", "0.005", "0.025", "0.05",
+                                                          "+Inf")] == [2, 3, 3, 4, 4]
+    assert s[(t + "_sum", ())] == pytest.approx(0.0344)
     assert s[("hadaemon_queue_length", ())] == 1
     assert s[("hadaemon_workers", ())] == 2
     assert s[("hadaemon_stale_checks", ())] == 1
