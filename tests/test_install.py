@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import zipfile
 
@@ -214,8 +215,15 @@ def test_the_pyz_runs_the_example_on_the_system_python(tmp_path):
         assert (root / "var/example/vip").read_text() == "db2\n"
         status = pyz_cli("--home", root, "status")
         assert status.returncode == 0 and "db2   master" in status.stdout, status
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
-        assert b'hadaemon_host_status{host="db2",status="master"} 1.0' in metrics
+
+        def metrics():  # the server is a child of the daemon's: it may not listen yet
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                              timeout=10).read()
+            except urllib.error.URLError:
+                return b""
+        wait_for(lambda: b'hadaemon_host_status{host="db2",status="master"} 1.0' in metrics(),
+                 30, "/metrics with db2 master")
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(60) == 0, (tmp_path / "daemon.log").read_text()

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -38,7 +39,10 @@ def page_url(url):
     since = time.time()
 
     def fresh():
-        html = urllib.request.urlopen(url, timeout=10).read().decode()
+        try:  # the server is a child of the daemon's, which may not listen yet (a loaded CI)
+            html = urllib.request.urlopen(url, timeout=10).read().decode()
+        except urllib.error.URLError:
+            return False
         return float(parse(html).find("body").attrs["data-as-of"]) >= since
     wait_for(fresh, 30, "the status page as of now")
     return url
