@@ -8,7 +8,7 @@ from . import journal
 
 COLUMNS = ("id", "host", "source", "target", "manual", "created", "state", "plan", "resumed",
            "finished", "note")
-PAGE = 50  # jobs read in one query, each with its own query for its steps
+PAGE = 20  # jobs read in one query, each with its own query for its steps
 
 
 def read(store, limit=100, host=None):
