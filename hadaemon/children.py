@@ -13,6 +13,7 @@ import time
 
 from . import config as configmod, wire
 from .backoff import Backoff
+from .fork import exec_module
 from .selection import close, unregister
 
 log = logging.getLogger("hadaemon")
@@ -118,3 +119,11 @@ class Child:
             log.error("%s %s: garbled message dropped: %s", self.name, self.pid, e)
             return
         self.on_message(message)
+
+
+def http_server(home, settings):
+    """The Child of the HTTP endpoint's server (httpserver.py), exec'd by module name: the
+    supervisor, and every worker forked from it, never imports asyncio (10 MiB apiece)."""
+    def start(values):
+        return exec_module("hadaemon.httpserver", home.root, dict(values, listen=settings.listen))
+    return Child("HTTP server", start, "serves again", "no HTTP endpoint meanwhile")

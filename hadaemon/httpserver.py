@@ -38,8 +38,7 @@ import time
 from pathlib import Path
 
 from . import listen, logsetup
-from .children import Child
-from .fork import exec_module, open_stdio
+from .fork import open_stdio
 from .home import Home
 from .ratelog import RateLog
 
@@ -52,18 +51,6 @@ MAX_CONNECTIONS = 256
 HEAD_TIMEOUT = 5.0  # seconds a client has to send its whole request head
 WRITE_TIMEOUT = 10.0  # seconds a client has to take the answer
 LINGER = 1.0  # seconds a refused request may go on being sent after the answer
-
-
-def child(home, settings):
-    """The supervisor's Child for the server; settings: the config's HttpSettings."""
-    def start(values):
-        return spawn(home.root, dict(values, listen=settings.listen))
-    return Child("HTTP server", start, "serves again", "no HTTP endpoint meanwhile")
-
-
-def spawn(home, settings):
-    """Start the server process; return (pid, the supervisor's end of its socket)."""
-    return exec_module("hadaemon.httpserver", home, settings)
 
 
 class Snapshots:

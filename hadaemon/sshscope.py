@@ -6,7 +6,7 @@ its own while no master is up. Nothing hadaemon makes reaches the remote shell u
 remote command is built from words, each quoted for a POSIX shell (the remote login shell).
 """
 
-import hashlib
+import zlib
 import math
 import re
 import shlex
@@ -142,7 +142,9 @@ def target(ssh_program, host, settings, var_ssh, resolve):
     common += extra_options(settings.options)
     destination = settings.address or host
     # One master per way of connecting: a setting changed by a reload gets a master of its own.
-    name = hashlib.sha256("\0".join([*common, destination]).encode()).hexdigest()[:12]
+    # Two CRCs, not hashlib: that loads OpenSSL into the supervisor and every worker (4 MiB).
+    data = "\0".join([*common, destination]).encode()
+    name = f"{zlib.crc32(data):08x}{zlib.crc32(data[::-1]):08x}"[:12]
     socket = f"{var_ssh}/{name}"
     if len(socket.encode()) + MASTER_SUFFIX > SUN_PATH:
         raise ValueError(f"control socket {socket} is too long for a UNIX socket (at most "

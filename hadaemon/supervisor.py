@@ -19,7 +19,7 @@ import selectors
 import signal
 import time
 
-from . import children, config as configmod, httpserver, leftovers, notify
+from . import children, config as configmod, leftovers, notify
 from .control import Port, Server
 from .dispatch import Dispatcher
 from .fork import open_stdio
@@ -61,7 +61,7 @@ class Supervisor:
         self.next_watch = 0.0
         self.backend = backend_for(self)
         # The HTTP endpoint's server, in both modes; [http] is read at start only (reload).
-        self.http = httpserver.child(home, config.http) if config.http else None
+        self.http = children.http_server(home, config.http) if config.http else None
         self.children = self.backend.children + ((self.http,) if self.http else ())
         self.requests = Requests(self)
 
