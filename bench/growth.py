@@ -10,8 +10,9 @@ timed in this process on the same table after the daemon has stopped, with one a
 HA_<STATUS> variable lists every host in that status). The baseline of each size is the table
 alone: one host row written in an fsync'd transaction, no hadaemon code.
 
-Loop hold: the daemon counts how long each turn of its loop works (a histogram, as in /metrics:
-hadaemon_loop_turn_seconds); while a turn works nothing else is done. Measured for a few seconds
+Loop hold: the daemon counts the CPU time each turn of its loop works (a histogram, as in
+/metrics: hadaemon_loop_turn_seconds); while a turn works nothing else is done (CPU time: on a
+busy 2-core machine any turn may also wait 4 ms for a core, which is the machine's, not ours). Measured for a few seconds
 at rest, then while another process asks for the status back to back (reading each answer
 whole): the longest turn (the upper bound of its histogram bucket), the turns over 5 ms, and
 the checks' own lateness against their schedule (share of runs started more than 5 ms late).

@@ -1,6 +1,7 @@
 """Per-check counters the supervisor keeps for /metrics: runs, failures, and two histograms,
-how long a run took and how late it started against its schedule; and how long each turn of
-the loop took (its work, not its wait): a turn that long is as long as nothing else is done.
+how long a run took and how late it started against its schedule; and the CPU time of each
+turn of the loop (its work, not its wait, nor the time other processes ran meanwhile): while a
+turn works nothing else is done.
 
 Kept in the loop, so they must cost next to nothing: a few integer additions per result and a
 bisect over a dozen bucket bounds. The HTTP child reads them with the rest of a snapshot

@@ -67,8 +67,8 @@ class SnapshotCollector:
         yield from self._checks(snap["checks"])
         if "turns" in snap:
             turns = HistogramMetricFamily("hadaemon_loop_turn_seconds", "The supervisor's "
-                                          "work in one turn of its loop (nothing else is done "
-                                          "meanwhile)")
+                                          "CPU time in one turn of its loop (nothing else is "
+                                          "done meanwhile)")
             turns.add_metric([], *_buckets(snap["turns"]))
             yield turns
         transitions = CounterMetricFamily("hadaemon_transitions", "Transitions by how their "

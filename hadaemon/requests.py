@@ -147,7 +147,7 @@ class Requests:
                 return None
             return {**e, "conflict": sup.committer.in_conflict(name), "stale": name in stale,
                     **marks.get(name, {})}
-        answer = {"ok": True, "hosts": stream.Members(list(entries), host),
+        answer = {"ok": True, "hosts": stream.Members(entries, host),
                   "daemon": {"pid": os.getpid(), "home": str(sup.home.root),
                              "started": sup.started, "checks": len(sup.config.checks),
                              "elsewhere": len(sup.config.elsewhere),

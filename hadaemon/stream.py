@@ -5,7 +5,8 @@ The supervisor answers the control socket inside its loop. A status of 100 000 h
 dispatched meanwhile. So a large part of an answer is a Members or Items value: the members are
 made and encoded while the answer is written, a slice per turn of the loop (control.Conn.write),
 and the loop turns in between. Each member is read as it is when its slice is encoded: a host
-whose result comes in meanwhile shows that result, a host forgotten meanwhile is left out.
+whose result comes in meanwhile shows that result, a host forgotten meanwhile is left out, a
+host that came meanwhile may be in or not; none is there twice.
 """
 
 import json
@@ -14,11 +15,12 @@ SLICE = 100  # members encoded between two looks at the clock
 
 
 class Members:
-    """A JSON object over keys (a list taken now); member(key) -> the value, or None to leave
-    the key out (it is gone since)."""
+    """A JSON object over the keys of source (a dict, walked as the answer is sent, never
+    copied: a copy of 100 000 keys alone holds the loop 5 ms); member(key) -> the value, or None
+    to leave the key out (it is gone since)."""
 
-    def __init__(self, keys, member):
-        self.keys, self.member = keys, member
+    def __init__(self, source, member):
+        self.source, self.member = source, member
 
 
 class Items:
@@ -52,16 +54,29 @@ def _lazy(value):
 
 def _members(m):
     yield "{"
-    first = True
-    for start in range(0, len(m.keys), SLICE):
-        chunk = {}
-        for key in m.keys[start:start + SLICE]:
-            v = m.member(key)
-            if v is not None:
-                chunk[key] = v
-        if chunk:  # one encoder call per slice, its braces dropped
+    # Keys walked, in a list: a set of 100 000 would hold the loop for ms at each resize and
+    # when freed. Looked up (as a set) only once the walk starts again, which is rare.
+    walked, seen, chunk, first = [], None, {}, True
+    keys = iter(m.source)
+    while True:
+        try:
+            key = next(keys)
+        except StopIteration:
+            break
+        except RuntimeError:  # a host came or went between two slices: walk it again
+            keys, seen = iter(m.source), set(walked)
+            continue
+        if seen is not None and key in seen:
+            continue
+        walked.append(key)
+        v = m.member(key)
+        if v is not None:
+            chunk[key] = v
+        if len(chunk) == SLICE:  # one encoder call per slice, its braces dropped
             yield ("" if first else ", ") + json.dumps(chunk)[1:-1]
-            first = False
+            chunk, first = {}, False
+    if chunk:
+        yield ("" if first else ", ") + json.dumps(chunk)[1:-1]
     yield "}"
 
 
