@@ -75,8 +75,10 @@ def run(transitions, background):
 
 
 def done(home):
+    """Transitions measured so far: the start-up ones (unknown -> up) are not."""
     try:
-        return home.journal("SELECT count(*) FROM steps WHERE started_mono IS NOT NULL")[0][0]
+        return home.journal("SELECT count(*) FROM steps s JOIN jobs j ON s.job = j.id"
+                            " WHERE s.started_mono IS NOT NULL AND j.source != 'unknown'")[0][0]
     except sqlite3.Error:
         return 0
 
