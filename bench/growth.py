@@ -12,15 +12,17 @@ alone: one host row written in an fsync'd transaction, no hadaemon code.
 
 Loop hold: the daemon counts the CPU time each turn of its loop works (a histogram, as in
 /metrics: hadaemon_loop_turn_seconds); while a turn works nothing else is done (CPU time: on a
-busy 2-core machine any turn may also wait 4 ms for a core, which is the machine's, not ours). Measured for a few seconds
-at rest, then while another process asks for the status back to back (reading each answer
-whole): the longest turn (the upper bound of its histogram bucket), the turns over 5 ms, and
-the checks' own lateness against their schedule (share of runs started more than 5 ms late).
+busy 2-core machine any turn may also wait 4 ms for a core, which is the machine's, not ours).
+Measured for a few seconds at rest, then while another process asks for the status back to back
+(reading each answer whole), then for the history of the journal's 1000 finished jobs (written
+with the hosts): the longest turn (the upper bound of its histogram bucket), the turns over 5 ms,
+and the checks' own lateness against their schedule (share of runs started more than 5 ms late).
 
     python bench/growth.py [--sizes 10,100,1000,10000,100000] [--seconds 10]
 """
 
 import argparse
+import json
 import sqlite3
 import statistics
 import subprocess
@@ -31,7 +33,7 @@ from harness import NO_RECYCLING, Daemon, Home, cpu, print_table
 
 from hadaemon import config as configmod  # noqa: E402 (harness puts the repository on the path)
 from hadaemon import control
-from hadaemon.commit import Committer
+from hadaemon.commit import Committer, Transition
 from hadaemon.home import Home as HaHome
 from hadaemon.journal import Journal
 from hadaemon.ratelog import RateLog
@@ -51,7 +53,10 @@ COLUMNS = [("hosts", "hosts"), ("supervisor_us", "supervisor CPU us/check"),
            ("late_rest", "checks >5 ms late at rest"),
            ("turn_max_status", "longest turn ms during status"),
            ("turns_over_5ms_status", "turns >5 ms during status"),
-           ("late_status", "checks >5 ms late during status")]
+           ("late_status", "checks >5 ms late during status"),
+           ("turn_max_history", "longest turn ms during history"),
+           ("turns_over_5ms_history", "turns >5 ms during history")]
+JOBS = 1000  # finished jobs in the journal: keep_jobs' default, what `history` can show
 
 
 def preload(home, n):
@@ -61,6 +66,17 @@ def preload(home, n):
         for i in range(n):
             table.set(f"g{i:05d}", {"status": "up", "since": now, "observed": "up",
                                     "last_seen": now, "check": "preload", "details": {}})
+        journal, step = Journal(store), {"section": "up_to_down", "text": "record %HOST%",
+                                         "where": "actions.conf:2", "keep_going": False,
+                                         "timeout": 60, "program": "/bin/true", "error": None}
+        for k in range(JOBS):
+            host = f"g{k % n:05d}"
+            job = journal.enqueue(Transition(host, "up", "down", {host: "down"}),
+                                  [dict(step, argv=["record", host])] * 2, {}, now)
+            journal.finish(job, "done")
+            store.conn.executemany(
+                "INSERT INTO steps (job, idx, started, finished, rc, duration, output)"
+                " VALUES (?, ?, ?, ?, 0, 0.01, 'ok')", [(job, i, now, now) for i in range(2)])
     store.close()
 
 
@@ -83,12 +99,14 @@ def per_check_cpu(home, seconds):
 
 def loop_hold(home, seconds):
     """(longest turn ms, share of checks > 5 ms late) at rest, then (longest turn ms, turns
-    over 5 ms, share of checks > 5 ms late) while statuses are asked back to back."""
-    def phase(busy):
+    over 5 ms, share of checks > 5 ms late) while statuses are asked back to back, then
+    (longest turn ms, turns over 5 ms) while the history of JOBS jobs is."""
+    def phase(request):
         before = counters(home)
         # Another process, which only reads: the daemon's work is what is measured.
-        asker = subprocess.Popen([sys.executable, "-c", ASKER, str(home.root / "var/control.sock")],
-                                 stdout=subprocess.PIPE, text=True) if busy else None
+        asker = subprocess.Popen([sys.executable, "-c", ASKER, str(home.root / "var/control.sock"),
+                                  json.dumps(request)],
+                                 stdout=subprocess.PIPE, text=True) if request else None
         time.sleep(seconds)
         served = 0
         if asker:
@@ -100,13 +118,16 @@ def loop_hold(home, seconds):
         longest = next((1000 * le for le, n in reversed(turns) if n), 0.0)
         over = sum(n for le, n in turns if le > 0.005)
         return longest, over, late, served
-    rest, busy = phase(False), phase(True)
-    if busy[3] < 2:
-        print(f"(only {busy[3]} status answers during the busy phase)", file=sys.stderr)
-    return rest[0], rest[2], busy[0], busy[1], busy[2]
+    rest, busy = phase(None), phase({"cmd": "status"})
+    history = phase({"cmd": "history", "limit": JOBS, "host": None})
+    for name, figures in (("status", busy), ("history", history)):
+        if figures[3] < 2:
+            print(f"(only {figures[3]} {name} answers)", file=sys.stderr)
+    return rest[0], rest[2], busy[0], busy[1], busy[2], history[0], history[1]
 
 
-# Asks for the status back to back, reading each answer whole; prints how many on SIGTERM.
+# Asks the request in argv[2] back to back, reading each answer whole; prints how many on
+# SIGTERM.
 ASKER = """
 import signal, socket, sys
 served = 0
@@ -117,7 +138,7 @@ signal.signal(signal.SIGTERM, done)
 while True:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(sys.argv[1])
-    s.sendall(b'{"cmd": "status"}\\n')
+    s.sendall(sys.argv[2].encode() + b'\\n')
     while s.recv(1 << 20):
         pass
     s.close()

@@ -4,7 +4,7 @@ committed to the SQLite table and journal (recorder.py) and run by the action ru
 
 import time
 
-from . import history, runner, wire
+from . import history, runner, stream, wire
 from .children import Child
 from .commit import Committer
 from .journal import Journal
@@ -62,8 +62,9 @@ class LocalBackend:
         return self.journal.open_jobs()
 
     def recent(self, limit):
-        """The newest history entries, for the HTTP endpoint's snapshot."""
-        return history.read(self.sup.store, limit)
+        """The newest history entries, for the HTTP endpoint's snapshot: read as they are
+        sent, a page per slice (stream.py)."""
+        return stream.Items(history.pages(self.sup.store, limit))
 
     def status(self, answer):
         """Its part of the status answer; returns marks per host (none here)."""
