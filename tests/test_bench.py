@@ -25,6 +25,7 @@ ROWS = [
     ("per-check CPU, 1000 hosts / 10 hosts", None),
     ("commit, 1000 hosts", None),
     ("loop hold: longest turn during status, 1000 hosts", None),
+    ("loop hold: longest turn during history, 1000 jobs", None),
 ]
 # A figure with its unit, or a ratio or difference: 0.9 ms, 1009/s, 2.11x, +7.51 ms, 0.56.
 NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?(e[+-]?\d+)?( ?(ms|us|MiB|/s|x))?$")
