@@ -66,6 +66,16 @@ def masters(home):
     return found
 
 
+def logins_once_the_master_is_up(home, remote, *hosts):
+    """sshd's logins once the master is up and the checks that connected alone meanwhile (as
+    many as ran before its socket appeared) are done: none more comes with the same key."""
+    wait_for(lambda: any(p.is_socket() for p in (home.root / "var/ssh").iterdir()), 30,
+             "the master's control socket")
+    settle = new_results(home, *hosts)
+    wait_for(lambda: settle() >= 6, 30, "the checks that connected alone done")
+    return remote.logins()
+
+
 def test_remote_json_and_nagios_results_through_one_connection(home, daemons, remote):
     ssh_home(home, remote, f"report one 'two words'\n{DUMMY} 1 'remote says hi'\n"
              "[check:check_dummy@db3]\nhost = db3-plugin\n")
@@ -76,13 +86,9 @@ def test_remote_json_and_nagios_results_through_one_connection(home, daemons, re
     assert d["args"] == ["one", "two words"] and d["check"] == "report@db3"
     assert d["via"].split()[2] == remote.address  # it ran behind that host's sshd
     assert details(home, "db3-plugin") == {"exit": 1, "output": "WARNING: remote says hi"}
-    # Checks connect alone until the master is up (as many as run meanwhile); from then on
-    # each is a channel of the master: 30 results later, no login more and one connection.
-    wait_for(lambda: any(p.is_socket() for p in (home.root / "var/ssh").iterdir()), 30,
-             "the master's control socket")
-    settle = new_results(home, "db3", "db3-plugin")
-    wait_for(lambda: settle() >= 6, 30, "the checks that connected alone done")
-    before = remote.logins()
+    # From the master on each check is a channel of it: 30 results later, no login more and
+    # one connection.
+    before = logins_once_the_master_is_up(home, remote, "db3", "db3-plugin")
     count = new_results(home, "db3", "db3-plugin")
     wait_for(lambda: count() >= 30, 60, "30 remote results")
     assert len(remote.connections()) == 1, remote.connections()
@@ -183,7 +189,7 @@ def test_a_changed_host_key_is_refused(home, daemons, remote):
     ssh_home(home, remote, "report\n")
     daemons(home)
     wait_for(committed(home, "db3", "up"), 30, "db3 up")
-    logins = remote.logins()
+    logins = logins_once_the_master_is_up(home, remote, "db3")
     remote.demo("rekey")  # what a man in the middle would show
     wait_for(committed(home, "db3", "unknown"), 30, "db3 unknown")
     # (while sshd restarts: "Connection refused")
