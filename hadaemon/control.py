@@ -16,8 +16,8 @@ import socket
 import struct
 import time
 
-from .backoff import Backoff
 from . import stream
+from .backoff import Backoff
 from .selection import registered
 
 log = logging.getLogger("hadaemon.control")
@@ -73,8 +73,8 @@ class Server:
         return uid in (0, os.getuid()) or (self.gid is not None and gid == self.gid)
 
     def stalled(self, now):
-        """Clients that have taken too long to ask, or to take their answer: the caller takes them out of its selector, then
-        drops them."""
+        """Clients that have taken too long to ask, or to take their answer: the caller takes
+        them out of its selector, then drops them."""
         return [c for c in self.conns.values() if now - c.active > CLIENT_TIMEOUT]
 
     def drop(self, c):

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,15 @@ def datagram_listener(address):
     s.bind(address)
     s.settimeout(5)
     return s
+
+
+def http_body(url):
+    """The body at url, None while nothing listens there: the HTTP endpoint is a child of the
+    daemon's, which may not listen yet when the daemon already answers (a loaded CI)."""
+    try:
+        return urllib.request.urlopen(url, timeout=10).read()
+    except urllib.error.URLError:
+        return None
 
 
 def status_of(home, host):

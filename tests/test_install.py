@@ -7,14 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import zipfile
 
 import pytest
 
 import hadaemon
-from conftest import ROOT, Home, committed, wait_for
+from conftest import ROOT, Home, committed, http_body, wait_for
 from etcdkit import free_ports
 
 PREFIX = "/opt/hadaemon"  # where the README's "Install as a service" puts the venv
@@ -215,15 +213,8 @@ def test_the_pyz_runs_the_example_on_the_system_python(tmp_path):
         assert (root / "var/example/vip").read_text() == "db2\n"
         status = pyz_cli("--home", root, "status")
         assert status.returncode == 0 and "db2   master" in status.stdout, status
-
-        def metrics():  # the server is a child of the daemon's: it may not listen yet
-            try:
-                return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                              timeout=10).read()
-            except urllib.error.URLError:
-                return b""
-        wait_for(lambda: b'hadaemon_host_status{host="db2",status="master"} 1.0' in metrics(),
-                 30, "/metrics with db2 master")
+        wait_for(lambda: b'hadaemon_host_status{host="db2",status="master"} 1.0' in (
+            http_body(f"http://127.0.0.1:{port}/metrics") or b""), 30, "/metrics with db2 master")
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(60) == 0, (tmp_path / "daemon.log").read_text()

@@ -9,12 +9,11 @@ import shutil
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import FAST, committed, host_name, wait_for
+from conftest import FAST, committed, host_name, http_body, wait_for
 from dom import parse
 from etcdkit import free_ports
 
@@ -39,11 +38,9 @@ def page_url(url):
     since = time.time()
 
     def fresh():
-        try:  # the server is a child of the daemon's, which may not listen yet (a loaded CI)
-            html = urllib.request.urlopen(url, timeout=10).read().decode()
-        except urllib.error.URLError:
-            return False
-        return float(parse(html).find("body").attrs["data-as-of"]) >= since
+        html = http_body(url)
+        return html is not None and float(
+            parse(html.decode()).find("body").attrs["data-as-of"]) >= since
     wait_for(fresh, 30, "the status page as of now")
     return url
 
