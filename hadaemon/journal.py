@@ -89,7 +89,7 @@ class Journal:
         cannot be opened before its store is)."""
         self._store = store
         self.path = path or store.path
-        self._env = (None, None)  # ((job id, its stored env), the variables rebuilt)
+        self._env = (None, None)  # (job id, its variables rebuilt)
 
     def transaction(self):
         return self._store.transaction()
@@ -198,12 +198,18 @@ class Journal:
         job = Job.from_dict(dict(zip(("id", "host", "source", "target", "manual", "created"),
                                      row), plan=json.loads(row[6]), state=row[8],
                                  resumed=row[9], note=row[10]))
-        if self._env[0] != (job.id, row[7]):  # the runner asks before every step
-            self._env = ((job.id, row[7]), environment(self._store.conn, job, json.loads(row[7])))
-        job = replace(job, env=self._env[1])
+        job = replace(job, env=json.loads(row[7]))  # what it stores: environment() reads it
         if job.state is State.QUEUED and not gate.may_begin(job, {}):
             return None
         return job
+
+    def environment(self, job):
+        """The job's HA_* variables, rebuilt from what its row stores (next_job): the runner
+        asks before every command, so the last job's are kept. A job's stored environment does
+        not change while it is open."""
+        if self._env[0] != job.id:
+            self._env = (job.id, environment(self._store.conn, job, job.env))
+        return self._env[1]
 
     def records(self, job):
         """{index: StepRecord} of the job's commands started."""

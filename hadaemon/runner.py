@@ -170,6 +170,8 @@ class Runner:
         """Start step idx and record its end. GO: go on with the job; HOLD: not now, the job
         stays this runner's; FENCED: leave it (claim lost, cut short by a stop)."""
         step = job.plan[idx]
+        variables = self.durably(f"read the environment of job #{job.id}",
+                                 self.store.environment, job)
         try:
             started = self.durably(f"record the start of {step.text!r} (job #{job.id})",
                                    self.store.step_started, job, idx, seen, job.resumed)
@@ -184,9 +186,9 @@ class Runner:
                                idx)
         if verdict is not Verdict.GO:
             return verdict
-        outcome, error = self.run_command(job, step, job.resumed, extra_env=self.gate.env,
-                                      pass_fds=self.gate.pass_fds,
-                                      on_start=lambda pid: self.note_pid(job, idx, pid))
+        outcome, error = self.run_command(job, step, job.resumed, variables=variables,
+                                          extra_env=self.gate.env, pass_fds=self.gate.pass_fds,
+                                          on_start=lambda pid: self.note_pid(job, idx, pid))
         if outcome is None:
             return self.record_end(job, idx, step, started, None, 0.0, "", error)
         output = outcome.output.decode("utf-8", "replace")
@@ -243,9 +245,9 @@ class Runner:
                                 f"cannot record the pid of job #{job.id}'s command {idx + 1}: "
                                 f"{self.store.trouble('record it', e)}", changes=False)
 
-    def execute(self, job, step, resumed, extra_env=(), **options):
-        """Start one planned command and wait for it: (outcome, None), or (None, why it could
-        not start). `options` go to execute.run."""
+    def execute(self, job, step, resumed, variables, extra_env=(), **options):
+        """Start one planned command with the job's HA_* variables and wait for it: (outcome,
+        None), or (None, why it could not start). `options` go to execute.run."""
         if step.error:
             return None, f"{step.error} ({step.where})"
         try:
@@ -253,7 +255,7 @@ class Runner:
                     *step.argv[1:]]
         except LookupError as e:
             return None, str(e)
-        inline, files = actions.spill(job.env)
+        inline, files = actions.spill(variables)
         line = " ".join(step.argv)  # a host list can make it hundreds of KiB: not in the log
         log.info("job #%d: running %s", job.id,
                  line if len(line) <= LOG_ARGV else f"{line[:LOG_ARGV]}... ({len(line)} bytes)")

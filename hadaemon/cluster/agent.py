@@ -112,7 +112,8 @@ class Agent:
             if message.mirror is not None and self.sent_table is None:
                 # The supervisor's mirror of the committed table: what this node reports as
                 # the table it knows if it refuses etcd before it could read the table there.
-                self.view.table = self.sent_table = message.mirror
+                self.sent_table = message.mirror
+                self.view.table = dict(message.mirror)  # a commit changes it in place
         elif isinstance(message, wire.Request):
             self.requests.append(message.request)
         elif isinstance(message, wire.Settings):  # after a reload, as every child gets them

@@ -23,6 +23,10 @@ class EtcdRefused(EtcdUnavailable):
     was not applied. Handled like an outage, but said as what it is."""
 
 
+class EtcdCompacted(EtcdRefused):
+    """A read at a revision etcd has compacted away: asking again will not help."""
+
+
 def _b64(data):
     if isinstance(data, str):
         data = data.encode()
@@ -119,7 +123,9 @@ class Etcd:
                 if type(e) is etcd_errors.Etcd3Exception:
                     # An answer other than the mapped 5xx/408/412 ones: etcd refused this request
                     # itself (400 InvalidArgument, 404 lease not found); another member would too.
-                    raise EtcdRefused(f"{path}: {_short(e)}") from None
+                    why = _short(e)
+                    raise (EtcdCompacted if "compacted" in why else EtcdRefused)(
+                        f"{path}: {why}") from None
                 last = e  # e.g. 'etcdserver: request timed out' from a member without quorum
                 self._current = (self._current + 1) % len(self._clients)
             except (requests.RequestException, ValueError) as e:
@@ -128,10 +134,13 @@ class Etcd:
                 self._current = (self._current + 1) % len(self._clients)
         raise EtcdUnavailable(f"{path}: {_short(last)}")
 
-    def range(self, prefix):
-        """Every key under prefix: {key: (value bytes, lease id, create revision)}."""
-        return _kvs(self._post("/kv/range", {"key": _b64(prefix),
-                                             "range_end": _b64(prefix_end(prefix))}))
+    def range(self, prefix, revision=None):
+        """Every key under prefix: {key: (value bytes, lease id, create revision)}; as it was
+        at `revision` if given (EtcdCompacted once etcd no longer keeps that revision)."""
+        request = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        if revision:
+            request["revision"] = revision
+        return _kvs(self._post("/kv/range", request))
 
     def read(self, prefixes=(), keys=()):
         """Several prefixes and keys in one linearizable look (a read-only transaction):

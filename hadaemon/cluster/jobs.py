@@ -4,13 +4,18 @@ One shape for both (new_job: job.py's Job, as JSON): the cluster runner, history
 cluster-init` read every job back the same way (Job.from_dict). A transition's steps are planned
 whole here, before the job is written (actions.plan), each with the node that must run it
 (rules.step_node). No I/O.
+
+A transition job does not carry its HA_* variables (every host's status: a job would grow with
+the fleet, past etcd's request limit at some 30 000 hosts). It says AT_COMMIT instead: they are
+the table as the transaction that created the job left it, which etcd keeps as a revision, and
+the runner reads them there (store.EtcdJournal.environment).
 """
 
 import shlex
 import time
 
 from .. import actions
-from ..commit import Transition
+from ..commit import After, Transition
 from ..job import Job, State, Step
 from ..journal import initial_state
 from .rules import step_node
@@ -26,21 +31,29 @@ def new_job(job_id, kind, host, source, target, plan, env, leader, manual=False,
                finished=None if state == "queued" else now, kind=kind, leader=leader).to_dict()
 
 
-def transition_job(config, job_id, table, host, source, target, leader, manual=False,
+AT_COMMIT = {"at": "commit"}  # a transition job's env: the table at the job's create revision
+
+
+def transition_job(config, job_id, statuses, host, source, target, leader, manual=False,
                    paused=False, note=None):
-    """The job of `host: source -> target` committed over `table` ({host: status} before it).
-    Paused: skipped (history only)."""
-    snapshot = dict(table, **{host: target})
-    transition = Transition(host, source, target, snapshot, manual)
+    """The job of `host: source -> target` committed over `statuses` ({host: status} before
+    it, a mapping read only where a command names a status). Paused: skipped (history only)."""
+    transition = Transition(host, source, target, After(statuses, host, target), manual)
     d = config.daemon
     steps = actions.plan(config.sections, transition, d.action_timeout, d.on_failure)
-    env = actions.environment(transition)
     vals = actions.Values(transition)
     for step in steps:
         step["node"] = step_node(step["section"], vals)
     state, note = initial_state(steps, paused, note)
-    return new_job(job_id, "transition", host, source, target, steps, env, leader, manual,
-                   state, note)
+    return new_job(job_id, "transition", host, source, target, steps, dict(AT_COMMIT), leader,
+                   manual, state, note)
+
+
+def environment(job, statuses):
+    """A transition job's HA_* variables over `statuses` ({host: status}: the table its commit
+    left)."""
+    return actions.environment(Transition(job.host, job.source, job.target, statuses,
+                                          job.manual))
 
 
 def fence_job(fence, timeout, job_id, previous, leader):

@@ -13,7 +13,8 @@ are served in key order (Requests); a request is deleted only once served.
 import logging
 import math
 import time
-from collections import namedtuple
+from collections import ChainMap, namedtuple
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..maintenance import manual_hold_until, net_changes, pause_record
@@ -80,6 +81,22 @@ def forget_refusal(host, table, opinions, open_jobs):
 def statuses(table):
     """{host: status} of a table of entries."""
     return {host: e["status"] for host, e in table.items()}
+
+
+class Statuses(Mapping):
+    """statuses(table) as a view: planning a command that names no status reads none."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __getitem__(self, host):
+        return self.table[host]["status"]
+
+    def __iter__(self):
+        return iter(self.table)
+
+    def __len__(self):
+        return len(self.table)
 
 
 class Leader:
@@ -239,19 +256,22 @@ class Leader:
         write_table=False: history only, run=True: queued even while paused) and the ops `also`
         in one guarded transaction; `unpause`: it ends the pause. False if refused: deposed, or
         the job count fell behind (it is read again)."""
-        table, jobs, entries, holds = dict(self.view.table), [], {}, {}
+        # The table as these commits change it: a view over the one read, not a copy (a copy
+        # per commit costs as much as the fleet is large).
+        jobs, entries, holds = [], {}, {}
+        table = ChainMap(entries, self.view.table)
         for t in transitions:
             host, manual = t["host"], t.get("manual", False)
             job = transition_job(
-                self.config, self.seq + 1 + len(jobs), statuses(table),
+                self.config, self.seq + 1 + len(jobs), Statuses(table),
                 host, t["source"], t["target"], self.me, manual,
                 paused=bool(self.view.paused) and not t.get("run"), note=t.get("note"))
             if t.get("run") and not job["plan"]:
                 continue  # a net change on resume with no section: history has it (skipped)
             jobs.append(job)
             if t.get("write_table", True):
-                entries[host] = table[host] = dict(table.get(host, {}), status=t["target"],
-                                                   since=time.time(), manual=manual)
+                entries[host] = dict(table.get(host, {}), status=t["target"],
+                                     since=time.time(), manual=manual)
                 if self.hold_down() > 0:
                     # Hold-down runs on etcd's clock, not on the nodes' wall clocks: a key on
                     # a lease of hold_down seconds, which outlives a change of leader.
@@ -272,7 +292,7 @@ class Leader:
             _, self.seq = self.journal.last_id()
             return False
         self.seq += len(jobs)
-        self.view.table = table
+        self.view.table.update(entries)
         if unpause:
             self.view.paused = None
         revision = int(self.store.answer["header"]["revision"])

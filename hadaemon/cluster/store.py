@@ -21,7 +21,9 @@ from dataclasses import replace
 from .. import history
 from ..job import Fenced, Job, State, StepRecord, next_step
 from ..names import UNKNOWN
-from .etcd import EtcdUnavailable, absent, delete, delete_range, jput, put, value_is
+from .etcd import (EtcdCompacted, EtcdUnavailable, absent, delete, delete_range, jput, put,
+                   value_is)
+from .jobs import AT_COMMIT, environment
 from .keys import json_or_empty
 
 
@@ -101,6 +103,7 @@ class EtcdJournal:
     def __init__(self, store, node=None):
         """node: the node whose runner works through it (named in each step record)."""
         self._store, self._keys, self.node = store, store.keys, node
+        self._env = (None, None)  # (job id, its variables rebuilt)
 
     @property
     def _etcd(self):
@@ -196,6 +199,33 @@ class EtcdJournal:
                              note)
                 return None
         return claimed
+
+    def environment(self, job):
+        """The job's HA_* variables. A transition job's (jobs.AT_COMMIT) are the table as the
+        transaction that created the job left it: read at the job key's create revision (the
+        runner asks before every command, so the last job's are kept). A fence job, and a job
+        queued by a version before AT_COMMIT, carry theirs."""
+        if job.env != AT_COMMIT:
+            return job.env
+        if self._env[0] != job.id:
+            self._env = (job.id, environment(job, self._statuses_at_commit(job)))
+        return self._env[1]
+
+    def _statuses_at_commit(self, job):
+        key = self._keys.job(job.id)
+        _, (found,), _ = self._etcd.read(keys=[key])
+        revision = found[key][2] if key in found else 0
+        try:
+            if not revision:  # pruned meanwhile: it will not run
+                raise EtcdCompacted(f"job #{job.id} is no longer in etcd")
+            kvs = self._etcd.range(self._keys.table, revision)
+        except EtcdCompacted as e:
+            log.error("job #%d: the table its commit left (etcd revision %d) cannot be read "
+                      "(%s): its commands get the HA_<STATUS> variables of the table as it is "
+                      "now", job.id, revision, e)
+            kvs = self._etcd.range(self._keys.table)
+        return {k[len(self._keys.table):]: json_or_empty(v).get("status", UNKNOWN)
+                for k, (v, _, _) in kvs.items()}
 
     def records(self, job):
         """{index: StepRecord} of the job's commands started, each with its stored bytes."""

@@ -110,7 +110,7 @@ def test_the_runner_takes_the_oldest_open_job_with_its_progress(store):
     first = j.enqueue(t("a"), [STEP, STEP], ENV)
     second = j.enqueue(t("b", "down", "up"), [STEP], {"HA_DOWN": "b"})
     job = j.next_job(Open)
-    assert (job.id, job.host, job.state, job.env, j.records(job)) == (
+    assert (job.id, job.host, job.state, j.environment(job), j.records(job)) == (
         first, "a", State.QUEUED, ENV, {})
     assert j.next_job(Paused) is None  # a job not begun waits for the gate
     started = j.step_started(job, 0, None, resumed=False)
@@ -127,7 +127,8 @@ def test_the_runner_takes_the_oldest_open_job_with_its_progress(store):
     assert j.close(job, State.DONE)
     assert not j.is_open(first)
     job = j.next_job(Open)
-    assert (job.id, job.host, job.source, job.env) == (second, "b", "down", {"HA_DOWN": "b"})
+    assert (job.id, job.host, job.source, j.environment(job)) == (second, "b", "down",
+                                                                 {"HA_DOWN": "b"})
 
 
 def test_a_finished_step_is_never_claimed_again(store):

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from hadaemon.cluster import clusterid
 from hadaemon.cluster.etcd import delete, jput, put
-from hadaemon.cluster.jobs import fence_job, transition_job
+from hadaemon.cluster.jobs import AT_COMMIT, environment, fence_job, transition_job
 from hadaemon.cluster.keys import Keys
 from hadaemon.cluster.leader import Leader, View, forget_refusal
 from hadaemon.cluster.settings import ClusterSettings
@@ -263,7 +263,10 @@ def test_transition_and_fence_jobs_have_one_shape():
     assert Job.from_dict(t).to_dict() == t and Job.from_dict(f).to_dict() == f  # as runners read
     assert f["plan"][0]["argv"] == ["fence-it", "-f", "b"] and f["plan"][0]["node"] == "a"
     assert (f["kind"], f["host"], f["state"], f["holder"]) == ("fence", "b", "queued", "")
-    assert (t["kind"], t["state"], t["env"]["HA_HOST"]) == ("transition", "queued", "db1")
+    # Its variables are not in it: the runner reads the table its commit left, in etcd.
+    assert (t["kind"], t["state"], t["env"]) == ("transition", "queued", AT_COMMIT)
+    env = environment(Job.from_dict(t), {"db1": "down", "db2": "down", "db3": "up"})
+    assert (env["HA_HOST"], env["HA_DOWN"], env["HA_UP"]) == ("db1", "db1 db2", "db3")
 
 
 # -- forget ----------------------------------------------------------------------------------
