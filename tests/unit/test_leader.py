@@ -16,7 +16,7 @@ from hadaemon.cluster.jobs import AT_COMMIT, environment, fence_job, transition_
 from hadaemon.cluster.keys import Keys
 from hadaemon.cluster.leader import Leader, View, forget_refusal
 from hadaemon.cluster.settings import ClusterSettings
-from hadaemon.cluster.store import EtcdStore, EtcdTable
+from hadaemon.cluster.store import EtcdJournal, EtcdStore, EtcdTable
 from hadaemon.config import ActionSection, CheckSpec, Command, Config, DaemonSettings
 from hadaemon.job import Job
 
@@ -341,3 +341,31 @@ def test_forget_waits_for_the_hosts_sequence_and_a_deposed_leader_forgets_nothin
     c.leader.lead(look.requests, look.open_ids)  # a's guard fails
     assert c.status("db9") == "master" and answer_to(c, "b-2") is None
     assert c.etcd.range(c.keys.requests)  # the request waits for the next leader
+
+
+def test_open_jobs_are_read_a_batch_at_a_time_fence_jobs_first():
+    class Counting(FakeEtcd):
+        requests = 0
+
+        def get(self, key):
+            Counting.requests += 1
+            return super().get(key)
+
+        def read(self, prefixes=(), keys=()):
+            Counting.requests += 1
+            assert len(prefixes) + len(keys) <= 128  # etcd's --max-txn-ops
+            return super().read(prefixes, keys)
+
+    etcd, keys = Counting(), Keys("/t/")
+    store = EtcdStore(etcd, keys)
+    journal = EtcdJournal(store)
+    jobs = [transition_job(config(), i, {}, f"h{i}", "up", "down", "a") for i in range(1, 250)]
+    jobs.insert(199, fence_job("fence-it", 60.0, 250, "z", "a"))
+    for i in range(0, len(jobs), 40):
+        with store.transaction():
+            journal.enqueue(*jobs[i:i + 40])
+    Counting.requests = 0
+    found = journal.open_jobs(list(range(1, 251)))
+    # A burst of n jobs used to cost n requests per look (n² in all): now one per 100.
+    assert Counting.requests == 3
+    assert [j["id"] for _, j in found] == [250] + list(range(1, 250))
