@@ -129,9 +129,22 @@ class Etcd:
         raise EtcdUnavailable(f"{path}: {_short(last)}")
 
     def range(self, prefix):
-        """Every key under prefix: {key: (value bytes, lease id, create revision)}."""
+        """Every key under prefix: {key: (value bytes, lease id, create revision, mod
+        revision)}."""
         return _kvs(self._post("/kv/range", {"key": _b64(prefix),
                                              "range_end": _b64(prefix_end(prefix))}))
+
+    def changes(self, prefix, since=None):
+        """The keys under prefix written after revision `since` (all of them if None):
+        ({key: (value, lease, create, mod revision)}, how many keys the range holds in all,
+        the revision read). etcd counts the whole range, not only the keys returned: a count
+        below what the reader knows plus what is new means keys were deleted."""
+        request = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        if since is not None:
+            request["min_mod_revision"] = since + 1
+        answer = self._post("/kv/range", request)
+        return (_kvs(answer), int(answer.get("count", 0)),
+                int(answer.get("header", {}).get("revision", 0)))
 
     def read(self, prefixes=(), keys=()):
         """Several prefixes and keys in one linearizable look (a read-only transaction):
@@ -182,7 +195,8 @@ class Etcd:
 
 def _kvs(answer):
     return {_unb64(kv["key"]).decode(): (_unb64(kv.get("value")), int(kv.get("lease", 0)),
-                                         int(kv.get("create_revision", 0)))
+                                         int(kv.get("create_revision", 0)),
+                                         int(kv.get("mod_revision", 0)))
             for kv in answer.get("kvs", [])}
 
 

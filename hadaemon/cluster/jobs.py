@@ -8,6 +8,7 @@ whole here, before the job is written (actions.plan), each with the node that mu
 
 import shlex
 import time
+from collections import ChainMap
 
 from .. import actions
 from ..commit import Transition
@@ -30,11 +31,13 @@ def transition_job(config, job_id, table, host, source, target, leader, manual=F
                    paused=False, note=None):
     """The job of `host: source -> target` committed over `table` ({host: status} before it).
     Paused: skipped (history only)."""
-    snapshot = dict(table, **{host: target})
+    # Read through, not copied: a commit must not cost a walk of every host unless its
+    # commands name the hosts (%UP%, or the environment of a job that runs something).
+    snapshot = ChainMap({host: target}, table)
     transition = Transition(host, source, target, snapshot, manual)
     d = config.daemon
     steps = actions.plan(config.sections, transition, d.action_timeout, d.on_failure)
-    env = actions.environment(transition)
+    env = actions.environment(transition) if steps else {}
     vals = actions.Values(transition)
     for step in steps:
         step["node"] = step_node(step["section"], vals)
