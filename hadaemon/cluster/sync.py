@@ -79,6 +79,8 @@ class Ranges:
         self.table = Synced(keys.table)
         self.nodes = {}  # node -> Synced of opinion/NODE/
         self.read = 0  # keys read by the last refresh
+        # What was read but not yet handed on: a refresh cut short by etcd hands it on later.
+        self.opinions, self.entries = {}, {}
 
     def reset(self):
         """Read every range whole at the next look, and compare with what was known (etcd was
@@ -89,17 +91,19 @@ class Ranges:
     def refresh(self, etcd, stamps, table_stamp):
         """stamps: {node: stamp} of live/stamp/; -> ({node: {host: status or None}} and
         {host: entry bytes or None} of what changed since the last refresh."""
-        opinions = {}
+        opinions = self.opinions
         for node in [n for n in self.nodes if n not in stamps]:
-            opinions[node] = self.nodes.pop(node).gone()
+            opinions.setdefault(node, {}).update(self.nodes.pop(node).gone())
         self.read = 0
         for node, stamp in sorted(stamps.items()):
             synced = self.nodes.setdefault(node, Synced(self.keys.opinions(node)))
             diff = synced.refresh(etcd, stamp)
             self.read += synced.read
             if diff:
-                opinions[node] = {h: v.decode() if v is not None else None
-                                  for h, v in diff.items()}
-        table = self.table.refresh(etcd, table_stamp)
+                opinions.setdefault(node, {}).update(
+                    (h, v.decode() if v is not None else None) for h, v in diff.items())
+        self.entries.update(self.table.refresh(etcd, table_stamp))
         self.read += self.table.read
-        return opinions, table
+        done = opinions, self.entries
+        self.opinions, self.entries = {}, {}
+        return done

@@ -8,7 +8,7 @@ import pytest
 
 from hadaemon import wire
 from hadaemon.cluster.agent import publication
-from hadaemon.cluster.etcd import delete, jput, put
+from hadaemon.cluster.etcd import EtcdUnavailable, delete, jput, put
 from hadaemon.cluster.keys import Keys, split_live
 from hadaemon.cluster.leader import Leader, View, to_look_at
 from hadaemon.cluster.store import EtcdStore
@@ -147,3 +147,31 @@ def test_a_new_leader_rules_on_every_host_though_nothing_changed_since_it_looked
     c.etcd.txn([], [delete(c.keys.leader)])
     c.tick()  # b campaigns and leads
     assert b.leading() and c.status("db1") == "up"
+
+
+class Cut(FakeEtcd):
+    """etcd that stops answering after `answers` more reads of a range."""
+
+    answers = None
+
+    def changes(self, prefix, since=None):
+        if self.answers is not None:
+            if self.answers == 0:
+                raise EtcdUnavailable("cut")
+            self.answers -= 1
+        return super().changes(prefix, since)
+
+
+def test_what_a_look_cut_short_by_etcd_read_is_handed_on_by_the_next():
+    etcd, ranges = Cut(), Ranges(KEYS)
+    for node in ("n1", "n2"):
+        etcd.txn([], [put(KEYS.stamp(node), "0", 5)])
+        publish(etcd, node, 5, {"a": "up"}, {"a"})
+    look(etcd, ranges)
+    publish(etcd, "n1", 5, {"a": "down"}, {"a"})
+    publish(etcd, "n2", 5, {"a": "down"}, {"a"})
+    etcd.answers = 1  # n1's changes read, then etcd is gone
+    with pytest.raises(EtcdUnavailable):
+        look(etcd, ranges)
+    etcd.answers = None
+    assert look(etcd, ranges) == ({"n1": {"a": "down"}, "n2": {"a": "down"}}, {})
