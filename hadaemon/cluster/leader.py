@@ -10,6 +10,7 @@ while the sequence of its manual transition runs. Operator requests reach it thr
 are served in key order (Requests); a request is deleted only once served.
 """
 
+import json
 import logging
 import math
 import time
@@ -28,6 +29,8 @@ from .store import EtcdJournal, EtcdTable, Refused
 
 log = logging.getLogger("hadaemon.agent")
 RESUME_BATCH = 30  # jobs per transaction when a resume fires many: 2 writes each, 128 at most
+COMMIT_BATCH = 30  # the rule's commits per transaction: up to 4 writes each, 128 at most
+TXN_BYTES = 512 * 1024  # jobs per transaction at most (etcd takes requests of 1.5 MiB)
 ANSWER_TTL = 60  # seconds the leader's answer to a request waits in etcd for its asker
 
 # What a look at etcd shows the leader besides the View: the leader key (name, lease, create
@@ -262,21 +265,24 @@ class Leader:
         hosts = to_look_at(opinions, self.todo | self.view.rule_news,
                            self.ruled_as != self.key_rev)
         self.todo, self.ruled_as, self.view.rule_news = set(), self.key_rev, set()
+        batch = []  # up to COMMIT_BATCH hosts per transaction: the same jobs, in fewer writes
         for n, host in enumerate(hosts):
             target = combine(opinions, host)
             current = self.view.table.get(host, {}).get("status", UNKNOWN)
-            if target is None or target == current:
-                continue
-            wait = self.waits_for(host, current, target)
-            if wait:
-                self.todo.add(host)  # looked at again each tick until it may go
-                if self.wait_logged.get(host) != wait[0]:  # said once per wait
-                    log.info("%s", wait[1])
-                    self.wait_logged[host] = wait[0]
-                continue
-            if not self.commit(host, current, target) or not self.leading():
-                self.todo.update(hosts[n + 1:])
-                return
+            if target is not None and target != current:
+                wait = self.waits_for(host, current, target)
+                if wait:
+                    self.todo.add(host)  # looked at again each tick until it may go
+                    if self.wait_logged.get(host) != wait[0]:  # said once per wait
+                        log.info("%s", wait[1])
+                        self.wait_logged[host] = wait[0]
+                else:
+                    batch.append(dict(host=host, source=current, target=target))
+            if batch and (len(batch) == COMMIT_BATCH or n == len(hosts) - 1):
+                if not self.commit_all(batch) or not self.leading():
+                    self.todo.update(hosts[n + 1:])
+                    return
+                batch = []
 
     def waits_for(self, host, current, target):
         """(what host waits for, why) if a commit of it must wait, else None."""
@@ -320,10 +326,15 @@ class Leader:
             if t.get("write_table", True):
                 entries[host] = table[host] = dict(table.get(host, {}), status=t["target"],
                                                    since=time.time(), manual=manual)
-                if self.hold_down() > 0:
-                    # Hold-down runs on etcd's clock, not on the nodes' wall clocks: a key on
-                    # a lease of hold_down seconds, which outlives a change of leader.
-                    holds[host] = (self.etcd.grant(math.ceil(self.hold_down())), job["id"])
+        if len(transitions) > 1 and not also and not unpause and \
+                sum(len(json.dumps(job)) for job in jobs) > TXN_BYTES:
+            half = len(transitions) // 2  # more than etcd takes in one request: in two
+            return self.commit_all(transitions[:half]) and self.commit_all(transitions[half:])
+        for job in jobs:
+            if job["host"] in entries and self.hold_down() > 0:
+                # Hold-down runs on etcd's clock, not on the nodes' wall clocks: a key on a
+                # lease of hold_down seconds, which outlives a change of leader.
+                holds[job["host"]] = (self.etcd.grant(math.ceil(self.hold_down())), job["id"])
         try:
             with self.etable.transaction(self.guard()):
                 for host, entry in entries.items():

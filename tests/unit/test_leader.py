@@ -15,6 +15,7 @@ from hadaemon.cluster.agent import publication
 from hadaemon.cluster.etcd import delete, jput, put
 from hadaemon.cluster.jobs import fence_job, transition_job
 from hadaemon.cluster.keys import Keys, split_live
+from hadaemon.cluster import leader
 from hadaemon.cluster.leader import Leader, View, forget_refusal
 from hadaemon.cluster.settings import ClusterSettings
 from hadaemon.cluster.store import EtcdStore, EtcdTable
@@ -359,3 +360,30 @@ def test_forget_waits_for_the_hosts_sequence_and_a_deposed_leader_forgets_nothin
     c.leader.lead(look.requests, look.open_ids)  # a's guard fails
     assert c.status("db9") == "master" and answer_to(c, "b-2") is None
     assert c.etcd.range(c.keys.requests)  # the request waits for the next leader
+
+
+def writes(c):
+    """Write transactions so far (FakeEtcd: one revision each)."""
+    return c.etcd.revision
+
+
+def test_the_rule_commits_many_hosts_in_few_transactions_and_the_same_jobs(monkeypatch):
+    c = Cluster(config())
+    c.tick()  # a leads
+    hosts = {f"h{i:03d}": "up" for i in range(70)}
+    c.see(a=hosts, b=hosts)
+    before = writes(c)
+    c.tick()
+    jobs = c.jobs()
+    assert [(j["id"], j["host"], j["source"], j["target"]) for j in jobs] == [
+        (i + 1, h, "unknown", "up") for i, h in enumerate(sorted(hosts))]
+    assert writes(c) - before == 3  # 30 + 30 + 10
+    assert {h: c.status(h) for h in hosts} == hosts
+    # Jobs too big for one request to etcd go in more transactions, the same jobs.
+    monkeypatch.setattr(leader, "TXN_BYTES", 3000)
+    c.see(a=dict.fromkeys(hosts, "down"), b=dict.fromkeys(hosts, "down"))
+    before = writes(c)
+    c.tick()
+    assert [(j["id"], j["host"], j["target"]) for j in c.jobs()[70:]] == [
+        (71 + i, h, "down") for i, h in enumerate(sorted(hosts))]
+    assert writes(c) - before > 3
