@@ -10,11 +10,12 @@ Every child gets the same settings dict, at start and again after each reload (s
 import logging
 import selectors
 import time
+from collections import deque
 
 from . import config as configmod, wire
 from .backoff import Backoff
 from .fork import exec_module
-from .selection import close, unregister
+from .selection import close, registered, unregister
 
 log = logging.getLogger("hadaemon")
 RESPAWN_DELAY = 1.0  # after a death; doubled while children keep dying young
@@ -47,6 +48,7 @@ class Child:
         self.successor, self.meanwhile = successor, meanwhile
         self.on_message, self.on_exit = on_message, on_exit  # on_message(wire message)
         self.pid, self.sock, self.sel = None, None, None
+        self.outbox = deque()  # encoded messages posted, not yet taken by the child
         self.started = 0.0
         self.retry = Backoff()  # it could not be started
         self.deaths = Backoff(RESPAWN_DELAY, RESPAWN_MOST)
@@ -55,6 +57,7 @@ class Child:
         self.pid, self.sock = self.start(settings)
         self.started, self.sel = time.monotonic(), sel
         sel.register(self.sock, selectors.EVENT_READ, self._on_readable)
+        self._flush()  # what start() posted for it
 
     def respawn(self, sel, settings, errors):
         """Start it again if it is gone and its delay is over; settings: () -> the settings
@@ -78,6 +81,7 @@ class Child:
         if pid != self.pid:
             return False
         self.pid = None
+        self.outbox.clear()  # its successor is told everything again at its start
         close(sel, self.sock)
         if not stopping:
             now = time.monotonic()
@@ -101,7 +105,24 @@ class Child:
         except (BlockingIOError, OSError):
             return False
 
+    def post(self, messages):
+        """Send wire messages in order, none lost while the child lives: what its socket cannot
+        take now waits, and goes as soon as it can (the loop watches the socket for it)."""
+        self.outbox.extend(wire.encode(m) for m in messages)
+        if self.pid is not None:
+            self._flush()
+
+    def _flush(self):
+        wire.flush(self.sock, self.outbox)  # a child gone is replaced by reaping
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox else 0)
+        if registered(self.sel, self.sock) and self.sel.get_key(self.sock).events != events:
+            self.sel.modify(self.sock, events, self._on_readable)
+
     def _on_readable(self, sock, events):
+        if events & selectors.EVENT_WRITE:
+            self._flush()
+        if not events & selectors.EVENT_READ:
+            return
         try:
             data = sock.recv(1 << 22)
         except BlockingIOError:

@@ -963,3 +963,80 @@ def test_cluster_init_writes_statuses_counter_marker_and_closes_open_jobs(etcd):
     with pytest.raises(reinit.NotDone, match="etcd changed while cluster-init wrote"):
         reinit.write(client, keys, seen, plan)
     assert json.loads(client.get(keys.marker))["generation"] == 2
+
+
+MANY = r"""#!/bin/sh
+# many START COUNT: hosts hSTART... (JSON) up, or as $HA_HOME/var/many-START says
+s=up; [ -f "$HA_HOME/var/many-$1" ] && s=$(cat "$HA_HOME/var/many-$1")
+awk -v a="$1" -v n="$2" -v s="$s" 'BEGIN { printf "["; for (i = a; i < a + n; i++) printf "%s{\"host\": \"h%05d\", \"status\": \"%s\"}", (i > a ? "," : ""), i, s; print "]" }'
+"""
+
+
+def many(start):
+    """A check of the 1000 hosts from hSTART (a check reports 1000 at most)."""
+    return f"[check:many{start}]\nscript = many\nargs = {start} 1000\ninterval = 2\n"
+
+
+def test_thousands_of_hosts_commit_and_a_look_at_rest_reads_live_alone(cluster):
+    """3 nodes, 3000 hosts each: all committed; at rest every look reads live/ alone (no
+    opinion, no table entry); a check removed by a reload and a node killed take their votes
+    away (one node alone then moves the hosts it alone reports); a forget."""
+    starts = (0, 1000, 2000)
+    nodes, _ = cluster(checks="".join(f"many{a}\n" for a in starts)
+                       + "".join(many(a) for a in starts))
+    n1, n2, n3 = nodes
+    for n in nodes:
+        n.script("checks", "many", MANY)
+        n.start()
+    everyone = {f"h{i:05d}" for i in range(3000)}
+    last = {f"h{i:05d}" for i in range(2000, 3000)}
+
+    def statuses(node, hosts):
+        table = node.status().get("hosts", {})
+        return {table.get(h, {}).get("status") for h in hosts}
+
+    wait_for(lambda: all(statuses(n, everyone) == {"up"} for n in nodes), 180,
+             "3000 hosts up on every node")
+    results = n1.cluster()["results"]
+    assert all(set(results[n]) == everyone for n in ("n1", "n2", "n3"))
+
+    def read(node):
+        return node.cluster().get("read") or {}
+
+    def at_rest(node):
+        r = read(node)
+        return r.get("opinions") == 0 and r.get("table") == 0 and 0 < r.get("live", 0) < 30
+
+    wait_for(lambda: all(at_rest(n) for n in nodes), 60, "looks at rest")
+    for _ in range(10):  # every look meanwhile, whatever the tick: live/ alone
+        assert all(at_rest(n) for n in nodes), [read(n) for n in nodes]
+        time.sleep(0.3)
+
+    # n3's reload removes its check of the last thousand: its votes for them go
+    conf = n3.root / "etc/checks.conf"
+    conf.write_text(conf.read_text().replace("many2000\n", "").replace(many(2000), ""))
+    n3.cli("reload", check=True)
+    wait_for(lambda: not last & set(n1.cluster()["results"].get("n3", {})), 30,
+             "n3 withdrew the last thousand")
+    assert set(n1.cluster()["results"]["n3"]) == everyone - last
+    # n2 killed: its lease expires and its votes go with it
+    n2.kill9()
+    wait_for(lambda: "n2" not in n1.cluster().get("results", {"n2": 1}), 30, "n2's votes gone")
+    # n1 alone reports the last thousand now: its word alone moves them (against n2's up, it
+    # could not: no majority)
+    (n1.root / "var/many-2000").write_text("down\n")
+    wait_for(lambda: statuses(n1, last) == {"down"} and statuses(n3, last) == {"down"}, 60,
+             "the last thousand down, from n1 alone")
+    assert statuses(n1, everyone - last) == {"up"}
+
+    conf = n1.root / "etc/checks.conf"
+    conf.write_text(conf.read_text().replace("many2000\n", "").replace(many(2000), ""))
+    n1.cli("reload", check=True)
+    wait_for(lambda: set(n1.cluster().get("unobserved", ())) == last, 30,
+             "the last thousand unobserved")
+    r = n3.cli("forget", "h02000")
+    assert r.returncode == 0 and "h02000 forgotten" in r.stdout, r
+    for n in (n1, n3):
+        wait_for(lambda: "h02000" not in n.status().get("hosts", {"h02000": 1}), 30,
+                 f"h02000 gone on {n.name}")
+    assert set(n1.cluster()["unobserved"]) == last - {"h02000"}

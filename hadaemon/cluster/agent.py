@@ -15,19 +15,23 @@ import os
 import select
 import signal
 import time
+from collections import deque
 
 from .. import config as configmod, logsetup, wire
 from ..home import Home
 from ..inifile import ConfigError
 from . import clusterid
-from .etcd import Etcd, EtcdUnavailable, absent, jput, put, value_is
-from .keys import Keys, json_or_empty
+from .etcd import (Etcd, EtcdUnavailable, absent, delete, delete_range, jput, prefix_end, put,
+                   value_is)
+from .keys import Keys, json_or_empty, split_live
 from .leader import Leader, View
 from .lease import Lease
 from .node import identity, is_us
 from .store import EtcdStore, EtcdTable
+from .sync import NEVER, Ranges
 
 log = logging.getLogger("hadaemon.agent")
+BATCH = 100  # opinions per transaction, with the stamp (etcd allows --max-txn-ops, 128)
 AGENT_RELOADED = "reload: the cluster agent took the new config"  # tests wait for this line
 
 
@@ -38,20 +42,35 @@ class NameTaken(Exception):
 def write_node_key(etcd, keys, me, lease):
     """Join: write node `me`'s key on `lease` (a Lease) unless another daemon holds the name (a
     node killed with -9 holds it until its lease expires); revoke the lease and raise NameTaken
-    then."""
+    then. The node's opinions start empty in the same transaction (those of an agent before
+    this one, on its lease, would vote on until it expires), with a new stamp."""
     key = keys.node(me)
     value = dict(identity(), started=time.time())
-    if etcd.txn([absent(key)], [jput(key, value, lease.id)]):
+    ops = [jput(key, value, lease.id), put(keys.stamp(me), "0", lease.id),
+           delete_range(keys.opinions(me), prefix_end(keys.opinions(me)))]
+    if etcd.txn([absent(key)], ops):
         return
     raw = etcd.get(key)
     held = json_or_empty(raw)
-    if raw is not None and is_us(held) and etcd.txn(
-            [value_is(key, raw)], [jput(key, value, lease.id)]):
+    if raw is not None and is_us(held) and etcd.txn([value_is(key, raw)], ops):
         return  # our own agent before this one (it was restarted)
     lease.revoke()
     raise NameTaken(f"node name {me!r} is held by pid {held.get('pid')} on "
                     f"{held.get('host')}: not joining until it is free (node = in "
                     "[cluster] must be unique)")
+
+
+def publication(keys, me, lease, opinions, hosts, batch=BATCH):
+    """[(hosts, ops)]: the transactions that publish this node's opinions of `hosts` (status,
+    or deleted if it has none now), at most `batch` hosts each, each moving its stamp."""
+    hosts = sorted(hosts)
+    result = []
+    for i in range(0, len(hosts), batch):
+        part = hosts[i:i + batch]
+        ops = [put(keys.opinions(me) + h, opinions[h], lease) if h in opinions
+               else delete(keys.opinions(me) + h) for h in part]
+        result.append((part, ops + [put(keys.stamp(me), str(len(opinions)), lease)]))
+    return result
 
 
 class Agent:
@@ -70,10 +89,13 @@ class Agent:
         self.view = View()
         self.leadership = Leader(self.me, config, self.etcd, self.store, self.view,
                                  lambda: self.lease.id, self.lease.time_left)
-        self.opinions, self.published = {}, None  # this node's, and as last published
+        self.opinions = {}  # this node's
+        self.unpublished = set()  # hosts whose opinion changed since it was last published
+        self.ranges = Ranges(self.keys)  # the opinions and table as last read
         self.requests = []  # from the control socket, to hand to the leader through etcd
         self.request_no = 0
-        self.sent_table = None
+        self.outbox = deque()  # encoded reports the supervisor's socket could not take yet
+        self.read = {}  # keys read by the last look, by range: for the report
         self.error, self.unreachable_since = None, None
         self.not_joined = None  # why this node is not in the cluster (its name is taken)
         self.trust = Trust(self.home, self.c.name, self.me, self.etcd, self.keys)
@@ -89,7 +111,11 @@ class Agent:
         next_tick = 0.0
         while not self.stopping and os.getppid() == self.parent:
             wait = max(0.0, next_tick - time.monotonic())
-            if select.select([self.sock], [], [], wait)[0] and not self.receive():
+            readable, writable, _ = select.select([self.sock], [self.sock] if self.outbox else [],
+                                                  [], wait)
+            if writable:
+                self.flush()
+            if readable and not self.receive():
                 break
             if time.monotonic() >= next_tick:
                 self.tick()
@@ -108,12 +134,20 @@ class Agent:
         except EOFError:
             return False
         if isinstance(message, wire.Opinions):
-            self.opinions = message.statuses
-            if message.mirror is not None and self.sent_table is None:
+            for host, status in message.statuses.items():
+                if status is None:
+                    self.opinions.pop(host, None)
+                else:
+                    self.opinions[host] = status
+                self.unpublished.add(host)
+            if message.mirror and self.ranges.table.stamp is NEVER:
                 # The supervisor's mirror of the committed table: what this node reports as
-                # the table it knows if it refuses etcd before it could read the table there.
-                self.sent_table = message.mirror
-                self.view.table = dict(message.mirror)  # a commit changes it in place
+                # the table it knows if it refuses etcd before it could read the table there,
+                # and what the first read of etcd's table is compared with.
+                self.view.table.update(message.mirror)
+                self.ranges.table.known.update(
+                    (h, json.dumps(e, sort_keys=True).encode())
+                    for h, e in message.mirror.items())
         elif isinstance(message, wire.Request):
             self.requests.append(message.request)
         elif isinstance(message, wire.Settings):  # after a reload, as every child gets them
@@ -137,11 +171,15 @@ class Agent:
                 return
             self.ensure_lease(now)
             self.publish()
-            (live, table), seen = clusterid.look(self.etcd, self.keys, self.keys.table)
+            (live,), seen = clusterid.look(self.etcd, self.keys)
             if not self.trusted(seen):
                 self.report()
                 return
-            table, broken = self.etable.parse(table)
+            split = split_live(self.keys, live)
+            opinions, table = self.ranges.refresh(self.etcd, split.stamps, split.table_stamp)
+            self.read = {"live": len(live), "opinions": self.ranges.read - self.ranges.table.read,
+                         "table": self.ranges.table.read}
+            table, broken = self.parse_table(table)
         except EtcdUnavailable as e:
             self.unreachable(e, now)
             self.report()
@@ -160,12 +198,22 @@ class Agent:
         self.error, self.unreachable_since = None, None
         for b in broken:
             log.error("table entry in etcd unreadable, ignored: %s", b)
-        look = self.view.read(self.keys, live, table)
+        look = self.view.read(self.keys, live, opinions, table)
         try:
             self.leadership.step(self.config, look)
         except EtcdUnavailable as e:
             self.unreachable(e, now)
         self.report()
+
+    def parse_table(self, changes):
+        """{host: entry or None} of {host: entry bytes or None}, and the entries unreadable."""
+        entries, broken = {}, []
+        for host, raw in changes.items():
+            try:
+                entries[host] = json.loads(raw) if raw is not None else None
+            except ValueError as e:
+                broken.append(f"{self.keys.table}{host}: {e}")
+        return entries, broken
 
     def unreachable(self, e, now):
         if self.unreachable_since is None:
@@ -183,6 +231,8 @@ class Agent:
         refusal this node stops acting on etcd: the leader key, node key and opinions go with
         the lease."""
         if self.trust.check(seen):
+            if self.trust.adopted:
+                self.ranges.reset()  # etcd's revisions may have gone back: read all again
             return True
         if self.trust.refused:
             self.lease.revoke()
@@ -200,6 +250,7 @@ class Agent:
         (live,), seen = clusterid.look(self.etcd, self.keys)
         if self.trust.readopt(seen):
             self.lease.revoke()  # the refusal goes; the next look joins afresh
+            self.ranges.reset()
             return
         self.error, self.unreachable_since = None, None
         value = json.dumps(clusterid.report(self.me, self.trust.memory, self.view.table,
@@ -221,7 +272,7 @@ class Agent:
                 except EtcdUnavailable:
                     self.lease.forget()  # not joined: the next look joins on a new lease
                     raise
-            self.published = None
+            self.unpublished = set(self.opinions)  # the join emptied opinion/NODE/
             self.next_keepalive = t0 + self.keepalive_every()
             if join:
                 log.info("node %s joined with lease %x", self.me, lease)
@@ -241,9 +292,12 @@ class Agent:
         return max(self.c.poll, self.c.ttl / 10.0)
 
     def publish(self):
-        if self.opinions != self.published:
-            self.etcd.txn([], [jput(self.keys.result(self.me), self.opinions, self.lease.id)])
-            self.published = dict(self.opinions)
+        """What changed in this node's opinions, a batch per transaction; a batch whose
+        answer was lost is written again (the same keys, the same values)."""
+        for hosts, ops in publication(self.keys, self.me, self.lease.id, self.opinions,
+                                      self.unpublished):
+            self.etcd.txn([], ops)
+            self.unpublished.difference_update(hosts)
         while self.requests:
             self.request_no += 1
             # Zero-padded: the leader serves requests in key order, and 10 must follow 9.
@@ -258,28 +312,38 @@ class Agent:
     # -- telling the supervisor -----------------------------------------------------------------
 
     def report(self):
+        """What this node sees, to the supervisor: the state, and the table entries and votes
+        that changed since the last report, in datagrams of bounded size (wire.split); what
+        the supervisor's socket cannot take now waits in the outbox, in order."""
         now = time.monotonic()
         view, refused = self.view, self.trust.refused
         state = {"name": self.c.name, "node": self.me,
                  "leader": self.leadership.node
                  if self.error is None or self.leadership.leading() else None,
                  "lease_left": self.lease_left(), "nodes": view.nodes,
-                 "results": view.opinions, "paused": bool(view.paused),
+                 "paused": bool(view.paused), "read": self.read,
                  "stale": self.error is not None or self.not_joined is not None or bool(refused),
                  "error": self.error, "not_joined": self.not_joined, "refused": refused,
                  "unreachable_for": now - self.unreachable_since
                  if self.unreachable_since is not None else 0.0}
         table = None
-        if self.error is None and not self.not_joined and not refused \
-                and view.table != self.sent_table:
-            table = view.table
-            self.sent_table = dict(view.table)
+        if self.error is None and not self.not_joined and not refused and view.table_news:
+            table = {h: view.table.get(h) for h in view.table_news}
+            view.table_news = set()
+        votes = {h: view.votes(h) for h in view.vote_news}
+        view.vote_news = set()
         answers = {i: a for i, a in view.answers.items() if a.get("node") == self.me}
-        try:
-            self.sock.send(wire.encode(wire.Report(state, table, answers or None)))
-        except (BlockingIOError, OSError):
-            pass
+        if self.outbox and not table and not votes:
+            # Only the state is new: it replaces a pending one instead of queueing behind it.
+            last = wire.decode(self.outbox[-1])
+            if not last.table and not last.votes:
+                self.outbox.pop()
+        self.outbox += [wire.encode(m) for m in wire.split(
+            wire.Report(state, table, answers or None, votes), "table", "votes")]
+        self.flush()
 
+    def flush(self):
+        wire.flush(self.sock, self.outbox)  # the supervisor gone: the loop ends
 
 
 class Trust:
@@ -290,6 +354,7 @@ class Trust:
     def __init__(self, home, name, me, etcd, keys):
         self.home, self.name, self.me, self.etcd, self.keys = home, name, me, etcd, keys
         self.memory, self.saved = {}, 0.0
+        self.adopted = False  # the last check took in a marker anew (init or adopt)
 
     @property
     def refused(self):
@@ -307,6 +372,7 @@ class Trust:
         """Whether etcd holds this cluster (clusterid.verdict); remembers what it saw. False
         when it refuses, or when it just failed to initialise."""
         what, reason = clusterid.verdict(self.memory, seen, self.me)
+        self.adopted = what in ("init", "adopt")
         if what == "refuse":
             self.memory = clusterid.refused(self.name, self.memory, reason, seen)
             self.save()

@@ -18,6 +18,7 @@ from ..commit import Committer
 from ..fork import fork_with_socket
 from ..names import UNKNOWN, valid_host
 from ..requests import refuse_transition, unreported
+from ..stream import Members
 from . import agent
 
 log = logging.getLogger("hadaemon")
@@ -31,15 +32,18 @@ class ClusterBackend:
         self.sup = sup
         c = sup.config.cluster
         self.cluster = {"name": c.name, "node": c.node, "leader": None, "stale": True,
-                        "error": "cluster agent starting", "nodes": {}, "results": {}}
+                        "error": "cluster agent starting", "nodes": {}}
         self.agent = Child("cluster agent", self._start_agent, "joins the cluster",
                            "this node publishes nothing", on_message=self._on_report,
                            on_exit=self._agent_gone)
         self.runner = Child("action runner", self._start_runner, "claims the cluster's jobs",
                             "jobs wait")
         self.children = (self.runner, self.agent)
-        self.unobserved = []  # hosts of the table that no live node reports, as last logged
-        self.table_hosts = None  # the hosts of the cluster's table, as last known
+        self.votes = {}  # host -> {live node: its status}, as the agent last read them
+        self.unobserved = set()  # hosts of the table that no live node reports
+        self.table_hosts = set()  # the hosts of the cluster's table, as last known
+        self.settled = False  # the mirror was compared whole with the agent's first report
+        self.changed = set()  # hosts changed by the parts of a report received so far
         self.answers = {}  # request id -> the leader's answer, while etcd holds it
 
     def setup(self, hosts):
@@ -55,64 +59,70 @@ class ClusterBackend:
         pid, sock = fork_with_socket(agent.main, self.sup.home.root, self.sup.config, settings)
         mirror = {h: {k: e.get(k) for k in ("status", "since", "manual")}
                   for h, e in self.hosts.entries.items() if e.get("status", UNKNOWN) != UNKNOWN}
-        self.table_hosts = set(mirror)  # the agent reports a table only if etcd's differs
-        try:
-            sock.send(wire.encode(wire.Opinions(dict(self.committer.committed), mirror)))
-        except OSError:
-            pass  # it joins with no mirror: the table comes from etcd
+        # A new agent knows nothing: all of this node's opinions, and the mirror it compares
+        # etcd's table with (it reports what differs), in datagrams it can take.
+        self.votes, self.settled, self.table_hosts = {}, False, set(mirror)
+        self.changed = set()
+        self.agent.post(wire.split(wire.Opinions(dict(self.committer.committed), mirror),
+                                   "statuses", "mirror"))
         return pid, sock
 
     def _start_runner(self, settings):
         return runner.spawn(self.sup.home.root, settings)  # as in single-node mode
 
     def _on_report(self, message):
-        if isinstance(message, wire.Report):
-            self.cluster = message.cluster
-            self.answers = message.answers or {}
-            if message.table is not None:
-                self.hosts.mirror(message.table)
-                self.table_hosts = set(message.table)
-            self._drop_forgotten()
-            self._say_unobserved()
+        if not isinstance(message, wire.Report):
+            return
+        self.cluster = message.cluster
+        self.answers = message.answers or {}
+        if message.table:
+            self.hosts.mirror({h: e for h, e in message.table.items() if e is not None})
+            for host, entry in message.table.items():
+                (self.table_hosts.add if entry is not None else self.table_hosts.discard)(host)
+        for host, votes in (message.votes or {}).items():
+            if votes:
+                self.votes[host] = votes
+            else:
+                self.votes.pop(host, None)
+        self.changed.update(message.table or (), message.votes or ())
+        if self.cluster.get("stale") or message.more:
+            return
+        if not self.settled:  # the first look at etcd since the agent started: every host
+            self.settled = True
+            self.changed.update(self.hosts.entries)
+        changed, self.changed = self.changed, set()
+        self._settle(changed)
 
-    def _drop_forgotten(self):
+    def _settle(self, hosts):
+        """After a report: what the changes of `hosts` mean for the mirror (a host out of the
+        cluster's table leaves it) and for the hosts no live node reports."""
+        for host in sorted(hosts):
+            if host in self.hosts.entries and host not in self.table_hosts:
+                self._drop_forgotten(host)
+            if host in self.hosts.entries and not self.votes.get(host):
+                if host not in self.unobserved:
+                    self.unobserved.add(host)
+                    log.warning("%s: unobserved: no live node reports it; it keeps its "
+                                "committed status %s, unwatched", host,
+                                self.hosts.entries[host].get("status", UNKNOWN))
+            elif host in self.unobserved:
+                self.unobserved.discard(host)
+                if host in self.hosts.entries:
+                    log.info("%s: observed again", host)
+
+    def _drop_forgotten(self, host):
         """The mirror holds the cluster's table and the hosts this node reports, nothing else:
         a host the leader forgot (while this node ran or not) leaves it; one this node reports
         but the table lacks is unknown until the leader commits it."""
-        if self.cluster.get("stale") or self.table_hosts is None:
+        entry = self.hosts.entries[host]
+        if host in self.committer.committed or self.sup.freshness.reporting(host):
+            if entry.get("status", UNKNOWN) != UNKNOWN:
+                self.hosts.mirror({host: {"status": UNKNOWN, "since": time.time(),
+                                          "manual": False}})
             return
-        for host in [h for h in self.hosts.entries if h not in self.table_hosts]:
-            entry = self.hosts.entries[host]
-            if host in self.committer.committed or self.sup.freshness.reporting(host):
-                if entry.get("status", UNKNOWN) != UNKNOWN:
-                    self.hosts.mirror({host: {"status": UNKNOWN, "since": time.time(),
-                                              "manual": False}})
-                continue
-            self.hosts.drop(host)
-            log.info("%s: not in the cluster's table (forgotten) and not reported here: out of "
-                     "this node's mirror (was %s)", host, entry.get("status", UNKNOWN))
-
-    def _unobserved(self):
-        """The hosts of the table no live node reports (their nodes' leases are gone, or
-        their checks were removed): no vote, so each keeps its committed status, unwatched.
-        None while this node's view of etcd is stale: it cannot tell."""
-        if self.cluster.get("stale"):
-            return None
-        results = self.cluster.get("results") or {}
-        return sorted(h for h in self.hosts.entries if not any(h in (o or {})
-                                                              for o in results.values()))
-
-    def _say_unobserved(self):
-        now = self._unobserved()
-        if now is None:
-            return
-        for host in sorted(set(now) - set(self.unobserved)):
-            log.warning("%s: unobserved: no live node reports it; it keeps its committed "
-                        "status %s, unwatched", host,
-                        self.hosts.entries[host].get("status", UNKNOWN))
-        for host in sorted(set(self.unobserved) - set(now)):
-            log.info("%s: observed again", host)
-        self.unobserved = now
+        self.hosts.drop(host)
+        log.info("%s: not in the cluster's table (forgotten) and not reported here: out of "
+                 "this node's mirror (was %s)", host, entry.get("status", UNKNOWN))
 
     def _agent_gone(self):
         self.cluster.update(stale=True, error="cluster agent restarting", leader=None)
@@ -124,7 +134,7 @@ class ClusterBackend:
         self.committer.apply(transition, now)
         log.info("node %s sees %s: %s -> %s", self.sup.config.cluster.node, transition.host,
                  transition.source, transition.target)
-        self.agent.send(wire.Opinions(dict(self.committer.committed)))
+        self.agent.post([wire.Opinions({transition.host: transition.target})])
 
     def checks_removed(self, removed):
         """A reload removed every check of this node that reported a host (a [node:NAME]
@@ -141,7 +151,7 @@ class ClusterBackend:
             log.info("node %s no longer reports %s: its checks of it were removed by the "
                      "reload", self.sup.config.cluster.node, host)
         if gone:
-            self.agent.send(wire.Opinions(dict(self.committer.committed)))
+            self.agent.post(wire.split(wire.Opinions(dict.fromkeys(gone)), "statuses"))
 
     def before_results(self):
         pass  # no manual hold here: the leader's rule holds a host (agent.py)
@@ -183,7 +193,7 @@ class ClusterBackend:
 
     def _in_opinions(self, host):
         """Some node's checks reported host since that node started (as the agent last saw)."""
-        return any(host in (o or {}) for o in self.cluster.get("results", {}).values())
+        return bool(self.votes.get(host))
 
     def paused(self):
         return False  # the cluster's pause is in etcd: status shows it under "cluster"
@@ -199,7 +209,10 @@ class ClusterBackend:
         c = dict(self.cluster)
         if c.get("lease_left") is not None and c.get("stale"):
             c["lease_left"] = max(0.0, c["lease_left"])
-        c["unobserved"] = self._unobserved() or []
+        c["unobserved"] = sorted(self.unobserved) if not c.get("stale") else []
+        # Each live node's opinions, a host at a time as the answer is sent (stream.py).
+        c["results"] = {node: Members(self.votes, lambda h, n=node: self.votes.get(h, {}).get(n))
+                        for node in sorted(c.get("nodes") or {})}
         answer["cluster"] = c
         answer["queue"] = []
         return {host: {"stale": True, "unobserved": True} for host in c["unobserved"]}

@@ -33,7 +33,7 @@ def found(keys, live, header, seq_raw=None, seq_known=False):
         marker = _object(raw[0])
         if not (isinstance(marker.get("id"), str) and isinstance(marker.get("generation"), int)):
             marker = {"id": UNREADABLE, "generation": 0}
-    refusals = {k[len(keys.refusals):]: _object(v) for k, (v, _, _) in live.items()
+    refusals = {k[len(keys.refusals):]: _object(v) for k, (v, *_) in live.items()
                 if k.startswith(keys.refusals)}
     return {"marker": marker, "marker_rev": raw[2] if raw else 0,
             "etcd_cluster": str(header.get("cluster_id", "")),

@@ -135,12 +135,25 @@ class Etcd:
         raise EtcdUnavailable(f"{path}: {_short(last)}")
 
     def range(self, prefix, revision=None):
-        """Every key under prefix: {key: (value bytes, lease id, create revision)}; as it was
-        at `revision` if given (EtcdCompacted once etcd no longer keeps that revision)."""
+        """Every key under prefix: {key: (value bytes, lease id, create revision, mod
+        revision)}; as it was at `revision` if given (EtcdCompacted once etcd no longer keeps
+        that revision)."""
         request = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
         if revision:
             request["revision"] = revision
         return _kvs(self._post("/kv/range", request))
+
+    def changes(self, prefix, since=None):
+        """The keys under prefix written after revision `since` (all of them if None):
+        ({key: (value, lease, create, mod revision)}, how many keys the range holds in all,
+        the revision read). etcd counts the whole range, not only the keys returned: a count
+        below what the reader knows plus what is new means keys were deleted."""
+        request = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        if since is not None:
+            request["min_mod_revision"] = since + 1
+        answer = self._post("/kv/range", request)
+        return (_kvs(answer), int(answer.get("count", 0)),
+                int(answer.get("header", {}).get("revision", 0)))
 
     def read(self, prefixes=(), keys=()):
         """Several prefixes and keys in one linearizable look (a read-only transaction):
@@ -191,7 +204,8 @@ class Etcd:
 
 def _kvs(answer):
     return {_unb64(kv["key"]).decode(): (_unb64(kv.get("value")), int(kv.get("lease", 0)),
-                                         int(kv.get("create_revision", 0)))
+                                         int(kv.get("create_revision", 0)),
+                                         int(kv.get("mod_revision", 0)))
             for kv in answer.get("kvs", [])}
 
 

@@ -1,10 +1,16 @@
 """Where cluster mode keeps things in etcd (Keys) and how the live/ range reads back."""
 
 import json
+from collections import namedtuple
+
+# A range of live/, split (split_live); a stamp is (create, mod revision) of its key.
+Live = namedtuple("Live", "nodes stamps table_stamp leader paused handover requests open_ids")
 
 
 class Keys:
-    """Everything under /NAME/. live/ is read every poll and stays small; the rest grows."""
+    """Everything under /NAME/. live/ is read every poll and stays small (no key in it grows
+    with the hosts); the rest grows, and is read only where a stamp in live/ shows a change
+    (sync.py)."""
 
     def __init__(self, prefix):
         self.prefix = prefix
@@ -19,6 +25,7 @@ class Keys:
         self.marker = self.live + "marker"  # which cluster this etcd holds (clusterid.py)
         self.refusals = self.live + "refusal/"  # refusal/NODE: a node refusing etcd's data
         self.table = prefix + "table/"
+        self.table_stamp = self.live + "table-stamp"  # written with every change to table/
         self.jobs = prefix + "job/"
         self.steps = prefix + "step/"
         self.claims = prefix + "claim/"
@@ -28,8 +35,13 @@ class Keys:
     def node(self, name):
         return f"{self.live}node/{name}"
 
-    def result(self, name):
-        return f"{self.live}result/{name}"
+    def stamp(self, name):
+        """Written, on the node's lease, with every change to its opinions."""
+        return f"{self.live}stamp/{name}"
+
+    def opinions(self, name):
+        """opinion/NODE/HOST = the status node NODE sees, on its lease: outside live/."""
+        return f"{self.prefix}opinion/{name}/"
 
     def job(self, job_id):
         return f"{self.jobs}{job_id:012d}"
@@ -48,15 +60,19 @@ class Keys:
 
 
 def split_live(keys, kvs):
-    """A range of live/ -> (nodes, opinions, leader, paused, handover, requests, open ids)."""
-    nodes, opinions, requests, open_ids = {}, {}, {}, []
-    leader = paused = handover = None
-    for key, (value, lease, rev) in kvs.items():
+    """A range of live/ -> Live: nodes, {node: its stamp}, the table's stamp (None if
+    absent), leader, paused, handover, requests, open ids. (live/result/NODE, the opinions of
+    a version before stamps, is ignored.)"""
+    nodes, stamps, requests, open_ids = {}, {}, {}, []
+    leader = paused = handover = table_stamp = None
+    for key, (value, lease, rev, mod) in kvs.items():
         rest = key[len(keys.live):]
         if rest.startswith("node/"):
             nodes[rest[5:]] = json_or_empty(value)
-        elif rest.startswith("result/"):
-            opinions[rest[7:]] = json_or_empty(value)
+        elif rest.startswith("stamp/"):
+            stamps[rest[6:]] = (rev, mod)
+        elif key == keys.table_stamp:
+            table_stamp = (rev, mod)
         elif rest.startswith("request/"):
             requests[key] = json_or_empty(value)
         elif rest.startswith("open/"):
@@ -67,7 +83,8 @@ def split_live(keys, kvs):
             paused = json_or_empty(value)
         elif key == keys.handover:
             handover = json_or_empty(value)
-    return nodes, opinions, leader, paused, handover, requests, sorted(open_ids)
+    return Live(nodes, stamps, table_stamp, leader, paused, handover, requests,
+                sorted(open_ids))
 
 
 def json_or_empty(value):

@@ -10,6 +10,7 @@ while the sequence of its manual transition runs. Operator requests reach it thr
 are served in key order (Requests); a request is deleted only once served.
 """
 
+import json
 import logging
 import math
 import time
@@ -28,9 +29,11 @@ from .store import EtcdJournal, EtcdTable, Refused
 
 log = logging.getLogger("hadaemon.agent")
 RESUME_BATCH = 30  # jobs per transaction when a resume fires many: 2 writes each, 128 at most
+COMMIT_BATCH = 30  # the rule's commits per transaction: up to 4 writes each, 128 at most
+TXN_BYTES = 512 * 1024  # jobs per transaction at most (etcd takes requests of 1.5 MiB)
 ANSWER_TTL = 60  # seconds the leader's answer to a request waits in etcd for its asker
 
-# What a look at live/ shows the leader besides the View: the leader key (name, lease, create
+# What a look at etcd shows the leader besides the View: the leader key (name, lease, create
 # revision) or None, the handover record, the pending requests {key: request}, the open job
 # ids, and the hosts under hold-down {host: create revision of its key}.
 Look = namedtuple("Look", "leader_key handover requests open_ids held_down")
@@ -45,16 +48,49 @@ class View:
     opinions: dict = field(default_factory=dict)  # live node -> {host: status}
     paused: dict = None  # the pause record, None when not paused
     answers: dict = field(default_factory=dict)  # request id -> the leader's answer
+    # Hosts whose table entry / opinions changed since the agent last reported them, and
+    # those whose opinions or entry changed in etcd since the leader's rule last looked.
+    table_news: set = field(default_factory=set)
+    vote_news: set = field(default_factory=set)
+    rule_news: set = field(default_factory=set)
 
-    def read(self, keys, live, table):
-        """Take in a range of live/ and the parsed table/; the rest of the look."""
-        nodes, opinions, leader, paused, handover, requests, open_ids = split_live(keys, live)
-        self.table, self.nodes, self.opinions, self.paused = dict(table), nodes, opinions, paused
-        self.answers = {k[len(keys.answers):]: json_or_empty(v) for k, (v, _, _) in live.items()
+    def read(self, keys, live, opinions, table):
+        """Take in a range of live/ and what changed in the opinions ({node: {host: status or
+        None}}) and the table ({host: entry or None}) since the last look."""
+        split = split_live(keys, live)
+        self.nodes, self.paused = split.nodes, split.paused
+        for node, diff in opinions.items():
+            seen = self.opinions.setdefault(node, {})
+            for host, status in diff.items():
+                if status is None:
+                    seen.pop(host, None)
+                else:
+                    seen[host] = status
+            self.vote_news.update(diff)
+        for node in [n for n in self.opinions if n not in split.stamps]:
+            self.vote_news.update(self.opinions.pop(node))
+        for node in split.stamps:
+            self.opinions.setdefault(node, {})
+        for host, entry in table.items():
+            self.set_entry(host, entry)
+        self.answers = {k[len(keys.answers):]: json_or_empty(v) for k, (v, *_) in live.items()
                         if k.startswith(keys.answers)}
-        held_down = {k[len(keys.hold):]: rev for k, (_, _, rev) in live.items()
+        held_down = {k[len(keys.hold):]: rev for k, (_, _, rev, _) in live.items()
                      if k.startswith(keys.hold)}
-        return Look(leader, handover, requests, open_ids, held_down)
+        self.rule_news.update(table, *opinions.values())
+        return Look(split.leader, split.handover, split.requests, split.open_ids, held_down)
+
+    def set_entry(self, host, entry):
+        """host's committed entry is now entry (None: it is out of the table)."""
+        if entry is None:
+            self.table.pop(host, None)
+        else:
+            self.table[host] = entry
+        self.table_news.add(host)
+
+    def votes(self, host):
+        """{node: status} of the live nodes reporting host."""
+        return {n: o[host] for n, o in self.opinions.items() if host in o}
 
 
 def manual_jobs(open_jobs, paused, now):
@@ -78,13 +114,9 @@ def forget_refusal(host, table, opinions, open_jobs):
         next((j["id"] for j in open_jobs if j.get("host") == host), None))
 
 
-def statuses(table):
-    """{host: status} of a table of entries."""
-    return {host: e["status"] for host, e in table.items()}
-
-
 class Statuses(Mapping):
-    """statuses(table) as a view: planning a command that names no status reads none."""
+    """{host: status} of a table of entries, read through (not copied: a commit must not cost
+    a walk of every host)."""
 
     def __init__(self, table):
         self.table = table
@@ -97,6 +129,16 @@ class Statuses(Mapping):
 
     def __len__(self):
         return len(self.table)
+
+
+def statuses(table):
+    return Statuses(table)
+
+
+def to_look_at(opinions, todo, full):
+    """The hosts the leader's rule looks at, in order: every host some node reports on a full
+    pass (the first of a leadership), else those in todo (changed, or still waiting)."""
+    return sorted({h for o in opinions.values() for h in o} if full else todo)
 
 
 class Leader:
@@ -117,12 +159,18 @@ class Leader:
         self.held_down = {}  # host -> create revision of its hold-down key
         self.wait_logged = {}  # host -> what it waits for, as last logged
         self.manual = {}  # host -> id of its open manual job: observations wait for it
+        # The leader's rule looks at the hosts whose opinions or entry changed (view.rule_news)
+        # and at those still waiting (todo); at all of them once per leadership (ruled_as: the
+        # leader key it did that for).
+        self.todo, self.ruled_as = set(), None
 
     def step(self, config, look):
         """One look at etcd: follow who leads, campaign if free, lead if ours."""
         self.config = config
         self.held_down = dict(look.held_down)
         self.follow(look.leader_key, look.handover)
+        if self.key_rev is None:  # not leading: a full pass if it leads again
+            self.todo, self.ruled_as, self.view.rule_news = set(), None, set()
         if self.leading():
             self.lead(look.requests, look.open_ids)
             self.prune(look.open_ids)
@@ -214,19 +262,27 @@ class Leader:
             if not done or not self.leading():
                 return
         opinions = self.view.opinions
-        for host in sorted({h for o in opinions.values() for h in o}):
+        hosts = to_look_at(opinions, self.todo | self.view.rule_news,
+                           self.ruled_as != self.key_rev)
+        self.todo, self.ruled_as, self.view.rule_news = set(), self.key_rev, set()
+        batch = []  # up to COMMIT_BATCH hosts per transaction: the same jobs, in fewer writes
+        for n, host in enumerate(hosts):
             target = combine(opinions, host)
             current = self.view.table.get(host, {}).get("status", UNKNOWN)
-            if target is None or target == current:
-                continue
-            wait = self.waits_for(host, current, target)
-            if wait:
-                if self.wait_logged.get(host) != wait[0]:  # said once per wait
-                    log.info("%s", wait[1])
-                    self.wait_logged[host] = wait[0]
-                continue
-            if not self.commit(host, current, target) or not self.leading():
-                return
+            if target is not None and target != current:
+                wait = self.waits_for(host, current, target)
+                if wait:
+                    self.todo.add(host)  # looked at again each tick until it may go
+                    if self.wait_logged.get(host) != wait[0]:  # said once per wait
+                        log.info("%s", wait[1])
+                        self.wait_logged[host] = wait[0]
+                else:
+                    batch.append(dict(host=host, source=current, target=target))
+            if batch and (len(batch) == COMMIT_BATCH or n == len(hosts) - 1):
+                if not self.commit_all(batch) or not self.leading():
+                    self.todo.update(hosts[n + 1:])
+                    return
+                batch = []
 
     def waits_for(self, host, current, target):
         """(what host waits for, why) if a commit of it must wait, else None."""
@@ -256,10 +312,8 @@ class Leader:
         write_table=False: history only, run=True: queued even while paused) and the ops `also`
         in one guarded transaction; `unpause`: it ends the pause. False if refused: deposed, or
         the job count fell behind (it is read again)."""
-        # The table as these commits change it: a view over the one read, not a copy (a copy
-        # per commit costs as much as the fleet is large).
-        jobs, entries, holds = [], {}, {}
-        table = ChainMap(entries, self.view.table)
+        entries, jobs, holds = {}, [], {}
+        table = ChainMap(entries, self.view.table)  # the table as this transaction leaves it
         for t in transitions:
             host, manual = t["host"], t.get("manual", False)
             job = transition_job(
@@ -270,16 +324,23 @@ class Leader:
                 continue  # a net change on resume with no section: history has it (skipped)
             jobs.append(job)
             if t.get("write_table", True):
-                entries[host] = dict(table.get(host, {}), status=t["target"],
-                                     since=time.time(), manual=manual)
-                if self.hold_down() > 0:
-                    # Hold-down runs on etcd's clock, not on the nodes' wall clocks: a key on
-                    # a lease of hold_down seconds, which outlives a change of leader.
-                    holds[host] = (self.etcd.grant(math.ceil(self.hold_down())), job["id"])
+                entries[host] = table[host] = dict(table.get(host, {}), status=t["target"],
+                                                   since=time.time(), manual=manual)
+        if len(transitions) > 1 and not also and not unpause and \
+                sum(len(json.dumps(job)) for job in jobs) > TXN_BYTES:
+            half = len(transitions) // 2  # more than etcd takes in one request: in two
+            return self.commit_all(transitions[:half]) and self.commit_all(transitions[half:])
+        for job in jobs:
+            if job["host"] in entries and self.hold_down() > 0:
+                # Hold-down runs on etcd's clock, not on the nodes' wall clocks: a key on a
+                # lease of hold_down seconds, which outlives a change of leader.
+                holds[job["host"]] = (self.etcd.grant(math.ceil(self.hold_down())), job["id"])
         try:
             with self.etable.transaction(self.guard()):
                 for host, entry in entries.items():
                     self.etable.set(host, entry)
+                if entries:
+                    self.store.write(self.etable.stamp())
                 self.journal.enqueue(*jobs)
                 for host, (lease, job_id) in holds.items():
                     self.store.write(jput(self.keys.hold + host, {"job": job_id}, lease))
@@ -292,7 +353,8 @@ class Leader:
             _, self.seq = self.journal.last_id()
             return False
         self.seq += len(jobs)
-        self.view.table.update(entries)
+        for host, entry in entries.items():
+            self.view.set_entry(host, entry)
         if unpause:
             self.view.paused = None
         revision = int(self.store.answer["header"]["revision"])
@@ -418,13 +480,14 @@ class Requests:
                             leader.etcd.grant(ANSWER_TTL)))
         if not refused:
             # Its hold-down too: a forgotten host reported again is a new host.
-            ops += [delete(leader.keys.table + host), delete(leader.keys.hold + host)]
+            ops += [delete(leader.keys.table + host), delete(leader.keys.hold + host),
+                    leader.etable.stamp()]
         if not leader.etcd.txn(leader.guard(), ops):
             return False
         if refused:
             log.info("forget %s refused: %s", host, refused)
             return True
-        leader.view.table.pop(host, None)
+        leader.view.set_entry(host, None)
         leader.held_down.pop(host, None)
         log.warning("forgot host %s (was %s; no live node reports it): it is out of the "
                     "cluster's table and of every %%STATUS%% from now on", host, was)

@@ -27,7 +27,7 @@ def survey(etcd, keys):
     """What etcd holds now: clusterid.found() plus what a re-initialisation rewrites."""
     (live, jobs, table), seen = clusterid.look(etcd, keys, keys.jobs, keys.table)
     records = {}
-    for key, (value, _, _) in jobs.items():
+    for key, (value, *_) in jobs.items():
         job = json_or_empty(value)
         if isinstance(job.get("id"), int):
             records[job["id"]] = job
@@ -156,7 +156,7 @@ def write(etcd, keys, seen, p):
     # key in a transaction. The marker goes last: it is what releases the nodes.
     batches = [[delete_range(keys.table, prefix_end(keys.table))]] + \
         [ops[i:i + BATCH] for i in range(0, len(ops), BATCH)] + [last]
-    for batch in batches:
-        if not etcd.txn(guard, batch):
+    for batch in batches:  # each moves the table's stamp: the nodes read table/ again
+        if not etcd.txn(guard, batch + [put(keys.table_stamp, "")]):
             raise NotDone("etcd changed while cluster-init wrote (another cluster-init, or a "
                           "node initialising a new cluster): nothing more written; run it again")

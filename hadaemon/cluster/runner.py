@@ -55,17 +55,17 @@ class ClusterGate:
         """The open job ids when this node may run jobs at all, else []."""
         self.lease.ensure()
         live = self.look()
-        if live is None or not is_us(live[0].get(self.me)):
+        if live is None or not is_us(live.nodes.get(self.me)):
             return []  # not joined (yet, or the name is another daemon's): the agent says why
-        return live[6]
+        return live.open_ids
 
     def may_begin(self, job, records):
         """Maintenance: nothing new starts; a fence job, or a begun sequence, finishes."""
-        paused = self.live[3] if self.live else None
+        paused = self.live.paused if self.live else None
         return not paused or job.kind == "fence" or bool(job.holder) or bool(records)
 
     def ours(self, job, idx):
-        return self.owner(job, idx, self.live[0], self.leader()) == self.me
+        return self.owner(job, idx, self.live.nodes, self.leader()) == self.me
 
     # -- the loop's questions ----------------------------------------------------------------------
 
@@ -73,7 +73,7 @@ class ClusterGate:
         live = self.look()
         if live is None:
             return Verdict.HOLD  # still claimed: it goes on once etcd is recognised again
-        if not self.ours(job, idx) or not is_us(live[0].get(self.me)):
+        if not self.ours(job, idx) or not is_us(live.nodes.get(self.me)):
             return Verdict.HAND_ON  # the next command is another node's
         if self.lease.time_left() < self.margin:
             self.renew(self.etcd)  # etcd may be back before the keepalive thread has seen it
@@ -108,7 +108,7 @@ class ClusterGate:
     # -- helpers ------------------------------------------------------------------------------
 
     def leader(self):
-        return self.live[2][0] if self.live[2] else None
+        return self.live.leader[0] if self.live.leader else None
 
     def owner(self, job, idx, nodes, leader):
         """The node that runs step idx: the one its section names if alive, else the leader."""

@@ -82,6 +82,11 @@ class EtcdTable:
     def set(self, host, entry):
         self._store.write(jput(self._keys.table + host, entry))
 
+    def stamp(self):
+        """The op that moves the table's stamp: in every transaction that changes table/ (a
+        look reads table/ only when it moved: sync.py)."""
+        return put(self._keys.table_stamp, "")
+
     def items(self):
         """(host, entry) sorted by host, and the entries that could not be read."""
         return self.parse(self._store.etcd.range(self._keys.table))
@@ -89,7 +94,7 @@ class EtcdTable:
     def parse(self, kvs):
         """items() of a range of table/ read already."""
         result, broken = [], []
-        for key, (value, _, _) in sorted(kvs.items()):
+        for key, (value, *_) in sorted(kvs.items()):
             try:
                 result.append((key[len(self._keys.table):], json.loads(value)))
             except ValueError as e:
@@ -155,7 +160,7 @@ class EtcdJournal:
             keys = [self._keys.job(job_id) for job_id in open_ids[i:i + READ_BATCH]]
             _, found, _ = self._etcd.read(keys=keys)
             for got in found:
-                for raw, _, _ in got.values():
+                for raw, *_ in got.values():
                     jobs.append((raw, json.loads(raw)))
         return sorted(jobs, key=lambda j: (j[1].get("kind") != "fence", j[1]["id"]))
 
@@ -166,7 +171,7 @@ class EtcdJournal:
         open_ids = gate.open_ids()
         if not open_ids:
             return None  # the usual case: no claim/ read on every poll
-        claims = {k: v.decode() for k, (v, _, _) in self._etcd.range(self._keys.claims).items()}
+        claims = {k: v.decode() for k, (v, *_) in self._etcd.range(self._keys.claims).items()}
         mine = gate.holder()
         for raw, d in self.open_jobs(open_ids):
             job = Job.from_dict(d, raw)
@@ -230,13 +235,13 @@ class EtcdJournal:
                       "now", job.id, revision, e)
             kvs = self._etcd.range(self._keys.table)
         return {k[len(self._keys.table):]: json_or_empty(v).get("status", UNKNOWN)
-                for k, (v, _, _) in kvs.items()}
+                for k, (v, *_) in kvs.items()}
 
     def records(self, job):
         """{index: StepRecord} of the job's commands started, each with its stored bytes."""
         prefix = f"{self._keys.steps}{job.id:012d}/"
         return {int(k[len(prefix):]): StepRecord.from_dict(json.loads(v), v)
-                for k, (v, _, _) in self._etcd.range(prefix).items()}
+                for k, (v, *_) in self._etcd.range(prefix).items()}
 
     def _guard(self, job):
         return [value_is(self._keys.claim(job.id), job.holder)]
@@ -288,12 +293,12 @@ class EtcdJournal:
 
 def read_history(etcd, keys, limit=100, host=None):
     """Jobs in etcd in the shape of history.read(), oldest first."""
-    jobs = [json_or_empty(v) for v, _, _ in etcd.range(keys.jobs).values()]
+    jobs = [json_or_empty(v) for v, *_ in etcd.range(keys.jobs).values()]
     jobs = sorted((j for j in jobs if j and (not host or j.get("host") == host)),
                   key=lambda j: j["id"])[-int(limit):]
     steps = {}
     if jobs:
-        for key, (value, _, _) in etcd.range(keys.steps).items():
+        for key, (value, *_) in etcd.range(keys.steps).items():
             job_id, idx = key[len(keys.steps):].split("/")
             steps.setdefault(int(job_id), {})[int(idx)] = json_or_empty(value)
     return [history.entry(j, steps.get(j["id"], {})) for j in jobs]

@@ -11,12 +11,15 @@ import logging
 from dataclasses import replace
 
 from hadaemon.cluster import clusterid
+from hadaemon.cluster.agent import publication
 from hadaemon.cluster.etcd import delete, jput, put
+from hadaemon.cluster import leader
 from hadaemon.cluster.jobs import AT_COMMIT, environment, fence_job, transition_job
-from hadaemon.cluster.keys import Keys
+from hadaemon.cluster.keys import Keys, split_live
 from hadaemon.cluster.leader import Leader, View, forget_refusal
 from hadaemon.cluster.settings import ClusterSettings
 from hadaemon.cluster.store import EtcdJournal, EtcdStore, EtcdTable
+from hadaemon.cluster.sync import Ranges
 from hadaemon.config import ActionSection, CheckSpec, Command, Config, DaemonSettings
 from hadaemon.job import Job
 
@@ -26,7 +29,8 @@ def _key(text):
 
 
 class FakeEtcd:
-    """An in-memory etcd: keys with value, lease and create revision; one revision per write."""
+    """An in-memory etcd: keys with value, lease, create and mod revision; one revision per
+    write."""
 
     def __init__(self):
         self.kv, self.revision, self.leases = {}, 1, set()
@@ -36,6 +40,12 @@ class FakeEtcd:
 
     def range(self, prefix):
         return {k: v for k, v in sorted(self.kv.items()) if k.startswith(prefix)}
+
+    def changes(self, prefix, since=None):
+        """etcd's range with min_mod_revision: count is the whole range's."""
+        found = self.range(prefix)
+        return ({k: v for k, v in found.items() if since is None or v[3] > since}, len(found),
+                self.revision)
 
     def read(self, prefixes=(), keys=()):
         return ([self.range(p) for p in prefixes],
@@ -65,7 +75,8 @@ class FakeEtcd:
             p = op["request_put"]
             key = _key(p["key"])
             created = self.kv[key][2] if key in self.kv else self.revision
-            self.kv[key] = (base64.b64decode(p["value"]), p.get("lease", 0), created)
+            self.kv[key] = (base64.b64decode(p["value"]), p.get("lease", 0), created,
+                            self.revision)
         elif "request_delete_range" in op:
             d = op["request_delete_range"]
             start, end = _key(d["key"]), _key(d.get("range_end"))
@@ -81,8 +92,9 @@ class FakeEtcd:
     def revoke(self, lease):
         """Also what etcd does when a lease expires: its keys go."""
         self.leases.discard(lease)
-        for k in [k for k, (_, lease_of, _) in self.kv.items() if lease_of == lease]:
+        for k in [k for k, (_, lease_of, *_) in self.kv.items() if lease_of == lease]:
             del self.kv[k]
+        self.revision += 1
 
 
 def config(hold_down=0.0, on_resume="last"):
@@ -103,13 +115,20 @@ class Cluster:
         self.leader = Leader("a", cfg, self.etcd, self.store, self.view, lambda: self.lease,
                              lambda: 10.0)
         for node in "abc":
-            self.etcd.txn([], [jput(self.keys.node(node), {"pid": 1}, self.lease)])
+            self.etcd.txn([], [jput(self.keys.node(node), {"pid": 1}, self.lease),
+                               put(self.keys.stamp(node), "0", self.lease)])
         self.requests = 0
+        self.ranges = Ranges(self.keys)
+        self.published = {}  # node -> its opinions as published
 
     def see(self, **opinions):
-        """opinions: node -> {host: status}, as published."""
+        """opinions: node -> {host: status}, published as its agent does (the changes)."""
         for node, hosts in opinions.items():
-            self.etcd.txn([], [jput(self.keys.result(node), hosts, self.lease)])
+            before = self.published.get(node, {})
+            changed = {h for h in set(before) | set(hosts) if before.get(h) != hosts.get(h)}
+            for _, ops in publication(self.keys, node, self.lease, hosts, changed):
+                self.etcd.txn([], ops)
+            self.published[node] = dict(hosts)
 
     def request(self, **request):
         self.requests += 1
@@ -118,8 +137,11 @@ class Cluster:
 
     def look(self):
         """The agent's look at etcd, taken in by the view."""
-        (live, table), _ = clusterid.look(self.etcd, self.keys, self.keys.table)
-        return self.view.read(self.keys, live, EtcdTable(self.store).parse(table)[0])
+        (live,), _ = clusterid.look(self.etcd, self.keys)
+        split = split_live(self.keys, live)
+        opinions, table = self.ranges.refresh(self.etcd, split.stamps, split.table_stamp)
+        return self.view.read(self.keys, live, opinions, {
+            h: json.loads(v) if v is not None else None for h, v in table.items()})
 
     def tick(self):
         self.leader.step(self.config, self.look())
@@ -128,7 +150,7 @@ class Cluster:
         return EtcdTable(self.store).status(host)
 
     def jobs(self):
-        return [json.loads(v) for v, _, _ in self.etcd.range(self.keys.jobs).values()]
+        return [json.loads(v) for v, *_ in self.etcd.range(self.keys.jobs).values()]
 
     def close(self, job_id):
         """A runner finished the job."""
@@ -161,7 +183,7 @@ def test_hold_down_holds_until_its_key_expires(caplog):
     c = Cluster(config(hold_down=5))
     c.see(a={"db1": "up"}, b={"db1": "up"})
     c.tick()
-    ((_, (_, hold_lease, _)),) = c.etcd.range(c.keys.hold).items()
+    ((_, (_, hold_lease, *_)),) = c.etcd.range(c.keys.hold).items()
     c.see(a={"db1": "down"}, b={"db1": "down"})
     with caplog.at_level(logging.INFO, "hadaemon.agent"):
         c.tick()
@@ -369,3 +391,30 @@ def test_open_jobs_are_read_a_batch_at_a_time_fence_jobs_first():
     # A burst of n jobs used to cost n requests per look (n² in all): now one per 100.
     assert Counting.requests == 3
     assert [j["id"] for _, j in found] == [250] + list(range(1, 250))
+
+
+def writes(c):
+    """Write transactions so far (FakeEtcd: one revision each)."""
+    return c.etcd.revision
+
+
+def test_the_rule_commits_many_hosts_in_few_transactions_and_the_same_jobs(monkeypatch):
+    c = Cluster(config())
+    c.tick()  # a leads
+    hosts = {f"h{i:03d}": "up" for i in range(70)}
+    c.see(a=hosts, b=hosts)
+    before = writes(c)
+    c.tick()
+    jobs = c.jobs()
+    assert [(j["id"], j["host"], j["source"], j["target"]) for j in jobs] == [
+        (i + 1, h, "unknown", "up") for i, h in enumerate(sorted(hosts))]
+    assert writes(c) - before == 3  # 30 + 30 + 10
+    assert {h: c.status(h) for h in hosts} == hosts
+    # Jobs too big for one request to etcd go in more transactions, the same jobs.
+    monkeypatch.setattr(leader, "TXN_BYTES", 3000)
+    c.see(a=dict.fromkeys(hosts, "down"), b=dict.fromkeys(hosts, "down"))
+    before = writes(c)
+    c.tick()
+    assert [(j["id"], j["host"], j["target"]) for j in c.jobs()[70:]] == [
+        (71 + i, h, "down") for i, h in enumerate(sorted(hosts))]
+    assert writes(c) - before > 3
