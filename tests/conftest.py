@@ -353,12 +353,14 @@ UNIT = Path(__file__).resolve().parent / "unit"
 
 # The longest tests (CI's --durations: 20 to 100 s each) and then the modules made of long ones
 # run first: under -n a long test that starts last runs on alone while the other workers idle.
-# (The tests on an etcd cluster are in groups of their own, see pytest_collection_modifyitems.)
 LONGEST = ("test_bench.py::", "test_walkthrough.py::test_cluster_walkthrough",
+           "test_cluster.py::test_a_second_daemon_with_a_node_name_in_use",
            # the two tests of test_install's module-scoped clone together: it is made once
            "test_install.py::test_the_readme_first_command", "test_install.py::test_the_systemd",
-           "test_ssh.py::test_readme_ssh", "test_walkthrough.py::test_readme_walkthrough",
-           "test_failover_pg.py::test_old_primary", "test_failover_pg.py::", "test_ssh.py::")
+           "test_ssh.py::test_readme_ssh",
+           "test_walkthrough.py::test_readme_walkthrough", "test_cluster.py::test_resume_fires",
+           "test_cluster.py::test_etcd_member_loss", "test_failover_pg.py::test_old_primary",
+           "test_cluster.py::", "test_failover_pg.py::", "test_ssh.py::")
 
 
 def _start_order(item):
@@ -368,7 +370,6 @@ def _start_order(item):
     return next((i for i, prefix in enumerate(LONGEST) if name.startswith(prefix)), len(LONGEST))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks added here
 def pytest_collection_modifyitems(items):
     """tests/unit/ is the fast layer: the pure modules, in this process. Every other test runs
     the daemon, its CLI, a server or a build as processes: slow, left out by `-m "not slow"`."""
@@ -378,14 +379,6 @@ def pytest_collection_modifyitems(items):
                 raise pytest.UsageError(f"{item.nodeid}: a unit test starts no daemon")
         else:
             item.add_marker(pytest.mark.slow)
-        # Under -n, the tests on a 3-member etcd (the `etcd` fixture) run one at a time per etcd
-        # version, each version's on a worker of its own (--dist loadgroup starts the biggest
-        # groups first). Their nodes look at etcd every 0.15 s with requests that time out after
-        # 0.3 s (TTL 3): four such clusters at once on 2 cores timed requests out, the nodes took
-        # etcd for away, and a test of 14 s alone took 190 s.
-        server = getattr(item, "callspec", None) and item.callspec.params.get("server")
-        if "etcd" in item.fixturenames and server:
-            item.add_marker(pytest.mark.xdist_group(f"etcd{server[0]}"))
     items.sort(key=_start_order)  # stable: the order within each rank stays the files' own
 
 
