@@ -6,9 +6,10 @@ The benchmarks run one after the other in this process, through the measuring fu
 rest.py, throughput.py, latency.py, schedule.py and growth.py; the command each figure comes from
 is printed under the table (run it alone for its full table). A benchmark this machine cannot run
 (not root, no keepalived, no cc) or that fails says so in its rows, and the others run on.
-With the defaults this takes about 7 minutes on 2 cores; --quick, about 2.
+With the defaults this takes about 7 minutes on 2 cores; --quick, about 2; --smoke (the test's,
+every cell filled, no figure worth reading), about 1.
 
-    python bench/all.py [--quick]  (as root for rest.py: ip netns)
+    python bench/all.py [--quick | --smoke]  (as root for rest.py: ip netns)
 """
 
 import argparse
@@ -38,6 +39,12 @@ QUICK = {"rest": dict(seconds=10), "throughput": dict(seconds=1, rounds=1),
          "latency": dict(transitions=50, background=100),
          "schedule": dict(cycles=2, sizes="100x1,1000x5"),
          "growth": dict(sizes="10,1000", seconds=2)}
+# The shortest windows that still fill every cell of the table: tests/test_bench.py checks the
+# table's shape with it; its figures are not worth reading.
+SMOKE = {"rest": dict(seconds=2), "throughput": dict(seconds=0.5, rounds=1),
+         "latency": dict(transitions=10, background=100),
+         "schedule": dict(cycles=1, sizes="100x1,1000x5"),
+         "growth": dict(sizes="10,1000", seconds=1)}
 
 
 def times(base, ours, unit, most):
@@ -138,10 +145,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="short durations and one round each: to try it, not to quote")
+    ap.add_argument("--smoke", action="store_true",
+                    help="the shortest durations that fill the table (the test's): no figure to read")
     a = ap.parse_args()
     # Ctrl-C or a kill still stops the daemons and removes rest.py's namespace (finally clauses).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    settings = QUICK if a.quick else FULL
+    settings = SMOKE if a.smoke else QUICK if a.quick else FULL
     rows, commands = [], []
     for script, figures, cannot, measure in benchmarks(settings):
         cmd = command(script, settings[script])

@@ -351,6 +351,25 @@ def daemons(request):
 UNIT = Path(__file__).resolve().parent / "unit"
 
 
+# The longest tests (CI's --durations: 20 to 100 s each) and then the modules made of long ones
+# run first: under -n a long test that starts last runs on alone while the other workers idle.
+LONGEST = ("test_bench.py::", "test_walkthrough.py::test_cluster_walkthrough",
+           "test_cluster.py::test_a_second_daemon_with_a_node_name_in_use",
+           # the two tests of test_install's module-scoped clone together: it is made once
+           "test_install.py::test_the_readme_first_command", "test_install.py::test_the_systemd",
+           "test_ssh.py::test_readme_ssh",
+           "test_walkthrough.py::test_readme_walkthrough", "test_cluster.py::test_resume_fires",
+           "test_cluster.py::test_etcd_member_loss", "test_failover_pg.py::test_old_primary",
+           "test_cluster.py::", "test_failover_pg.py::", "test_ssh.py::")
+
+
+def _start_order(item):
+    if UNIT in item.path.parents:
+        return len(LONGEST) + 1
+    name = item.nodeid.rsplit("/", 1)[-1]
+    return next((i for i, prefix in enumerate(LONGEST) if name.startswith(prefix)), len(LONGEST))
+
+
 def pytest_collection_modifyitems(items):
     """tests/unit/ is the fast layer: the pure modules, in this process. Every other test runs
     the daemon, its CLI, a server or a build as processes: slow, left out by `-m "not slow"`."""
@@ -360,6 +379,7 @@ def pytest_collection_modifyitems(items):
                 raise pytest.UsageError(f"{item.nodeid}: a unit test starts no daemon")
         else:
             item.add_marker(pytest.mark.slow)
+    items.sort(key=_start_order)  # stable: the order within each rank stays the files' own
 
 
 def pytest_generate_tests(metafunc):

@@ -8,13 +8,13 @@ the hub by a veth pair whose link can be taken down). Everything is torn down by
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import textwrap
 import time
 from pathlib import Path
 
 import procs
+from ports import free_ports
 from conftest import Daemon, Home
 
 
@@ -62,18 +62,6 @@ CLUSTER_RECORD = """\
 #!/bin/sh
 echo "$HA_NODE job=$HA_JOB $HA_HOST $HA_FROM->$HA_TO resumed=$HA_RESUMED $*" >> "{log}"
 """
-
-
-def free_ports(n):
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def netns_possible():

@@ -2,9 +2,12 @@
 the README's walkthrough runs), on a namespace, a /30 and keys of its own per use.
 
 Namespace names carry this process's pid and a counter, so runs never collide; a /30 of
-10.213.0.0/16 is taken only if no interface of this machine has an address in it.
+10.213.0.0/16 is taken only if no interface of this machine has an address in it and no live
+process has reserved it (pytest-xdist workers start hosts at the same time, and the README's
+walkthrough brings its host up only after its first lines).
 """
 
+import fcntl
 import itertools
 import os
 import re
@@ -19,6 +22,7 @@ from conftest import ROOT  # noqa: E402
 from pgnet import netns_unavailable  # noqa: E402
 
 DEMO = ROOT / "examples/ssh/demo"
+NETS = "/run/lock/hadaemon-sshnet"  # one file per /30 reserved, holding its process's pid
 _runs = itertools.count(1)
 
 
@@ -34,13 +38,36 @@ def unavailable():
     return netns_unavailable()
 
 
-def _free_net():
-    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    for third in range(1, 255):
-        net = f"10.213.{third}"
-        if f" {net}." not in used:
-            return net
+def _reserved_by_a_live_process(path):
+    try:
+        with open(path) as f:
+            return procs.exists(int(f.read()))
+    except (OSError, ValueError):
+        return False
+
+
+def reserve_net():
+    """A /30 no interface uses and no live process has reserved, reserved for this one until
+    release_net()."""
+    os.makedirs(NETS, exist_ok=True)
+    with open(f"{NETS}/.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process picks at a time
+        used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+        for third in range(1, 255):
+            net = f"10.213.{third}"
+            path = f"{NETS}/{net}"
+            if f" {net}." not in used and not _reserved_by_a_live_process(path):
+                with open(path, "w") as f:
+                    f.write(str(os.getpid()))
+                return net
     raise AssertionError("no free /30 in 10.213.0.0/16")
+
+
+def release_net(net):
+    try:
+        os.unlink(f"{NETS}/{net}")
+    except FileNotFoundError:
+        pass
 
 
 def reap_stale():
@@ -71,13 +98,16 @@ class RemoteHost:
 
     def up(self):
         reap_stale()
-        self.net = _free_net()
+        self.net = reserve_net()
         self.demo("up")
         return self
 
     def down(self):
         if self.net:
-            self.demo("down")
+            try:
+                self.demo("down")
+            finally:
+                release_net(self.net)
 
     @property
     def address(self):

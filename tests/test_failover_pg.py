@@ -6,8 +6,11 @@ postmaster. Skipped only where the machine cannot do it (not root, no namespaces
 """
 
 import json
+import os
+import runpy
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -230,6 +233,34 @@ def test_check_and_actions_are_idempotent_on_real_servers(cluster):
 
     # A host that does not answer at all is down too, not a crash (nothing listens on .99).
     assert check_role(cluster, "10.231.0.99") == ("down", 2)
+
+
+def test_pg_promote_records_a_timeline_while_the_check_records_the_same_host(cluster, tmp_path):
+    """pg_promote -r DIR and check_pg_role -r DIR both replace DIR/HOST; in a failover they do
+    it at the same moment (the check sees the new primary as the promotion records it). Neither
+    may take the other's half-written file: pg_promote once failed "cannot write" there, and the
+    sequence stopped before its vip_add."""
+    record = runpy.run_path(str(ROOT / "checks/check_pg_role"))["record"]
+    records = tmp_path / "records"
+    records.mkdir()
+    replication = {"lsn": "0/3000000", "sync_mode": False, "sync": [], "timeline": 1}
+    stop = threading.Event()
+
+    def checks_recording():
+        # A record every millisecond: each lands in some pg_promote's own write-then-rename
+        # (its mv alone takes about that), and between them the file is not there to take.
+        while not stop.wait(0.001):
+            record(str(records), cluster.db1, replication)
+    recorder = threading.Thread(target=checks_recording)
+    recorder.start()
+    try:
+        for _ in range(10):
+            p = run_action(cluster, "pg_promote", "-h", cluster.db1, "-r", str(records))
+            assert p.returncode == 0 and "recorded timeline 1" in p.stdout, p
+    finally:
+        stop.set()
+        recorder.join()
+    assert sorted(os.listdir(records)) == [cluster.db1]  # no temporary file left behind
 
 
 def pg_ctl(cluster, host):

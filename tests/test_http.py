@@ -16,7 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import committed, new_results, wait_for
-from etcdkit import ETCD, Etcd, Node, free_ports
+from etcdkit import ETCD, Etcd, Node
+from ports import free_port, free_ports
 from hadaemon.checkstats import LATENESS_BUCKETS
 from hadaemon.httpserver import HEAD_TIMEOUT, MAX_AGE
 
@@ -34,12 +35,6 @@ record fenced %HOST%
 record stopservice1
 record plumb %MASTER%
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed(home, listen, interval="0.2", more=""):

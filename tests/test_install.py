@@ -13,7 +13,7 @@ import pytest
 
 import hadaemon
 from conftest import ROOT, Home, committed, http_body, wait_for
-from etcdkit import free_ports
+from ports import free_ports
 
 PREFIX = "/opt/hadaemon"  # where the README's "Install as a service" puts the venv
 
@@ -105,6 +105,7 @@ def clone(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("clone")  # under -n, on one worker: the module's clone is made once
 def test_the_readme_first_command_works_twice_and_installs_a_package_that_inits(clone, tmp_path):
     hadaemon_bin = clone / ".venv/bin/hadaemon"
     env = clean_env()
@@ -150,6 +151,7 @@ def unit_paths(text):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("clone")
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze here")
 def test_the_systemd_unit_verifies_against_the_documented_install(clone, tmp_path):
     """The unit as shipped, with /opt/hadaemon made the clone's .venv (the same install the

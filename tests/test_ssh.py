@@ -248,7 +248,7 @@ def test_the_sweep_at_start_kills_a_master_a_killed_daemon_left(home, daemons):
 def test_readme_ssh_walkthrough_twice_in_a_row(tmp_path):
     host = sshnet.RemoteHost(tmp_path / "sshd")
     sshnet.reap_stale()
-    host.net = sshnet._free_net()
+    host.net = sshnet.reserve_net()
     demo = f"{sshnet.DEMO} -s {host.suffix} -n {host.net} -d {host.dir}"
     script = shell_block(README.read_text(), "ssh")
     for old, new in (("demo=$PWD/examples/ssh/demo;", f'demo="{demo}";'),

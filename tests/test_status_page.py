@@ -15,7 +15,7 @@ import pytest
 
 from conftest import FAST, committed, host_name, http_body, wait_for
 from dom import parse
-from etcdkit import free_ports
+from ports import free_ports
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get "

@@ -18,7 +18,7 @@ import pytest
 
 import procs
 from conftest import ROOT, wait_for
-from etcdkit import free_ports
+from ports import free_ports
 
 pytestmark = pytest.mark.slow
 
