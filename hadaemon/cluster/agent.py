@@ -293,11 +293,16 @@ class Agent:
 
     def publish(self):
         """What changed in this node's opinions, a batch per transaction; a batch whose
-        answer was lost is written again (the same keys, the same values)."""
+        answer was lost is written again (the same keys, the same values). For a keepalive
+        interval at most: the lease is renewed first, the rest goes on the next ticks (a first
+        publication of 100 000 hosts is 1000 transactions)."""
+        until = time.monotonic() + self.keepalive_every()
         for hosts, ops in publication(self.keys, self.me, self.lease.id, self.opinions,
                                       self.unpublished):
             self.etcd.txn([], ops)
             self.unpublished.difference_update(hosts)
+            if time.monotonic() >= until:
+                break
         while self.requests:
             self.request_no += 1
             # Zero-padded: the leader serves requests in key order, and 10 must follow 9.
