@@ -411,7 +411,7 @@ class Requests:
                 return True
             return self.leader.commit(host, current, status, manual=True)
         if cmd == "handover":
-            return self.handover(request.get("to") or "")
+            return self.handover(key, request.get("to") or "")
         if cmd == "forget":
             return self.forget(key, request)
         return True
@@ -449,7 +449,9 @@ class Requests:
                 leader.view.paused = record
         return True
 
-    def handover(self, to):
+    def handover(self, key, to):
+        """Step down for `to` (or any other node). The request goes in the same transaction:
+        deleted after it, the next leader could serve it again in between and step down too."""
         leader = self.leader
         if to and (to not in leader.view.nodes or to == leader.me):
             log.error("handover to %s refused: not a live node other than the leader", to)
@@ -457,7 +459,7 @@ class Requests:
         block = leader.etcd.grant(leader.c.ttl)
         if not leader.etcd.txn(leader.guard(), [
                 jput(leader.keys.handover, {"from": leader.me, "to": to}, block),
-                delete(leader.keys.leader)]):
+                delete(leader.keys.leader), delete(key)]):
             return False
         log.warning("leader %s steps down for %s", leader.me, to or "another node")
         leader.node, leader.key_rev = None, None

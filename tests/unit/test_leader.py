@@ -418,3 +418,16 @@ def test_the_rule_commits_many_hosts_in_few_transactions_and_the_same_jobs(monke
     assert [(j["id"], j["host"], j["target"]) for j in c.jobs()[70:]] == [
         (71 + i, h, "down") for i, h in enumerate(sorted(hosts))]
     assert writes(c) - before > 3
+
+
+def test_a_handover_request_goes_with_the_handover_so_no_next_leader_serves_it_again():
+    c = Cluster(config())
+    c.tick()  # a leads
+    c.request(cmd="handover", to="b")
+    (key, request), = c.look().requests.items()
+    # Served, and nothing after it: the leader key and the request went in one transaction,
+    # before the old leader could delete the request on its own (the next leader, b, campaigns
+    # at once and would hand over again).
+    assert c.leader.requests.serve(key, request)
+    assert c.etcd.get(key) is None and c.etcd.get(c.keys.leader) is None
+    assert json.loads(c.etcd.get(c.keys.handover)) == {"from": "a", "to": "b"}
