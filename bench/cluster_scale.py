@@ -8,7 +8,8 @@ Three etcd members and three nodes run on loopback as real processes. Each node 
 checks; each prints 1000 hosts as one JSON array (a check may report at most 1000), every 5
 seconds, always `up`: once all are committed nothing changes. Every node reaches etcd through
 a byte-counting proxy of this script's own (one per node and member), so the traffic is what
-crosses the wire, both ways, HTTP included. A tick is one look at etcd (`poll` seconds: ttl/20,
+crosses the wire, both ways, HTTP included; etcd's own count of its clients' gRPC bytes (its
+/metrics) is shown beside it. A tick is one look at etcd (`poll` seconds: ttl/20,
 0.5 s at the default ttl of 10). The agent is told from the workers by its connections to
 etcd (the runner, an exec'd process, has a command line of its own).
 
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +88,19 @@ class Proxy:
 
     def close(self):
         self.listener.close()
+
+
+def grpc_bytes(etcd):
+    """etcd's own count of the bytes its clients sent and received (gRPC, which the HTTP
+    gateway's JSON requests reach as well), summed over the members."""
+    total = 0
+    for port in etcd.client_ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as f:
+            for line in f.read().decode().splitlines():
+                if line.startswith(("etcd_network_client_grpc_received_bytes_total",
+                                    "etcd_network_client_grpc_sent_bytes_total")):
+                    total += float(line.split()[-1])
+    return total
 
 
 def up_hosts(node):
@@ -189,15 +204,15 @@ def run_side(tree, hosts, seconds, within):
         def sample():
             return (sum(p.bytes for ps in proxies.values() for p in ps),
                     {name: cpu([pid])[0] for name, pid in agents.items() if pid},
-                    cpu(sups)[0], cpu(etcds)[0])
+                    cpu(sups)[0], cpu(etcds)[0], grpc_bytes(etcd))
 
-        b0, a0, s0, e0 = sample()
+        b0, a0, s0, e0, g0 = sample()
         time.sleep(seconds)
-        b1, a1, s1, e1 = sample()
+        b1, a1, s1, e1, g1 = sample()
         ticks = seconds / min(1.0, max(0.1, TTL / 20.0))
         followers = [1000 * (a1[n] - a0[n]) / ticks for n in a1 if n != leader]
         return dict(committed_s=committed_s, committed=hosts,
-                    bytes_s=(b1 - b0) / seconds,
+                    bytes_s=(b1 - b0) / seconds, grpc_s=(g1 - g0) / seconds,
                     leader_ms=1000 * (a1[leader] - a0[leader]) / ticks
                     if leader in a1 else None,
                     follower_ms=max(followers) if followers else None,
@@ -233,14 +248,17 @@ def main():
             f = run_side(tree, args.hosts, args.seconds, args.within)
             if f["committed_s"] is None:
                 rows.append([label, args.hosts, f"not all in {args.within:g}s "
-                             f"({f['committed']} on the slowest node)", "-", "-", "-", "-", "-"])
+                             f"({f['committed']} on the slowest node)", "-", "-", "-", "-", "-",
+                             "-"])
                 continue
             rows.append([label, args.hosts, f["committed_s"], f["bytes_s"] / 1024,
+                         f["grpc_s"] / 1024,
                          f["leader_ms"], f["follower_ms"], f["sup_ms_s"], f["etcd_ms_s"]])
     command = f"python bench/cluster_scale.py --hosts {args.hosts} --seconds {args.seconds:g}" \
         + (f" --commit {args.commit} --rounds {args.rounds}" if args.commit else "")
     print_table(f"Cluster mode at rest: 3 nodes, 3 etcd members, {args.hosts} hosts",
-                ["daemons", "hosts", "all committed (s)", "etcd traffic KiB/s",
+                ["daemons", "hosts", "all committed (s)", "traffic on the wire KiB/s",
+                 "etcd's gRPC bytes KiB/s",
                  "leader agent CPU ms/tick", "follower agent CPU ms/tick (max)",
                  "3 supervisors CPU ms/s", "3 etcd members CPU ms/s"], rows, command)
 

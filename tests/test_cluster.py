@@ -542,7 +542,9 @@ def test_a_node_scope_runs_on_its_node_alone_and_its_hosts_follow_it(cluster, tm
     assert [n.status()["daemon"]["elsewhere"] for n in nodes] == [1, 1, 0]
 
     n3.daemon.stop()  # its only observer gone: no vote for h1, which keeps its status
-    wait_for(lambda: n1.cluster().get("unobserved") == ["h1"], 30, "h1 unobserved")
+    # Each node finds it out at its own look at etcd: n2 may be a look behind n1.
+    wait_for(lambda: n1.cluster().get("unobserved") == ["h1"]
+             and n2.status()["hosts"]["h1"].get("unobserved"), 30, "h1 unobserved on n1, n2")
     h1 = n2.status()["hosts"]["h1"]
     assert (h1["status"], h1["unobserved"], h1["stale"]) == ("down", True, True), h1
     assert not n2.status()["hosts"]["db1"].get("unobserved")
