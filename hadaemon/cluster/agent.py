@@ -21,8 +21,8 @@ from .. import config as configmod, logsetup, wire
 from ..home import Home
 from ..inifile import ConfigError
 from . import clusterid
-from .etcd import (Etcd, EtcdUnavailable, absent, delete, delete_range, jput, prefix_end, put,
-                   value_is)
+from .etcd import (TXN_OPS, Etcd, EtcdUnavailable, absent, delete, delete_range, jput,
+                   prefix_end, put, value_is)
 from .keys import Keys, json_or_empty, split_live
 from .leader import Leader, View
 from .lease import Lease
@@ -31,7 +31,7 @@ from .store import EtcdStore, EtcdTable
 from .sync import NEVER, Ranges
 
 log = logging.getLogger("hadaemon.agent")
-BATCH = 100  # opinions per transaction, with the stamp (etcd allows --max-txn-ops, 128)
+BATCH = TXN_OPS  # opinions per transaction, with the stamp
 AGENT_RELOADED = "reload: the cluster agent took the new config"  # tests wait for this line
 
 

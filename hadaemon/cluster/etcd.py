@@ -14,6 +14,11 @@ etcd_errors = None  # etcd3gw.exceptions, once a client exists
 requests = None  # the HTTP library etcd3gw uses, likewise
 
 
+# Operations per transaction we write or read in batches of: etcd refuses more than
+# --max-txn-ops (128 by default), and the batch leaves room for a stamp or a guard.
+TXN_OPS = 100
+
+
 class EtcdUnavailable(Exception):
     """No endpoint answered in time: nothing is known about what etcd holds."""
 

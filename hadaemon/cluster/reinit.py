@@ -13,10 +13,10 @@ import time
 
 from . import clusterid
 from .keys import json_or_empty
-from .etcd import absent, delete, delete_range, jput, prefix_end, put, value_is
+from .etcd import (TXN_OPS as BATCH, absent, delete, delete_range, jput, prefix_end, put,
+                   value_is)
 from ..names import UNKNOWN
 
-BATCH = 100  # operations per transaction (etcd allows --max-txn-ops, 128 by default)
 
 
 class NotDone(Exception):

@@ -21,14 +21,13 @@ from dataclasses import replace
 from .. import history
 from ..job import Fenced, Job, State, StepRecord, next_step
 from ..names import UNKNOWN
-from .etcd import (EtcdCompacted, EtcdUnavailable, absent, delete, delete_range, jput, put,
-                   value_is)
+from .etcd import (TXN_OPS, EtcdCompacted, EtcdUnavailable, absent, delete, delete_range, jput,
+                   put, value_is)
 from .jobs import AT_COMMIT, environment
 from .keys import json_or_empty
 
 
 log = logging.getLogger("hadaemon.runner")
-READ_BATCH = 100  # keys per read-only transaction (etcd allows --max-txn-ops, 128 by default)
 
 
 class Refused(Exception):
@@ -154,10 +153,10 @@ class EtcdJournal:
         """[(stored bytes, job dict)] of the given open ids: fence jobs first, then in id
         order."""
         jobs = []
-        # READ_BATCH keys per read: one request per job made a burst of n jobs cost n² requests
+        # TXN_OPS keys per read: one request per job made a burst of n jobs cost n² requests
         # (each next_job reads every open one).
-        for i in range(0, len(open_ids), READ_BATCH):
-            keys = [self._keys.job(job_id) for job_id in open_ids[i:i + READ_BATCH]]
+        for i in range(0, len(open_ids), TXN_OPS):
+            keys = [self._keys.job(job_id) for job_id in open_ids[i:i + TXN_OPS]]
             _, found, _ = self._etcd.read(keys=keys)
             for got in found:
                 for raw, *_ in got.values():
