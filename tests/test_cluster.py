@@ -285,6 +285,33 @@ def test_a_job_id_in_use_is_never_written_over(etcd):
     assert table.get("db1") is None
 
 
+def test_a_large_range_is_read_in_pages_at_one_revision(etcd, monkeypatch):
+    """Ranges come PAGE keys per answer, all at the first page's revision, with the whole
+    range's count: what sync.py needs to see new keys, changed keys and deletions."""
+    from hadaemon.cluster import etcd as client
+    monkeypatch.setattr(client, "PAGE", 7)
+    c = client.Etcd(client.parse_endpoints(etcd.endpoints))
+    for start in range(0, 50, 10):
+        assert c.txn([], [client.put(f"/p/k{i:03d}", str(i)) for i in range(start, start + 10)])
+    c.txn([], [client.put("/q", "outside")])
+    asked, post = [], c._post
+    monkeypatch.setattr(c, "_post", lambda path, body: asked.append(body) or post(path, body))
+    found, count, at = c.changes("/p/")
+    assert sorted(found) == [f"/p/k{i:03d}" for i in range(50)] and count == 50
+    assert len(asked) == 8 and all(b["limit"] == 7 for b in asked)
+    assert [b.get("revision") for b in asked] == [None] + [at] * 7
+    assert all(found[f"/p/k{i:03d}"][0] == str(i).encode() for i in range(50))
+    assert c.txn([], [client.put("/p/k007", "new"), client.put("/p/k041", "new"),
+                      client.put("/p/k050", "added")])
+    assert c.txn([], [client.delete("/p/k000")])
+    changed, count, now = c.changes("/p/", at)
+    assert {k: v[0] for k, v in changed.items()} == {
+        "/p/k007": b"new", "/p/k041": b"new", "/p/k050": b"added"}
+    assert count == 50 and now > at  # one added, one deleted: sync.py reads it whole
+    old = c.range("/p/", revision=at)  # every page at the revision asked for
+    assert len(old) == 50 and old["/p/k007"][0] == b"7" and "/p/k050" not in old
+
+
 def test_a_second_daemon_with_a_node_name_in_use_stays_out_until_it_is_free(cluster, etcd,
                                                                              tmp_path):
     acts = "[*_to_down]\nrecord down %HOST%\n"

@@ -17,6 +17,7 @@ requests = None  # the HTTP library etcd3gw uses, likewise
 # Operations per transaction we write or read in batches of: etcd refuses more than
 # --max-txn-ops (128 by default), and the batch leaves room for a stamp or a guard.
 TXN_OPS = 100
+PAGE = 2000  # keys per answer of a range read (Etcd._pages)
 
 
 class EtcdUnavailable(Exception):
@@ -143,22 +144,36 @@ class Etcd:
         """Every key under prefix: {key: (value bytes, lease id, create revision, mod
         revision)}; as it was at `revision` if given (EtcdCompacted once etcd no longer keeps
         that revision)."""
-        request = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
-        if revision:
-            request["revision"] = revision
-        return _kvs(self._post("/kv/range", request))
+        return self._pages(prefix, revision=revision)[0]
 
     def changes(self, prefix, since=None):
         """The keys under prefix written after revision `since` (all of them if None):
         ({key: (value, lease, create, mod revision)}, how many keys the range holds in all,
         the revision read). etcd counts the whole range, not only the keys returned: a count
         below what the reader knows plus what is new means keys were deleted."""
-        request = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        return self._pages(prefix, since=since)
+
+    def _pages(self, prefix, revision=None, since=None):
+        """A range read PAGE keys per answer, every page at the first one's revision: one
+        answer for 100 000 keys outlasts the client's timeout, and etcd 3.5.1 panics on a read
+        its client gave up on. -> (kvs, count of the whole range, revision read)."""
+        request = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)), "limit": PAGE}
+        if revision:
+            request["revision"] = revision
         if since is not None:
             request["min_mod_revision"] = since + 1
-        answer = self._post("/kv/range", request)
-        return (_kvs(answer), int(answer.get("count", 0)),
-                int(answer.get("header", {}).get("revision", 0)))
+        found, count = {}, None
+        while True:
+            answer = self._post("/kv/range", request)
+            page = answer.get("kvs", [])
+            found.update(_kvs(answer))
+            if count is None:  # later pages start further on: only the first counts it all
+                count = int(answer.get("count", 0))
+                revision = revision or int(answer.get("header", {}).get("revision", 0))
+            if not answer.get("more") or not page:
+                return found, count, revision
+            request = dict(request, key=_b64(_unb64(page[-1]["key"]) + b"\0"),
+                           revision=revision)
 
     def read(self, prefixes=(), keys=()):
         """Several prefixes and keys in one linearizable look (a read-only transaction):
