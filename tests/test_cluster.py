@@ -1011,7 +1011,7 @@ def many(start):
     return f"[check:many{start}]\nscript = many\nargs = {start} 1000\ninterval = 2\n"
 
 
-def test_thousands_of_hosts_commit_and_a_look_at_rest_reads_live_alone(cluster):
+def test_thousands_of_hosts_commit_and_a_look_at_rest_reads_live_alone(cluster, etcd):
     """3 nodes, 3000 hosts each: all committed; at rest every look reads live/ alone (no
     opinion, no table entry); a check removed by a reload and a node killed take their votes
     away (one node alone then moves the hosts it alone reports); a forget."""
@@ -1047,6 +1047,18 @@ def test_thousands_of_hosts_commit_and_a_look_at_rest_reads_live_alone(cluster):
     for _ in range(10):  # every look meanwhile, whatever the tick: live/ alone
         assert all(at_rest(n) for n in nodes), [read(n) for n in nodes]
         time.sleep(0.3)
+
+    # paused, the 3000 statuses at the pause are outside live/: a look at rest reads it alone
+    n2.cli("pause", check=True)
+    wait_for(lambda: all(n.cluster().get("paused") for n in nodes), 30, "paused everywhere")
+    wait_for(lambda: all(at_rest(n) and read(n).get("pause") == 0 for n in nodes), 30,
+             "looks at rest while paused")
+    assert len(etcd.ctl("get", "--print-value-only", "/hatest/live/paused").stdout) < 200
+    assert etcd.ctl("get", "--prefix", "--keys-only", "/hatest/pause/").stdout.split() == \
+        ["/hatest/pause/000000", "/hatest/pause/000001"]  # 2000 statuses a part
+    n3.cli("resume", check=True)
+    wait_for(lambda: not any(n.cluster().get("paused") for n in nodes), 30, "resumed")
+    assert etcd.ctl("get", "--prefix", "--keys-only", "/hatest/pause/").stdout.strip() == ""
 
     # n3's reload removes its check of the last thousand: its votes for them go
     conf = n3.root / "etc/checks.conf"

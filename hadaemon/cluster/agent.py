@@ -27,6 +27,7 @@ from .keys import Keys, json_or_empty, split_live
 from .leader import Leader, View
 from .lease import Lease
 from .node import identity, is_us
+from .parts import refusal_writes
 from .store import EtcdStore, EtcdTable
 from .sync import NEVER, Ranges
 
@@ -176,9 +177,12 @@ class Agent:
                 self.report()
                 return
             split = split_live(self.keys, live)
-            opinions, table = self.ranges.refresh(self.etcd, split.stamps, split.table_stamp)
-            self.read = {"live": len(live), "opinions": self.ranges.read - self.ranges.table.read,
-                         "table": self.ranges.table.read}
+            ranges = self.ranges
+            opinions, table = ranges.refresh(self.etcd, split.stamps, split.table_stamp,
+                                             split.paused_stamp)
+            self.read = {"live": len(live), "table": ranges.table.read,
+                         "pause": ranges.pause.read,
+                         "opinions": ranges.read - ranges.table.read - ranges.pause.read}
             table, broken = self.parse_table(table)
         except EtcdUnavailable as e:
             self.unreachable(e, now)
@@ -198,7 +202,7 @@ class Agent:
         self.error, self.unreachable_since = None, None
         for b in broken:
             log.error("table entry in etcd unreadable, ignored: %s", b)
-        look = self.view.read(self.keys, live, opinions, table)
+        look = self.view.read(self.keys, live, opinions, table, self.ranges.pause.known)
         try:
             self.leadership.step(self.config, look)
         except EtcdUnavailable as e:
@@ -253,12 +257,11 @@ class Agent:
             self.ranges.reset()
             return
         self.error, self.unreachable_since = None, None
-        value = json.dumps(clusterid.report(self.me, self.trust.memory, self.view.table,
-                                            self.view.paused),
-                           sort_keys=True)
-        key = self.keys.refusal(self.me)
-        if live.get(key, (b"",))[0].decode() != value:
-            self.etcd.txn([], [put(key, value, self.lease.id)])
+        writes, header = refusal_writes(self.keys, self.me, clusterid.report(
+            self.me, self.trust.memory, self.view.table, self.view.paused), self.lease.id)
+        if live.get(self.keys.refusal(self.me), (b"",))[0].decode() != header:
+            for ops in writes:  # the header last, once its parts are all in
+                self.etcd.txn([], ops)
 
     # -- lease and publication ------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ import json
 from collections import namedtuple
 
 # A range of live/, split (split_live); a stamp is (create, mod revision) of its key.
-Live = namedtuple("Live", "nodes stamps table_stamp leader paused handover requests open_ids")
+Live = namedtuple("Live", "nodes stamps table_stamp leader paused paused_stamp handover "
+                         "requests open_ids")
 
 
 class Keys:
@@ -16,7 +17,8 @@ class Keys:
         self.prefix = prefix
         self.live = prefix + "live/"
         self.leader = self.live + "leader"
-        self.paused = self.live + "paused"
+        self.paused = self.live + "paused"  # the pause's header; its statuses in pause/ (parts.py)
+        self.pause = prefix + "pause/"
         self.handover = self.live + "handover"
         self.requests = self.live + "request/"
         self.answers = self.live + "answer/"  # answer/ID: the leader's answer to request ID
@@ -24,6 +26,7 @@ class Keys:
         self.hold = self.live + "hold/"  # hold/HOST: hold-down, on a lease of its own
         self.marker = self.live + "marker"  # which cluster this etcd holds (clusterid.py)
         self.refusals = self.live + "refusal/"  # refusal/NODE: a node refusing etcd's data
+        self.refusal_parts = prefix + "refusal/"  # refusal/NODE/N: its mirror (parts.py)
         self.table = prefix + "table/"
         self.table_stamp = self.live + "table-stamp"  # written with every change to table/
         self.jobs = prefix + "job/"
@@ -55,16 +58,22 @@ class Keys:
     def refusal(self, name):
         return f"{self.refusals}{name}"
 
+    def refusal_part(self, name, n):
+        return f"{self.refusal_parts}{name}/{n:06d}"
+
+    def pause_part(self, n):
+        return f"{self.pause}{n:06d}"
+
     def open_job(self, job_id):
         return f"{self.open}{job_id:012d}"
 
 
 def split_live(keys, kvs):
     """A range of live/ -> Live: nodes, {node: its stamp}, the table's stamp (None if
-    absent), leader, paused, handover, requests, open ids. (live/result/NODE, the opinions of
-    a version before stamps, is ignored.)"""
+    absent), leader, the pause's header and its stamp, handover, requests, open ids.
+    (live/result/NODE, the opinions of a version before stamps, is ignored.)"""
     nodes, stamps, requests, open_ids = {}, {}, {}, []
-    leader = paused = handover = table_stamp = None
+    leader = paused = paused_stamp = handover = table_stamp = None
     for key, (value, lease, rev, mod) in kvs.items():
         rest = key[len(keys.live):]
         if rest.startswith("node/"):
@@ -80,10 +89,10 @@ def split_live(keys, kvs):
         elif key == keys.leader:
             leader = (value.decode(), lease, rev)
         elif key == keys.paused:
-            paused = json_or_empty(value)
+            paused, paused_stamp = json_or_empty(value), (rev, mod)
         elif key == keys.handover:
             handover = json_or_empty(value)
-    return Live(nodes, stamps, table_stamp, leader, paused, handover, requests,
+    return Live(nodes, stamps, table_stamp, leader, paused, paused_stamp, handover, requests,
                 sorted(open_ids))
 
 

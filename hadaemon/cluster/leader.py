@@ -24,6 +24,7 @@ from ..requests import refuse_forget
 from .etcd import absent, created_at, delete, jput, put, value_is
 from .jobs import fence_job, transition_job
 from .keys import json_or_empty, split_live
+from .parts import fired_writes, pause_end, pause_from, pause_writes
 from .rules import combine
 from .store import EtcdJournal, EtcdTable, Refused
 
@@ -54,11 +55,12 @@ class View:
     vote_news: set = field(default_factory=set)
     rule_news: set = field(default_factory=set)
 
-    def read(self, keys, live, opinions, table):
+    def read(self, keys, live, opinions, table, pause=None):
         """Take in a range of live/ and what changed in the opinions ({node: {host: status or
-        None}}) and the table ({host: entry or None}) since the last look."""
+        None}}) and the table ({host: entry or None}) since the last look; pause: the pause's
+        parts as read (Ranges.pause.known)."""
         split = split_live(keys, live)
-        self.nodes, self.paused = split.nodes, split.paused
+        self.nodes, self.paused = split.nodes, pause_from(split.paused, pause or {})
         for node, diff in opinions.items():
             seen = self.opinions.setdefault(node, {})
             for host, status in diff.items():
@@ -246,7 +248,8 @@ class Leader:
         self.etcd.txn(self.guard(), [delete(self.keys.handover)])
 
     def guard(self):
-        """Holds only while our leader key is the one we created: a deposed leader writes nothing."""
+        """Holds only while our leader key is the one we created: a deposed leader writes
+        nothing."""
         return [value_is(self.keys.leader, self.me), created_at(self.keys.leader, self.key_rev)]
 
     # -- the leader's rule ----------------------------------------------------------------------
@@ -418,9 +421,11 @@ class Requests:
 
     def pause(self, by):
         leader = self.leader
-        record = pause_record(statuses(leader.view.table), time.time(), by=by)
-        if not leader.etcd.txn(leader.guard(), [jput(leader.keys.paused, record)]):
-            return False
+        writes, record = pause_writes(leader.keys, pause_record(statuses(leader.view.table),
+                                                                time.time(), by=by))
+        for ops in writes:  # the statuses in parts, the header in live/paused last
+            if not leader.etcd.txn(leader.guard(), ops):
+                return False
         leader.view.paused = record  # commits later in this tick are skipped, not queued
         return True
 
@@ -437,16 +442,15 @@ class Requests:
         record = leader.view.paused
         for n, batch in enumerate(batches):
             last = n == len(batches) - 1
-            record = dict(record, statuses=dict(record.get("statuses", {}),
-                                                **{h: b for h, _, b in batch}))
+            also, after = (pause_end(leader.keys), None) if last else \
+                fired_writes(leader.keys, record, {h: b for h, _, b in batch})
             if not leader.commit_all(
                     [dict(host=h, source=a, target=b, note="fired on resume",
                           write_table=False, run=True) for h, a, b in batch],
-                    also=[delete(leader.keys.paused) if last
-                          else jput(leader.keys.paused, record)], unpause=last):
+                    also=also, unpause=last):
                 return False
             if not last:
-                leader.view.paused = record
+                leader.view.paused = record = after
         return True
 
     def handover(self, key, to):

@@ -13,6 +13,7 @@ import time
 
 from . import clusterid
 from .keys import json_or_empty
+from .parts import pause_writes, refusal_report
 from .etcd import (TXN_OPS as BATCH, absent, delete, delete_range, jput, prefix_end, put,
                    value_is)
 from ..names import UNKNOWN
@@ -32,6 +33,13 @@ def survey(etcd, keys):
         if isinstance(job.get("id"), int):
             records[job["id"]] = job
     open_ids = sorted(int(k[len(keys.open):]) for k in live if k.startswith(keys.open))
+    parts = {k[len(keys.refusal_parts):]: v
+             for k, (v, *_) in etcd.range(keys.refusal_parts).items()}
+    for node, header in sorted(seen["refusals"].items()):
+        seen["refusals"][node] = refusal_report(node, header, parts)
+        if seen["refusals"][node] is None:
+            raise NotDone(f"node {node}'s refusal is being written, or went with its lease: "
+                          "run cluster-init again")
     seen.update(marker_raw=live.get(keys.marker, (None,))[0],
                 top_job=max(records, default=0), hosts=sorted(k[len(keys.table):] for k in table),
                 open={i: records.get(i) for i in open_ids})
@@ -150,12 +158,14 @@ def write(etcd, keys, seen, p):
                 note="open in etcd when the cluster was re-initialised: may have run; not run")))
         ops += [delete(keys.open_job(job_id)), delete(keys.claim(job_id))]
     last = [jput(keys.marker, p["marker"]), put(keys.seq, str(p["seq"])), delete(keys.leader)]
-    if p["paused"]:
-        last.append(jput(keys.paused, p["paused"]))
-    # The table's old entries go first, on their own: etcd refuses a delete and a put of one
+    first, pause = [delete_range(keys.table, prefix_end(keys.table))], []
+    if p["paused"]:  # its statuses in parts (parts.py), its header with the marker
+        *pause, header = pause_writes(keys, p["paused"])[0]
+        first.append(delete_range(keys.pause, prefix_end(keys.pause)))
+        last += header
+    # What is replaced is deleted first, on its own: etcd refuses a delete and a put of one
     # key in a transaction. The marker goes last: it is what releases the nodes.
-    batches = [[delete_range(keys.table, prefix_end(keys.table))]] + \
-        [ops[i:i + BATCH] for i in range(0, len(ops), BATCH)] + [last]
+    batches = [first] + [ops[i:i + BATCH] for i in range(0, len(ops), BATCH)] + pause + [last]
     for batch in batches:  # each moves the table's stamp: the nodes read table/ again
         if not etcd.txn(guard, batch + [put(keys.table_stamp, "")]):
             raise NotDone("etcd changed while cluster-init wrote (another cluster-init, or a "

@@ -72,11 +72,13 @@ class Synced:
 
 
 class Ranges:
-    """What a node keeps in step: every live node's opinions and the table."""
+    """What a node keeps in step: every live node's opinions, the table and the pause's
+    parts."""
 
     def __init__(self, keys):
         self.keys = keys
         self.table = Synced(keys.table)
+        self.pause = Synced(keys.pause)  # its stamp: live/paused, the header
         self.nodes = {}  # node -> Synced of opinion/NODE/
         self.read = 0  # keys read by the last refresh
         # What was read but not yet handed on: a refresh cut short by etcd hands it on later.
@@ -85,12 +87,13 @@ class Ranges:
     def reset(self):
         """Read every range whole at the next look, and compare with what was known (etcd was
         re-initialised: its revisions may have gone back)."""
-        for synced in [self.table, *self.nodes.values()]:
+        for synced in [self.table, self.pause, *self.nodes.values()]:
             synced.stamp = NEVER
 
-    def refresh(self, etcd, stamps, table_stamp):
+    def refresh(self, etcd, stamps, table_stamp, paused_stamp=None):
         """stamps: {node: stamp} of live/stamp/; -> ({node: {host: status or None}} and
-        {host: entry bytes or None} of what changed since the last refresh."""
+        {host: entry bytes or None} of what changed since the last refresh. The pause's parts
+        are in self.pause.known while live/paused exists."""
         opinions = self.opinions
         for node in [n for n in self.nodes if n not in stamps]:
             opinions.setdefault(node, {}).update(self.nodes.pop(node).gone())
@@ -104,6 +107,11 @@ class Ranges:
                     (h, v.decode() if v is not None else None) for h, v in diff.items())
         self.entries.update(self.table.refresh(etcd, table_stamp))
         self.read += self.table.read
+        if paused_stamp is not None:
+            self.pause.refresh(etcd, paused_stamp)
+            self.read += self.pause.read
+        elif self.pause.stamp is not None:
+            self.pause.gone()
         done = opinions, self.entries
         self.opinions, self.entries = {}, {}
         return done
