@@ -150,6 +150,37 @@ def agent_pid(node, proxy_ports):
     return None
 
 
+def package_of(sup, timeout=60.0):
+    """The folder supervisor sup imported hadaemon from: fork._environment puts the package's
+    own place first on the PYTHONPATH of the children it execs (the action runner), and
+    /proc/PID/environ shows a process's environment as it was given. None if no runner came."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in children(sup):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+            except OSError:
+                continue
+            if argv[1:3] == [b"-m", b"hadaemon.runner"]:
+                return Path(env[b"PYTHONPATH"].decode().split(os.pathsep)[0]).resolve()
+        time.sleep(0.2)
+    return None
+
+
+def check_package(nodes, tree):
+    """Every node's supervisor runs tree's package, or the run stops here: a side that ran the
+    other side's code would print the other side's figures under its own name."""
+    for node in nodes:
+        loaded = package_of(node.daemon.pid)
+        if loaded != Path(tree).resolve():
+            sys.exit(f"cluster_scale: node {node.name}'s supervisor (pid {node.daemon.pid}) "
+                     f"imported hadaemon from {loaded}, not from {tree}: the side would measure "
+                     "other code")
+
+
 def checks_text(home, hosts):
     """The checks of a node: hosts/1000 scripts, each cat'ing 1000 hosts, every 5 s."""
     data = home / "hosts"
@@ -184,6 +215,7 @@ def run_side(tree, hosts, seconds, within):
         t0 = time.monotonic()
         for node in nodes:
             node.start()
+        check_package(nodes, tree)
         deadline = t0 + within
         counts = [0] * len(nodes)
         while time.monotonic() < deadline:
