@@ -179,6 +179,7 @@ def check_package(nodes, tree):
             sys.exit(f"cluster_scale: node {node.name}'s supervisor (pid {node.daemon.pid}) "
                      f"imported hadaemon from {loaded}, not from {tree}: the side would measure "
                      "other code")
+    print(f"{', '.join(n.name for n in nodes)}: hadaemon imported from {tree}", file=sys.stderr)
 
 
 def checks_text(home, hosts):
@@ -199,7 +200,10 @@ def checks_text(home, hosts):
 def run_side(tree, hosts, seconds, within):
     """One side: the figures of a run with the daemons of tree."""
     base = Path(tempfile.mkdtemp(prefix="hadaemon-cluster-scale-", dir="/var/tmp"))
-    os.environ["PYTHONPATH"] = str(tree)
+    # The daemons and their CLI are `python -m hadaemon` from this script's folder: without
+    # PYTHONSAFEPATH that folder comes first on their path, before PYTHONPATH, and every side
+    # would import the tree the script was started in.
+    os.environ.update(PYTHONPATH=str(tree), PYTHONSAFEPATH="1")
     etcd = Etcd(base / "etcd")
     nodes, proxies = [], {}
     try:
