@@ -14,8 +14,10 @@ crosses the wire, both ways, HTTP included; etcd's own count of its clients' gRP
 etcd (the runner, an exec'd process, has a command line of its own).
 
 With --commit OLD the same run is made with the daemons of a worktree of OLD (bench/versus.py's
-checkout), the sides taking turns, so that both meet the same machine. A side that does not
-commit every host within --within seconds is reported as such, with what it had committed.
+checkout, removed at the end), the sides taking turns, so that both meet the same machine.
+Each side reads which tree every supervisor imported hadaemon from and stops if it is not its
+own. A side that does not commit every host within --within seconds is reported as such, with
+what it had committed.
 """
 
 import argparse
@@ -36,11 +38,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from cluster import ask  # noqa: E402
 from etcdkit import ETCD, Etcd, Node  # noqa: E402
 from harness import children, cpu, print_table  # noqa: E402
-from versus import checkout  # noqa: E402
+from versus import checkout, remove  # noqa: E402
 
 NAMES = ("n1", "n2", "n3")
 PER_CHECK = 1000  # protocol.MAX_RESULTS
 TTL = 10
+WITHIN = 300.0  # --within's default
 
 
 class Proxy:
@@ -264,11 +267,20 @@ def run_side(tree, hosts, seconds, within):
             shutil.rmtree(base, ignore_errors=True)
 
 
+def figures(f, within):
+    """A side's cells of the table."""
+    if f["committed_s"] is None:
+        return [f"not all in {within:g}s ({f['committed']} on the slowest node)",
+                "-", "-", "-", "-", "-", "-"]
+    return [f["committed_s"], f["bytes_s"] / 1024, f["grpc_s"] / 1024,
+            f["leader_ms"], f["follower_ms"], f["sup_ms_s"], f["etcd_ms_s"]]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hosts", type=int, default=10000)
     p.add_argument("--seconds", type=float, default=30.0, help="at rest, measured")
-    p.add_argument("--within", type=float, default=300.0,
+    p.add_argument("--within", type=float, default=WITHIN,
                    help="seconds for every host to be committed on every node")
     p.add_argument("--commit", help="also run the daemons of this commit, side by side")
     p.add_argument("--rounds", type=int, default=1)
@@ -279,18 +291,16 @@ def main():
     if args.commit:
         sides.insert(0, (args.commit, checkout(args.commit)))
     rows = []
-    for r in range(args.rounds):
-        for label, tree in (sides if r % 2 == 0 else sides[::-1]):
-            f = run_side(tree, args.hosts, args.seconds, args.within)
-            if f["committed_s"] is None:
-                rows.append([label, args.hosts, f"not all in {args.within:g}s "
-                             f"({f['committed']} on the slowest node)", "-", "-", "-", "-", "-",
-                             "-"])
-                continue
-            rows.append([label, args.hosts, f["committed_s"], f["bytes_s"] / 1024,
-                         f["grpc_s"] / 1024,
-                         f["leader_ms"], f["follower_ms"], f["sup_ms_s"], f["etcd_ms_s"]])
+    try:
+        for r in range(args.rounds):
+            for label, tree in (sides if r % 2 == 0 else sides[::-1]):
+                rows.append([label, args.hosts, *figures(
+                    run_side(tree, args.hosts, args.seconds, args.within), args.within)])
+    finally:
+        if args.commit:
+            remove(sides[0][1])
     command = f"python bench/cluster_scale.py --hosts {args.hosts} --seconds {args.seconds:g}" \
+        + (f" --within {args.within:g}" if args.within != WITHIN else "") \
         + (f" --commit {args.commit} --rounds {args.rounds}" if args.commit else "")
     print_table(f"Cluster mode at rest: 3 nodes, 3 etcd members, {args.hosts} hosts",
                 ["daemons", "hosts", "all committed (s)", "traffic on the wire KiB/s",
