@@ -14,8 +14,10 @@ crosses the wire, both ways, HTTP included; etcd's own count of its clients' gRP
 etcd (the runner, an exec'd process, has a command line of its own).
 
 With --commit OLD the same run is made with the daemons of a worktree of OLD (bench/versus.py's
-checkout), the sides taking turns, so that both meet the same machine. A side that does not
-commit every host within --within seconds is reported as such, with what it had committed.
+checkout, removed at the end), the sides taking turns, so that both meet the same machine.
+Each side reads which tree every supervisor imported hadaemon from and stops if it is not its
+own. A side that does not commit every host within --within seconds is reported as such, with
+what it had committed.
 """
 
 import argparse
@@ -36,11 +38,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from cluster import ask  # noqa: E402
 from etcdkit import ETCD, Etcd, Node  # noqa: E402
 from harness import children, cpu, print_table  # noqa: E402
-from versus import checkout  # noqa: E402
+from versus import checkout, remove  # noqa: E402
 
 NAMES = ("n1", "n2", "n3")
 PER_CHECK = 1000  # protocol.MAX_RESULTS
 TTL = 10
+WITHIN = 300.0  # --within's default
 
 
 class Proxy:
@@ -150,6 +153,38 @@ def agent_pid(node, proxy_ports):
     return None
 
 
+def package_of(sup, timeout=60.0):
+    """The folder supervisor sup imported hadaemon from: fork._environment puts the package's
+    own place first on the PYTHONPATH of the children it execs (the action runner), and
+    /proc/PID/environ shows a process's environment as it was given. None if no runner came."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in children(sup):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+            except OSError:
+                continue
+            if argv[1:3] == [b"-m", b"hadaemon.runner"]:
+                return Path(env[b"PYTHONPATH"].decode().split(os.pathsep)[0]).resolve()
+        time.sleep(0.2)
+    return None
+
+
+def check_package(nodes, tree):
+    """Every node's supervisor runs tree's package, or the run stops here: a side that ran the
+    other side's code would print the other side's figures under its own name."""
+    for node in nodes:
+        loaded = package_of(node.daemon.pid)
+        if loaded != Path(tree).resolve():
+            sys.exit(f"cluster_scale: node {node.name}'s supervisor (pid {node.daemon.pid}) "
+                     f"imported hadaemon from {loaded}, not from {tree}: the side would measure "
+                     "other code")
+    print(f"{', '.join(n.name for n in nodes)}: hadaemon imported from {tree}", file=sys.stderr)
+
+
 def checks_text(home, hosts):
     """The checks of a node: hosts/1000 scripts, each cat'ing 1000 hosts, every 5 s."""
     data = home / "hosts"
@@ -168,7 +203,10 @@ def checks_text(home, hosts):
 def run_side(tree, hosts, seconds, within):
     """One side: the figures of a run with the daemons of tree."""
     base = Path(tempfile.mkdtemp(prefix="hadaemon-cluster-scale-", dir="/var/tmp"))
-    os.environ["PYTHONPATH"] = str(tree)
+    # The daemons and their CLI are `python -m hadaemon` from this script's folder: without
+    # PYTHONSAFEPATH that folder comes first on their path, before PYTHONPATH, and every side
+    # would import the tree the script was started in.
+    os.environ.update(PYTHONPATH=str(tree), PYTHONSAFEPATH="1")
     etcd = Etcd(base / "etcd")
     nodes, proxies = [], {}
     try:
@@ -184,6 +222,7 @@ def run_side(tree, hosts, seconds, within):
         t0 = time.monotonic()
         for node in nodes:
             node.start()
+        check_package(nodes, tree)
         deadline = t0 + within
         counts = [0] * len(nodes)
         while time.monotonic() < deadline:
@@ -228,11 +267,20 @@ def run_side(tree, hosts, seconds, within):
             shutil.rmtree(base, ignore_errors=True)
 
 
+def figures(f, within):
+    """A side's cells of the table."""
+    if f["committed_s"] is None:
+        return [f"not all in {within:g}s ({f['committed']} on the slowest node)",
+                "-", "-", "-", "-", "-", "-"]
+    return [f["committed_s"], f["bytes_s"] / 1024, f["grpc_s"] / 1024,
+            f["leader_ms"], f["follower_ms"], f["sup_ms_s"], f["etcd_ms_s"]]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hosts", type=int, default=10000)
     p.add_argument("--seconds", type=float, default=30.0, help="at rest, measured")
-    p.add_argument("--within", type=float, default=300.0,
+    p.add_argument("--within", type=float, default=WITHIN,
                    help="seconds for every host to be committed on every node")
     p.add_argument("--commit", help="also run the daemons of this commit, side by side")
     p.add_argument("--rounds", type=int, default=1)
@@ -243,18 +291,16 @@ def main():
     if args.commit:
         sides.insert(0, (args.commit, checkout(args.commit)))
     rows = []
-    for r in range(args.rounds):
-        for label, tree in (sides if r % 2 == 0 else sides[::-1]):
-            f = run_side(tree, args.hosts, args.seconds, args.within)
-            if f["committed_s"] is None:
-                rows.append([label, args.hosts, f"not all in {args.within:g}s "
-                             f"({f['committed']} on the slowest node)", "-", "-", "-", "-", "-",
-                             "-"])
-                continue
-            rows.append([label, args.hosts, f["committed_s"], f["bytes_s"] / 1024,
-                         f["grpc_s"] / 1024,
-                         f["leader_ms"], f["follower_ms"], f["sup_ms_s"], f["etcd_ms_s"]])
+    try:
+        for r in range(args.rounds):
+            for label, tree in (sides if r % 2 == 0 else sides[::-1]):
+                rows.append([label, args.hosts, *figures(
+                    run_side(tree, args.hosts, args.seconds, args.within), args.within)])
+    finally:
+        if args.commit:
+            remove(sides[0][1])
     command = f"python bench/cluster_scale.py --hosts {args.hosts} --seconds {args.seconds:g}" \
+        + (f" --within {args.within:g}" if args.within != WITHIN else "") \
         + (f" --commit {args.commit} --rounds {args.rounds}" if args.commit else "")
     print_table(f"Cluster mode at rest: 3 nodes, 3 etcd members, {args.hosts} hosts",
                 ["daemons", "hosts", "all committed (s)", "traffic on the wire KiB/s",

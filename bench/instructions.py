@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from harness import NO_RECYCLING, ROOT, Daemon, Home, print_table
-from versus import checkout
+from versus import checkout, remove
 
 WORKERS = 2
 
@@ -116,8 +116,7 @@ def main():
                     "python bench/instructions.py " + " ".join(sys.argv[1:]))
     finally:
         if old:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)])
-            shutil.rmtree(old.parent, ignore_errors=True)
+            remove(old)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,12 @@ def checkout(commit):
     return where
 
 
+def remove(where):
+    """The worktree checkout() made, and its temporary folder."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)])
+    shutil.rmtree(where.parent, ignore_errors=True)
+
+
 def run(tree, label, bench):
     """The benchmark from tree's bench/ folder, importing tree's package."""
     env = dict(os.environ, PYTHONPATH=str(tree))
@@ -58,8 +64,7 @@ def main():
             for tree, label in (sides if n % 2 == 0 else sides[::-1]):
                 run(tree, f"round {n + 1}: {label}", bench)
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)])
-        shutil.rmtree(old.parent, ignore_errors=True)
+        remove(old)
 
 
 if __name__ == "__main__":
