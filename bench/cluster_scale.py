@@ -225,10 +225,15 @@ def run_side(tree, hosts, seconds, within):
         check_package(nodes, tree)
         deadline = t0 + within
         counts = [0] * len(nodes)
+        said = t0
         while time.monotonic() < deadline:
             counts = [up_hosts(n) for n in nodes]
             if all(c == hosts for c in counts):
                 break
+            if time.monotonic() - said > 30:  # a long run shows how far it is
+                said = time.monotonic()
+                print(f"{said - t0:.0f}s: committed up on " + ", ".join(
+                    f"{n.name} {c}" for n, c in zip(nodes, counts)), file=sys.stderr)
             time.sleep(1.0)
         committed_s = time.monotonic() - t0 if all(c == hosts for c in counts) else None
         if committed_s is None:
