@@ -5,9 +5,9 @@ the supervisors' and etcd's CPU, and how long the first commit of every host too
     python bench/cluster_scale.py [--hosts 10000] [--seconds 30] [--commit OLD] [--rounds 1]
 
 Three etcd members and three nodes run on loopback as real processes. Each node runs N/1000
-checks; each prints 1000 hosts as one JSON array (a check may report at most 1000), every 5
-seconds, always `up`: once all are committed nothing changes. Every node reaches etcd through
-a byte-counting proxy of this script's own (one per node and member), so the traffic is what
+checks; each prints 1000 hosts as one JSON array (a check may report at most 1000), every
+--interval seconds (5), always `up`: once all are committed nothing changes. Every node reaches
+etcd through a byte-counting proxy of this script's own (one per node and member), so the traffic is what
 crosses the wire, both ways, HTTP included; etcd's own count of its clients' gRPC bytes (its
 /metrics) is shown beside it. A tick is one look at etcd (`poll` seconds: ttl/20,
 0.5 s at the default ttl of 10). The agent is told from the workers by its connections to
@@ -185,8 +185,8 @@ def check_package(nodes, tree):
     print(f"{', '.join(n.name for n in nodes)}: hadaemon imported from {tree}", file=sys.stderr)
 
 
-def checks_text(home, hosts):
-    """The checks of a node: hosts/1000 scripts, each cat'ing 1000 hosts, every 5 s."""
+def checks_text(home, hosts, interval):
+    """The checks of a node: hosts/1000 scripts, each cat'ing 1000 hosts, every interval s."""
     data = home / "hosts"
     data.mkdir(parents=True, exist_ok=True)
     lines, sections = [], []
@@ -196,11 +196,11 @@ def checks_text(home, hosts):
                                     for i in range(k, min(hosts, k + PER_CHECK))]))
         name = f"many_{k // PER_CHECK}"
         lines.append(name)
-        sections.append(f"[check:{name}]\nscript = many\nargs = {part}\ninterval = 5\n")
+        sections.append(f"[check:{name}]\nscript = many\nargs = {part}\ninterval = {interval:g}\n")
     return "\n".join(lines) + "\n\n" + "\n".join(sections)
 
 
-def run_side(tree, hosts, seconds, within):
+def run_side(tree, hosts, seconds, within, interval):
     """One side: the figures of a run with the daemons of tree."""
     base = Path(tempfile.mkdtemp(prefix="hadaemon-cluster-scale-", dir="/var/tmp"))
     # The daemons and their CLI are `python -m hadaemon` from this script's folder: without
@@ -216,7 +216,7 @@ def run_side(tree, hosts, seconds, within):
             proxies[name] = [Proxy(("127.0.0.1", p)) for p in etcd.client_ports]
             endpoints = ",".join(f"http://127.0.0.1:{p.port}" for p in proxies[name])
             node = Node(base / name, name, endpoints, TTL,
-                        checks=checks_text(base / name, hosts))
+                        checks=checks_text(base / name, hosts, interval))
             node.script("checks", "many", '#!/bin/sh\nexec cat "$1"\n')
             nodes.append(node)
         t0 = time.monotonic()
@@ -289,6 +289,8 @@ def main():
                    help="seconds for every host to be committed on every node")
     p.add_argument("--commit", help="also run the daemons of this commit, side by side")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--interval", type=float, default=5.0,
+                   help="seconds between two runs of each check (of 1000 hosts)")
     args = p.parse_args()
     if not ETCD:
         sys.exit("etcd is not installed (apt-get install etcd-server etcd-client)")
@@ -300,12 +302,14 @@ def main():
         for r in range(args.rounds):
             for label, tree in (sides if r % 2 == 0 else sides[::-1]):
                 rows.append([label, args.hosts, *figures(
-                    run_side(tree, args.hosts, args.seconds, args.within), args.within)])
+                    run_side(tree, args.hosts, args.seconds, args.within, args.interval),
+                    args.within)])
     finally:
         if args.commit:
             remove(sides[0][1])
     command = f"python bench/cluster_scale.py --hosts {args.hosts} --seconds {args.seconds:g}" \
         + (f" --within {args.within:g}" if args.within != WITHIN else "") \
+        + (f" --interval {args.interval:g}" if args.interval != 5 else "") \
         + (f" --commit {args.commit} --rounds {args.rounds}" if args.commit else "")
     print_table(f"Cluster mode at rest: 3 nodes, 3 etcd members, {args.hosts} hosts",
                 ["daemons", "hosts", "all committed (s)", "traffic on the wire KiB/s",

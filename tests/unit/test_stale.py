@@ -64,3 +64,20 @@ def test_freshness_says_which_checks_report_a_host():
     f.update([b], {}, 3.0)  # a reload removed a
     assert f.reporting("h1") == ["b"] and f.reporting("h2") == []
 
+
+
+def test_many_hosts_stale_at_once_are_one_line_per_check(caplog):
+    """A stuck pool at 100 000 hosts must not log a line per host each way."""
+    a, b = (SimpleNamespace(id=cid, interval=1.0, timeout=1.0, host="") for cid in "ab")
+    f = stale.Freshness()
+    f.update([a, b], {}, 0.0)
+    f.result("a", [f"h{i:03d}" for i in range(100)], 1.0)
+    f.result("b", [f"h{i:03d}" for i in range(90, 130)], 1.0)
+    with caplog.at_level(logging.INFO, "hadaemon"):
+        assert f.update([a, b], {}, 5.1) and len(f.stale) == 130
+        f.result("a", [], 6.0)
+        f.result("b", [], 6.0)
+        f.update([a, b], {}, 6.5)
+    assert [r.getMessage().split(": check")[0] for r in caplog.records] == [
+        "100 hosts stale (h000, h001 ... h099)", "30 hosts stale (h100, h101 ... h129)",
+        "130 hosts no longer stale (h000, h001 ... h129)"]
