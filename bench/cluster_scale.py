@@ -8,9 +8,9 @@ Three etcd members and three nodes run on loopback as real processes. Each node 
 checks; each prints 1000 hosts as one JSON array (a check may report at most 1000), every
 --interval seconds (5), always `up`: once all are committed nothing changes. Every node
 reaches etcd through a byte-counting proxy of this script's own (one per node and member), so
-the traffic is what crosses the wire, both ways, HTTP included; etcd's own count of its clients' gRPC bytes (its
-/metrics) is shown beside it. A tick is one look at etcd (`poll` seconds: ttl/20,
-0.5 s at the default ttl of 10). The agent is told from the workers by its connections to
+the traffic is what crosses the wire, both ways, HTTP included; etcd's own count of its
+clients' gRPC bytes (its /metrics) is shown beside it. A tick is one look at etcd (`poll`
+seconds: ttl/20, 0.5 s at the default ttl of 10). The agent is told from the workers by its connections to
 etcd (the runner, an exec'd process, has a command line of its own).
 
 With --commit OLD the same run is made with the daemons of a worktree of OLD (bench/versus.py's
