@@ -10,8 +10,8 @@ checks; each prints 1000 hosts as one JSON array (a check may report at most 100
 reaches etcd through a byte-counting proxy of this script's own (one per node and member), so
 the traffic is what crosses the wire, both ways, HTTP included; etcd's own count of its
 clients' gRPC bytes (its /metrics) is shown beside it. A tick is one look at etcd (`poll`
-seconds: ttl/20, 0.5 s at the default ttl of 10). The agent is told from the workers by its connections to
-etcd (the runner, an exec'd process, has a command line of its own).
+seconds: ttl/20, 0.5 s at the default ttl of 10). The agent is told from the workers by its
+connections to etcd (the runner, an exec'd process, has a command line of its own).
 
 With --commit OLD the same run is made with the daemons of a worktree of OLD (bench/versus.py's
 checkout, removed at the end), the sides taking turns, so that both meet the same machine.
