@@ -100,6 +100,16 @@ def delete_range(start, end):
     return {"request_delete_range": {"key": _b64(start), "range_end": _b64(end)}}
 
 
+def read_keys(etcd, keys):
+    """{key: (value, lease, create, mod revision)} of those of keys that exist, TXN_OPS keys
+    per read-only transaction (one request per key made a burst of n jobs cost n² requests)."""
+    found = {}
+    for i in range(0, len(keys), TXN_OPS):
+        for kvs in etcd.read(keys=keys[i:i + TXN_OPS])[1]:
+            found.update(kvs)
+    return found
+
+
 def jput(key, obj, lease=None):
     return put(key, json.dumps(obj, sort_keys=True), lease)
 
@@ -174,6 +184,14 @@ class Etcd:
                 return found, count, revision
             request = dict(request, key=_b64(_unb64(page[-1]["key"]) + b"\0"),
                            revision=revision)
+
+    def last(self, prefix):
+        """The highest key under prefix, or None if there is none."""
+        answer = self._post("/kv/range", {
+            "key": _b64(prefix), "range_end": _b64(prefix_end(prefix)), "limit": 1,
+            "sort_order": "DESCEND", "sort_target": "KEY", "keys_only": True})
+        kvs = answer.get("kvs") or []
+        return _unb64(kvs[0]["key"]).decode() if kvs else None
 
     def read(self, prefixes=(), keys=()):
         """Several prefixes and keys in one linearizable look (a read-only transaction):

@@ -15,7 +15,7 @@ from . import clusterid
 from .keys import json_or_empty
 from .parts import pause_writes, refusal_report
 from .etcd import (TXN_OPS as BATCH, absent, delete, delete_range, jput, prefix_end, put,
-                   value_is)
+                   read_keys, value_is)
 from ..names import UNKNOWN
 
 
@@ -26,13 +26,19 @@ class NotDone(Exception):
 
 def survey(etcd, keys):
     """What etcd holds now: clusterid.found() plus what a re-initialisation rewrites."""
-    (live, jobs, table), seen = clusterid.look(etcd, keys, keys.jobs, keys.table)
+    (live,), seen = clusterid.look(etcd, keys)
+    # Read apart, in pages or by key, not in the look's one answer: at 100 000 hosts the table
+    # alone outlasts a request's timeout. What the write relies on (the marker and the job
+    # counter, as the look saw them) guards it.
+    open_ids = sorted(int(k[len(keys.open):]) for k in live if k.startswith(keys.open))
     records = {}
-    for key, (value, *_) in jobs.items():
+    for value, *_ in read_keys(etcd, [keys.job(i) for i in open_ids]).values():
         job = json_or_empty(value)
         if isinstance(job.get("id"), int):
             records[job["id"]] = job
-    open_ids = sorted(int(k[len(keys.open):]) for k in live if k.startswith(keys.open))
+    last = (etcd.last(keys.jobs) or keys.jobs)[len(keys.jobs):]
+    top_job = max([*records, int(last) if last.isdigit() else 0])
+    hosts = sorted(k[len(keys.table):] for k in etcd.range(keys.table))
     parts = {k[len(keys.refusal_parts):]: v
              for k, (v, *_) in etcd.range(keys.refusal_parts).items()}
     for node, header in sorted(seen["refusals"].items()):
@@ -41,8 +47,7 @@ def survey(etcd, keys):
             raise NotDone(f"node {node}'s refusal is being written, or went with its lease: "
                           "run cluster-init again")
     seen.update(marker_raw=live.get(keys.marker, (None,))[0],
-                top_job=max(records, default=0), hosts=sorted(k[len(keys.table):] for k in table),
-                open={i: records.get(i) for i in open_ids})
+                top_job=top_job, hosts=hosts, open={i: records.get(i) for i in open_ids})
     return seen
 
 

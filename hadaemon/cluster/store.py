@@ -21,8 +21,8 @@ from dataclasses import replace
 from .. import history
 from ..job import Fenced, Job, State, StepRecord, next_step
 from ..names import UNKNOWN
-from .etcd import (TXN_OPS, EtcdCompacted, EtcdUnavailable, absent, delete, delete_range, jput,
-                   put, value_is)
+from .etcd import (EtcdCompacted, EtcdUnavailable, absent, delete, delete_range, jput, put,
+                   read_keys, value_is)
 from .jobs import AT_COMMIT, environment
 from .keys import json_or_empty
 
@@ -152,15 +152,8 @@ class EtcdJournal:
     def open_jobs(self, open_ids):
         """[(stored bytes, job dict)] of the given open ids: fence jobs first, then in id
         order."""
-        jobs = []
-        # TXN_OPS keys per read: one request per job made a burst of n jobs cost n² requests
-        # (each next_job reads every open one).
-        for i in range(0, len(open_ids), TXN_OPS):
-            keys = [self._keys.job(job_id) for job_id in open_ids[i:i + TXN_OPS]]
-            _, found, _ = self._etcd.read(keys=keys)
-            for got in found:
-                for raw, *_ in got.values():
-                    jobs.append((raw, json.loads(raw)))
+        found = read_keys(self._etcd, [self._keys.job(job_id) for job_id in open_ids])
+        jobs = [(raw, json.loads(raw)) for raw, *_ in found.values()]
         return sorted(jobs, key=lambda j: (j[1].get("kind") != "fence", j[1]["id"]))
 
     def next_job(self, gate):
