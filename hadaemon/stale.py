@@ -11,11 +11,9 @@ watching is restarted.
 import logging
 
 from .commit import result_lifetime
+from .hostlog import log_hosts
 
 log = logging.getLogger("hadaemon")
-# Hosts that go stale (or fresh) at once beyond this are logged in one line per check: a pool
-# stuck for a moment at 100 000 hosts would otherwise log 100 000 lines, each way.
-LOG_HOSTS = 20
 
 
 def limit(check):
@@ -37,11 +35,6 @@ def stale_checks(checks, last, now):
 def stale_hosts(stale, hosts):
     """The hosts reported by a stale check: `hosts` maps a check id to the hosts it reports."""
     return sorted({h for cid in stale for h in hosts.get(cid, ())})
-
-
-def _span(hosts):
-    """A few of sorted hosts, for a log line."""
-    return ", ".join(hosts) if len(hosts) <= 3 else f"{hosts[0]}, {hosts[1]} ... {hosts[-1]}"
 
 
 class Freshness:
@@ -82,27 +75,17 @@ class Freshness:
         checks_now = stale_checks(checks, self.last, now)
         hosts_now = stale_hosts(checks_now, self.hosts)
         by_id = {c.id: c for c in checks}
-        newly = sorted(set(hosts_now) - set(self.stale))
         by_check = {}  # stale check -> the hosts it makes stale now, each under its first check
-        for host in newly:
+        for host in sorted(set(hosts_now) - set(self.stale)):
             cid = min(c for c in checks_now if host in self.hosts.get(c, ()))
             by_check.setdefault(cid, []).append(host)
         for cid, hosts in sorted(by_check.items()):
-            why = (checks_now[cid], limit(by_id[cid]))
-            if len(newly) <= LOG_HOSTS:
-                for host in hosts:
-                    log.warning("%s: stale: check %s has had no result for %.1fs (more than 2 x "
-                                "interval + timeout = %.1fs)", host, cid, *why)
-            else:
-                log.warning("%d hosts stale (%s): check %s has had no result for %.1fs (more "
-                            "than 2 x interval + timeout = %.1fs)", len(hosts), _span(hosts),
-                            cid, *why)
-        fresh = sorted(set(self.stale) - set(hosts_now))
-        if len(fresh) > LOG_HOSTS:
-            log.info("%d hosts no longer stale (%s)", len(fresh), _span(fresh))
-        else:
-            for host in fresh:
-                log.info("%s: no longer stale", host)
+            log_hosts(logging.WARNING, hosts, "%s: stale: check %s has had no result for %.1fs "
+                      "(more than 2 x interval + timeout = %.1fs)", "%d hosts stale (%s): check "
+                      "%s has had no result for %.1fs (more than 2 x interval + timeout = %.1fs)",
+                      cid, checks_now[cid], limit(by_id[cid]))
+        log_hosts(logging.INFO, sorted(set(self.stale) - set(hosts_now)), "%s: no longer stale",
+                  "%d hosts no longer stale (%s)")
         for cid in sorted(set(checks_now) - set(self.checks)):
             if not self.hosts.get(cid):
                 log.warning("check %s: stale: no result for %.1fs (more than 2 x interval + "

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -1082,6 +1083,10 @@ def test_thousands_of_hosts_commit_and_a_look_at_rest_reads_live_alone(cluster, 
     n1.cli("reload", check=True)
     wait_for(lambda: set(n1.cluster().get("unobserved", ())) == last, 30,
              "the last thousand unobserved")
+    # said in a line or a few, not in a thousand
+    said = re.findall(r"(\d+) hosts unobserved \(h0\d+, h0\d+ \.\.\. h0\d+\): no live node "
+                      r"reports them; they keep their committed status down", n1.daemon_log())
+    assert sum(map(int, said)) == 1000 and len(said) <= 10, said
     r = n3.cli("forget", "h02000")
     assert r.returncode == 0 and "h02000 forgotten" in r.stdout, r
     for n in (n1, n3):

@@ -62,16 +62,17 @@ def write_node_key(etcd, keys, me, lease):
 
 
 def publication(keys, me, lease, opinions, hosts, batch=BATCH):
-    """[(hosts, ops)]: the transactions that publish this node's opinions of `hosts` (status,
-    or deleted if it has none now), at most `batch` hosts each, each moving its stamp."""
+    """(hosts, ops) of each transaction that publishes this node's opinions of `hosts`
+    (status, or deleted if it has none now), at most `batch` hosts each, each moving its
+    stamp. Made one at a time, as they are sent: building 1000 of them to send a few (a tick
+    sends what a keepalive interval allows) cost a second a tick at 100 000 hosts, long enough
+    for the lease to expire, and a node joining again publishes everything again."""
     hosts = sorted(hosts)
-    result = []
     for i in range(0, len(hosts), batch):
         part = hosts[i:i + batch]
         ops = [put(keys.opinions(me) + h, opinions[h], lease) if h in opinions
                else delete(keys.opinions(me) + h) for h in part]
-        result.append((part, ops + [put(keys.stamp(me), str(len(opinions)), lease)]))
-    return result
+        yield part, ops + [put(keys.stamp(me), str(len(opinions)), lease)]
 
 
 class Agent:

@@ -16,6 +16,7 @@ from .. import runner, wire
 from ..children import Child
 from ..commit import Committer
 from ..fork import fork_with_socket
+from ..hostlog import log_hosts
 from ..names import UNKNOWN, valid_host
 from ..requests import refuse_transition, unreported
 from ..stream import Members
@@ -96,19 +97,24 @@ class ClusterBackend:
     def _settle(self, hosts):
         """After a report: what the changes of `hosts` mean for the mirror (a host out of the
         cluster's table leaves it) and for the hosts no live node reports."""
+        lost, back = [], []
         for host in sorted(hosts):
             if host in self.hosts.entries and host not in self.table_hosts:
                 self._drop_forgotten(host)
             if host in self.hosts.entries and not self.votes.get(host):
                 if host not in self.unobserved:
                     self.unobserved.add(host)
-                    log.warning("%s: unobserved: no live node reports it; it keeps its "
-                                "committed status %s, unwatched", host,
-                                self.hosts.entries[host].get("status", UNKNOWN))
+                    lost.append(host)
             elif host in self.unobserved:
                 self.unobserved.discard(host)
                 if host in self.hosts.entries:
-                    log.info("%s: observed again", host)
+                    back.append(host)
+        for status in sorted({self.hosts.entries[h].get("status", UNKNOWN) for h in lost}):
+            log_hosts(logging.WARNING, [h for h in lost if self.hosts.entries[h].get(
+                "status", UNKNOWN) == status], "%s: unobserved: no live node reports it; it "
+                "keeps its committed status %s, unwatched", "%d hosts unobserved (%s): no live "
+                "node reports them; they keep their committed status %s, unwatched", status)
+        log_hosts(logging.INFO, back, "%s: observed again", "%d hosts observed again (%s)")
 
     def _drop_forgotten(self, host):
         """The mirror holds the cluster's table and the hosts this node reports, nothing else:

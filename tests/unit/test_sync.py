@@ -47,7 +47,7 @@ def look(etcd, ranges):
 
 def test_a_node_publishes_what_changed_in_batches_each_with_its_stamp():
     opinions = {f"h{i:03d}": "up" for i in range(250)}
-    batches = publication(KEYS, "n1", 7, opinions, set(opinions) | {"gone"})
+    batches = list(publication(KEYS, "n1", 7, opinions, set(opinions) | {"gone"}))
     assert [len(hosts) for hosts, _ in batches] == [100, 100, 51]
     for hosts, ops in batches:
         assert len(ops) == len(hosts) + 1 and ops[-1] == put(KEYS.stamp("n1"), "250", 7)
