@@ -13,7 +13,7 @@ from ..statuses import undeclared
 from .keys import Keys
 
 NOT_RUNNING = 3
-OUTCOME_WAIT = 30  # seconds `forget` waits for the leader's answer
+OUTCOME_WAIT = 30  # seconds `forget` waits for the leader's answer, unless --wait says
 A_HOST = "a host name (letters, digits, '.', '-', '_', ':')"
 
 
@@ -49,16 +49,16 @@ def ask(home, message):
         raise SystemExit(NOT_RUNNING)
 
 
-def outcome(home, request_id, what):
+def outcome(home, request_id, what, wait=OUTCOME_WAIT):
     """Cluster mode: the leader's answer to a request it answers (forget), asked of this node's
-    daemon until it has it (the leader serves requests within a poll)."""
-    deadline = time.monotonic() + OUTCOME_WAIT
+    daemon until it has it (the leader serves requests within a poll), for `wait` seconds."""
+    deadline = time.monotonic() + wait
     while True:
         answer = ask(home, {"cmd": "outcome", "id": request_id})
         if not answer.get("pending"):
             return answer
         if time.monotonic() > deadline:
-            click.echo(f"hadaemon: {what}: no answer from the leader within {OUTCOME_WAIT}s "
+            click.echo(f"hadaemon: {what}: no answer from the leader within {wait:g}s "
                        "(`hadaemon status` says whether there is one, and whether this node "
                        "is joined); the request is served once a leader gets it", err=True)
             raise SystemExit(1)
@@ -66,7 +66,7 @@ def outcome(home, request_id, what):
 
 
 def register(main, home_of):
-    def request(ctx, message, done):
+    def request(ctx, message, done, wait=OUTCOME_WAIT):
         home = home_of(ctx)
         answer = ask(home, message)
         if message["cmd"] == "handover" and answer.get("error", "").startswith(
@@ -75,7 +75,7 @@ def register(main, home_of):
                        f"{home.checks_conf})", err=True)
             raise SystemExit(1)
         if answer.get("ok") and answer.get("pending"):
-            answer = outcome(home, answer["pending"], message["cmd"])
+            answer = outcome(home, answer["pending"], message["cmd"], wait)
         if not answer.get("ok"):
             click.echo(f"hadaemon: {answer.get('error')}", err=True)
             raise SystemExit(1)
@@ -107,12 +107,15 @@ def register(main, home_of):
 
     @main.command()
     @click.argument("host", callback=checked(valid_host, A_HOST))
+    @click.option("--wait", type=click.FloatRange(min=0.1), default=OUTCOME_WAIT,
+                  show_default=True, metavar="SECONDS",
+                  help="In cluster mode: how long to wait for the leader's answer.")
     @click.pass_context
-    def forget(ctx, host):
+    def forget(ctx, host, wait):
         """Remove HOST, which no check reports any more, from the table (and so from every
         %STATUS%). Refused while a check's latest result names it (in cluster mode: a live
         node's opinion), or while a sequence of it is open."""
-        request(ctx, {"cmd": "forget", "host": host}, f"{host} forgotten")
+        request(ctx, {"cmd": "forget", "host": host}, f"{host} forgotten", wait)
 
     @main.command()
     @click.argument("node", required=False)
