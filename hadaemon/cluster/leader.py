@@ -29,8 +29,9 @@ from .rules import combine
 from .store import EtcdJournal, EtcdTable, Refused
 
 log = logging.getLogger("hadaemon.agent")
-RESUME_BATCH = 30  # jobs per transaction when a resume fires many: 2 writes each, 128 at most
-COMMIT_BATCH = 30  # the rule's commits per transaction: up to 4 writes each, 128 at most
+# Transitions per transaction, the rule's commits and a resume's alike: up to 4 writes each,
+# and etcd takes 128 at most (--max-txn-ops).
+COMMIT_BATCH = 30
 TXN_BYTES = 512 * 1024  # jobs per transaction at most (etcd takes requests of 1.5 MiB)
 ANSWER_TTL = 60  # seconds the leader's answer to a request waits in etcd for its asker
 
@@ -437,8 +438,8 @@ class Requests:
         # Batches keep each transaction under etcd's --max-txn-ops (128); each one that is
         # not the last marks its hosts as fired in the pause record, so a resume served
         # again after a failure fires none of them twice.
-        batches = [changed[i:i + RESUME_BATCH]
-                   for i in range(0, len(changed), RESUME_BATCH)] or [[]]
+        batches = [changed[i:i + COMMIT_BATCH]
+                   for i in range(0, len(changed), COMMIT_BATCH)] or [[]]
         record = leader.view.paused
         for n, batch in enumerate(batches):
             last = n == len(batches) - 1

@@ -258,7 +258,7 @@ def test_a_pause_of_many_hosts_keeps_live_small_and_a_resume_cut_short_fires_non
     """The statuses at the pause go in parts outside live/ (etcd takes 1.5 MiB a request; at
     100 000 hosts they are more); a resume refused half-way marks what it fired in one more
     part, so serving it again fires the rest only; its end deletes every part."""
-    monkeypatch.setattr(leader, "RESUME_BATCH", 4)
+    monkeypatch.setattr(leader, "COMMIT_BATCH", 4)
     monkeypatch.setattr(parts, "PART_HOSTS", 3)
     c = Cluster(config())
     hosts = {f"db{i:02d}": "up" for i in range(10)}
