@@ -34,7 +34,8 @@ def settings(config, foreground, resume_upto=0):
     if c is not None:
         values["cluster"] = {"node": c.node, "name": c.name, "ttl": c.ttl,
                              "fence_margin": c.fence_margin, "poll": c.poll,
-                             "endpoints": c.endpoints(), "request_timeout": c.request_timeout}
+                             "endpoints": c.endpoints(), "request_timeout": c.request_timeout,
+                             "range_timeout": c.range_timeout}
     return values
 
 

@@ -296,7 +296,8 @@ def test_a_large_range_is_read_in_pages_at_one_revision(etcd, monkeypatch):
         assert c.txn([], [client.put(f"/p/k{i:03d}", str(i)) for i in range(start, start + 10)])
     c.txn([], [client.put("/q", "outside")])
     asked, post = [], c._post
-    monkeypatch.setattr(c, "_post", lambda path, body: asked.append(body) or post(path, body))
+    monkeypatch.setattr(c, "_post",
+                        lambda path, body, *wait: asked.append(body) or post(path, body, *wait))
     found, count, at = c.changes("/p/")
     assert sorted(found) == [f"/p/k{i:03d}" for i in range(50)] and count == 50
     assert len(asked) == 8 and all(b["limit"] == 7 for b in asked)
@@ -311,6 +312,11 @@ def test_a_large_range_is_read_in_pages_at_one_revision(etcd, monkeypatch):
     assert count == 50 and now > at  # one added, one deleted: sync.py reads it whole
     old = c.range("/p/", revision=at)  # every page at the revision asked for
     assert len(old) == 50 and old["/p/k007"][0] == b"7" and "/p/k050" not in old
+    # a range waits range_timeout a page (etcd scans the whole range for min_mod_revision)
+    hasty = client.Etcd(client.parse_endpoints(etcd.endpoints), 0.0001, range_timeout=10)
+    with pytest.raises(client.EtcdUnavailable):
+        hasty.get("/p/k001")
+    assert len(hasty.changes("/p/", at)[0]) == 3
 
 
 def test_a_second_daemon_with_a_node_name_in_use_stays_out_until_it_is_free(cluster, etcd,

@@ -81,7 +81,7 @@ class Agent:
         self.c = config.cluster
         self.me = self.c.node
         self.keys = Keys(self.c.prefix)
-        self.etcd = Etcd(self.c.endpoints(), self.c.request_timeout)
+        self.etcd = Etcd(self.c.endpoints(), self.c.request_timeout, self.c.range_timeout)
         self.store = EtcdStore(self.etcd, self.keys)
         self.etable = EtcdTable(self.store)
         self.parent = os.getppid()

@@ -1,8 +1,9 @@
 """The only module that talks to etcd (v3 API over its HTTP gateway, through etcd3gw).
 
 Everything cluster mode needs is here and small: ranges, one transaction call, leases. Swapping
-the client means rewriting this file only. Calls block for at most `timeout` per endpoint; the
-caller is never the supervisor loop (see agent.py and crunner.py).
+the client means rewriting this file only. Calls block for at most `timeout` per endpoint (a
+page of a range read, `range_timeout`); the caller is never the supervisor loop (see agent.py
+and cluster/runner.py).
 """
 
 import base64
@@ -115,7 +116,7 @@ def jput(key, obj, lease=None):
 
 
 class Etcd:
-    def __init__(self, endpoints, timeout=1.0):
+    def __init__(self, endpoints, timeout=1.0, range_timeout=None):
         global etcd_errors, requests
         import etcd3gw  # here, so that single-node mode (and check-config) never needs it
         import requests
@@ -123,13 +124,16 @@ class Etcd:
         self._clients = [etcd3gw.client(host=h, port=p, protocol=s, timeout=timeout,
                                         api_path="/v3/") for s, h, p in endpoints]
         self._current = 0
+        self.timeout, self.range_timeout = timeout, max(timeout, range_timeout or 0)
 
-    def _post(self, path, payload):
-        """POST to the current endpoint, moving on to the next ones when it does not answer."""
+    def _post(self, path, payload, timeout=None):
+        """POST to the current endpoint, moving on to the next ones when it does not answer
+        within `timeout` (the client's, if None)."""
         last = None
         for _ in range(len(self._clients)):
             client = self._clients[self._current]
             try:
+                client.timeout = timeout or self.timeout  # etcd3gw takes one per client
                 return client.post(client.get_url(path), data=json.dumps(payload))
             except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError,
                     etcd_errors.InternalServerError) as e:
@@ -174,7 +178,7 @@ class Etcd:
             request["min_mod_revision"] = since + 1
         found, count = {}, None
         while True:
-            answer = self._post("/kv/range", request)
+            answer = self._post("/kv/range", request, self.range_timeout)
             page = answer.get("kvs", [])
             found.update(_kvs(answer))
             if count is None:  # later pages start further on: only the first counts it all

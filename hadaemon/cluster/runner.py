@@ -35,7 +35,7 @@ class ClusterGate:
         self.me, self.margin, self.poll = c["node"], c["fence_margin"], c["poll"]
         self.name, self.keys = c["name"], Keys(f"/{c['name']}/")
         self.endpoints, self.timeout = c["endpoints"], c["request_timeout"]
-        self.etcd = Etcd(self.endpoints, self.timeout)
+        self.etcd = Etcd(self.endpoints, self.timeout, c.get("range_timeout"))
         self.lease = Lease(self.etcd, c["ttl"])
         self.env = {"HA_NODE": self.me}
         self.pass_fds = ()
