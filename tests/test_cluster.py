@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 
 import pytest
@@ -312,11 +313,21 @@ def test_a_large_range_is_read_in_pages_at_one_revision(etcd, monkeypatch):
     assert count == 50 and now > at  # one added, one deleted: sync.py reads it whole
     old = c.range("/p/", revision=at)  # every page at the revision asked for
     assert len(old) == 50 and old["/p/k007"][0] == b"7" and "/p/k050" not in old
-    # a range waits range_timeout a page (etcd scans the whole range for min_mod_revision)
-    hasty = client.Etcd(client.parse_endpoints(etcd.endpoints), 0.0001, range_timeout=10)
-    with pytest.raises(client.EtcdUnavailable):
-        hasty.get("/p/k001")
-    assert len(hasty.changes("/p/", at)[0]) == 3
+    # a range waits range_timeout a page (etcd scans the whole range for min_mod_revision),
+    # other requests the request timeout: shown with every member frozen for a moment
+    hasty = client.Etcd(client.parse_endpoints(etcd.endpoints), 0.1, range_timeout=30)
+
+    def members(sig):
+        for proc in etcd.procs:
+            os.kill(proc.pid, sig)
+    members(signal.SIGSTOP)
+    try:
+        with pytest.raises(client.EtcdUnavailable):
+            hasty.get("/p/k001")
+        threading.Timer(0.5, members, (signal.SIGCONT,)).start()
+        assert len(hasty.changes("/p/", at)[0]) == 3
+    finally:
+        members(signal.SIGCONT)
 
 
 def test_a_second_daemon_with_a_node_name_in_use_stays_out_until_it_is_free(cluster, etcd,
