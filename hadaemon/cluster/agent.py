@@ -173,7 +173,7 @@ class Agent:
                 return
             self.ensure_lease(now)
             self.publish()
-            (live,), seen = clusterid.look(self.etcd, self.keys)
+            live, seen = clusterid.look(self.etcd, self.keys)
             if not self.trusted(seen):
                 self.report()
                 return
@@ -252,7 +252,7 @@ class Agent:
         """A look at etcd while refusing: released by a re-initialisation; meanwhile this node's
         refusal, with what it knows, stays in live/refusal/NODE for `hadaemon cluster-init`."""
         self.ensure_lease(now, join=False)
-        (live,), seen = clusterid.look(self.etcd, self.keys)
+        live, seen = clusterid.look(self.etcd, self.keys)
         if self.trust.readopt(seen):
             self.lease.revoke()  # the refusal goes; the next look joins afresh
             self.ranges.reset()

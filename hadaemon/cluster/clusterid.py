@@ -42,11 +42,10 @@ def found(keys, live, header, seq_raw=None, seq_known=False):
             "refusals": refusals}
 
 
-def look(etcd, keys, *prefixes):
-    """One read of live/, the other prefixes and the job counter: ([range of live/, then of
-    each prefix], found() of it)."""
-    ranges, (seq,), header = etcd.read([keys.live, *prefixes], [keys.seq])
-    return ranges, found(keys, ranges[0], header, seq.get(keys.seq, (None,))[0], True)
+def look(etcd, keys):
+    """One read of live/ and the job counter: (the range of live/, found() of it)."""
+    (live,), (seq,), header = etcd.read([keys.live], [keys.seq])
+    return live, found(keys, live, header, seq.get(keys.seq, (None,))[0], True)
 
 
 def _object(raw):

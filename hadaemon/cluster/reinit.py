@@ -26,7 +26,7 @@ class NotDone(Exception):
 
 def survey(etcd, keys):
     """What etcd holds now: clusterid.found() plus what a re-initialisation rewrites."""
-    (live,), seen = clusterid.look(etcd, keys)
+    live, seen = clusterid.look(etcd, keys)
     # Read apart, in pages or by key, not in the look's one answer: at 100 000 hosts the table
     # alone outlasts a request's timeout. What the write relies on (the marker and the job
     # counter, as the look saw them) guards it.

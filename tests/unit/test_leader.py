@@ -137,7 +137,7 @@ class Cluster:
 
     def look(self):
         """The agent's look at etcd, taken in by the view."""
-        (live,), _ = clusterid.look(self.etcd, self.keys)
+        live, _ = clusterid.look(self.etcd, self.keys)
         split = split_live(self.keys, live)
         opinions, table = self.ranges.refresh(self.etcd, split.stamps, split.table_stamp,
                                               split.paused_stamp)
