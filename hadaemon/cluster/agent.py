@@ -178,12 +178,9 @@ class Agent:
                 self.report()
                 return
             split = split_live(self.keys, live)
-            ranges = self.ranges
-            opinions, table = ranges.refresh(self.etcd, split.stamps, split.table_stamp,
-                                             split.paused_stamp)
-            self.read = {"live": len(live), "table": ranges.table.read,
-                         "pause": ranges.pause.read,
-                         "opinions": ranges.read - ranges.table.read - ranges.pause.read}
+            opinions, table = self.ranges.refresh(self.etcd, split.stamps, split.table_stamp,
+                                                  split.paused_stamp)
+            self.read = {"live": len(live), **self.ranges.read_by}
             table, broken = self.parse_table(table)
         except EtcdUnavailable as e:
             self.unreachable(e, now)

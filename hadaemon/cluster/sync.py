@@ -81,6 +81,7 @@ class Ranges:
         self.pause = Synced(keys.pause)  # its stamp: live/paused, the header
         self.nodes = {}  # node -> Synced of opinion/NODE/
         self.read = 0  # keys read by the last refresh
+        self.read_by = {}  # the same by range: opinions, table, pause
         # What was read but not yet handed on: a refresh cut short by etcd hands it on later.
         self.opinions, self.entries = {}, {}
 
@@ -97,21 +98,22 @@ class Ranges:
         opinions = self.opinions
         for node in [n for n in self.nodes if n not in stamps]:
             opinions.setdefault(node, {}).update(self.nodes.pop(node).gone())
-        self.read = 0
+        read = dict(opinions=0, table=0, pause=0)
         for node, stamp in sorted(stamps.items()):
             synced = self.nodes.setdefault(node, Synced(self.keys.opinions(node)))
             diff = synced.refresh(etcd, stamp)
-            self.read += synced.read
+            read["opinions"] += synced.read
             if diff:
                 opinions.setdefault(node, {}).update(
                     (h, v.decode() if v is not None else None) for h, v in diff.items())
         self.entries.update(self.table.refresh(etcd, table_stamp))
-        self.read += self.table.read
+        read["table"] = self.table.read
         if paused_stamp is not None:
             self.pause.refresh(etcd, paused_stamp)
-            self.read += self.pause.read
+            read["pause"] = self.pause.read
         elif self.pause.stamp is not None:
             self.pause.gone()
+        self.read_by, self.read = read, sum(read.values())
         done = opinions, self.entries
         self.opinions, self.entries = {}, {}
         return done

@@ -175,3 +175,15 @@ def test_what_a_look_cut_short_by_etcd_read_is_handed_on_by_the_next():
         look(etcd, ranges)
     etcd.answers = None
     assert look(etcd, ranges) == ({"n1": {"a": "down"}, "n2": {"a": "down"}}, {})
+
+
+def test_what_a_look_read_is_counted_by_range_and_a_pause_ended_reads_none():
+    etcd, ranges = FakeEtcd(), Ranges(KEYS)
+    etcd.txn([], [put(KEYS.pause_part(0), '{"h1": "up"}'), put(KEYS.paused, '{"parts": 1}')])
+    (live,), _, _ = etcd.read([KEYS.live])
+    split = split_live(KEYS, live)
+    ranges.refresh(etcd, {}, None, split.paused_stamp)
+    assert ranges.read_by == {"opinions": 0, "table": 0, "pause": 1} and ranges.read == 1
+    etcd.txn([], [delete(KEYS.paused)])  # resumed
+    ranges.refresh(etcd, {}, None, None)
+    assert ranges.read_by == {"opinions": 0, "table": 0, "pause": 0} and not ranges.pause.known
