@@ -109,11 +109,13 @@ class ClusterBackend:
                 self.unobserved.discard(host)
                 if host in self.hosts.entries:
                     back.append(host)
-        for status in sorted({self.hosts.entries[h].get("status", UNKNOWN) for h in lost}):
-            log_hosts(logging.WARNING, [h for h in lost if self.hosts.entries[h].get(
-                "status", UNKNOWN) == status], "%s: unobserved: no live node reports it; it "
-                "keeps its committed status %s, unwatched", "%d hosts unobserved (%s): no live "
-                "node reports them; they keep their committed status %s, unwatched", status)
+        by_status = {}  # committed status -> the hosts just unobserved, in host order
+        for host in lost:
+            by_status.setdefault(self.hosts.entries[host].get("status", UNKNOWN), []).append(host)
+        for status, hosts in sorted(by_status.items()):
+            log_hosts(logging.WARNING, hosts, "%s: unobserved: no live node reports it; it keeps "
+                      "its committed status %s, unwatched", "%d hosts unobserved (%s): no live "
+                      "node reports them; they keep their committed status %s, unwatched", status)
         log_hosts(logging.INFO, back, "%s: observed again", "%d hosts observed again (%s)")
 
     def _drop_forgotten(self, host):

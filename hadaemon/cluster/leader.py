@@ -134,10 +134,6 @@ class Statuses(Mapping):
         return len(self.table)
 
 
-def statuses(table):
-    return Statuses(table)
-
-
 def to_look_at(opinions, todo, full):
     """The hosts the leader's rule looks at, in order: every host some node reports on a full
     pass (the first of a leadership), else those in todo (changed, or still waiting)."""
@@ -422,7 +418,7 @@ class Requests:
 
     def pause(self, by):
         leader = self.leader
-        writes, record = pause_writes(leader.keys, pause_record(statuses(leader.view.table),
+        writes, record = pause_writes(leader.keys, pause_record(Statuses(leader.view.table),
                                                                 time.time(), by=by))
         for ops in writes:  # the statuses in parts, the header in live/paused last
             if not leader.etcd.txn(leader.guard(), ops):
@@ -432,7 +428,7 @@ class Requests:
 
     def resume(self):
         leader = self.leader
-        changed = net_changes(leader.view.paused, statuses(leader.view.table),
+        changed = net_changes(leader.view.paused, Statuses(leader.view.table),
                               leader.config.daemon.on_resume)
         # The pause ends in the transaction that queues the last of what it held back.
         # Batches keep each transaction under etcd's --max-txn-ops (128); each one that is
