@@ -215,7 +215,7 @@ class EtcdJournal:
 
     def _statuses_at_commit(self, job):
         key = self._keys.job(job.id)
-        _, (found,), _ = self._etcd.read(keys=[key])
+        found = read_keys(self._etcd, [key])
         revision = found[key][2] if key in found else 0
         try:
             if not revision:  # pruned meanwhile: it will not run
