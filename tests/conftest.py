@@ -2,10 +2,12 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.error
@@ -349,6 +351,23 @@ def daemons(request):
 
 
 UNIT = Path(__file__).resolve().parent / "unit"
+SHORT_TMP = Path("/tmp/hat")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Temporary folders under /tmp/hat/XXXXXXXX/, not /tmp/pytest-of-root/pytest-N/ (20 bytes
+    more, and xdist adds popen-gwN/): a home's ssh control sockets must fit a UNIX socket's 107
+    bytes. A run that passes removes its folder (pytest_unconfigure); a failed one keeps it."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        SHORT_TMP.mkdir(mode=0o700, exist_ok=True)
+        config.option.basetemp = config._short_tmp = tempfile.mkdtemp(prefix="", dir=SHORT_TMP)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    made = getattr(session.config, "_short_tmp", None)
+    if made and exitstatus == 0:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 # The longest tests (CI's --durations: 20 to 100 s each) and then the modules made of long ones
