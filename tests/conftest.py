@@ -358,7 +358,7 @@ SHORT_TMP = Path("/tmp/hat")
 def pytest_configure(config):
     """Temporary folders under /tmp/hat/XXXXXXXX/, not /tmp/pytest-of-root/pytest-N/ (20 bytes
     more, and xdist adds popen-gwN/): a home's ssh control sockets must fit a UNIX socket's 107
-    bytes. A run that passes removes its folder (pytest_unconfigure); a failed one keeps it."""
+    bytes. A run that passes removes its folder (pytest_sessionfinish); a failed one keeps it."""
     if config.option.basetemp is None and not hasattr(config, "workerinput"):
         SHORT_TMP.mkdir(mode=0o700, exist_ok=True)
         config.option.basetemp = config._short_tmp = tempfile.mkdtemp(prefix="", dir=SHORT_TMP)

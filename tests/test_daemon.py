@@ -41,8 +41,8 @@ def test_seed_example_fires_in_order_with_master_expanded(home, daemons):
         "record stopservice1", "record unplumb", "record plumb db2", "record startservice1"]
     assert all("host=db2 from=slave to=master resumed=0" in line for line in log)
     # the fourth line is written before that command's end is recorded
-    jobs = wait_for(lambda: (lambda j: j if j and j[-1]["state"] == "done" else None)(
-        [h for h in home.history() if h["commands"]]), 20, "the job recorded done")
+    wait_for(lambda: home.history()[-1]["state"] == "done", 20, "the job recorded done")
+    jobs = [h for h in home.history() if h["commands"]]
     assert len(jobs) == 1
     assert [c["command"] for c in jobs[0]["commands"]] == [
         "record stopservice1", "record unplumb", "record plumb %MASTER%", "record startservice1"]

@@ -80,10 +80,14 @@ class Ranges:
         self.table = Synced(keys.table)
         self.pause = Synced(keys.pause)  # its stamp: live/paused, the header
         self.nodes = {}  # node -> Synced of opinion/NODE/
-        self.read = 0  # keys read by the last refresh
-        self.read_by = {}  # the same by range: opinions, table, pause
+        self.read_by = {}  # keys read by the last refresh, by range: opinions, table, pause
         # What was read but not yet handed on: a refresh cut short by etcd hands it on later.
         self.opinions, self.entries = {}, {}
+
+    @property
+    def read(self):
+        """Keys read by the last refresh, in all."""
+        return sum(self.read_by.values())
 
     def reset(self):
         """Read every range whole at the next look, and compare with what was known (etcd was
@@ -113,7 +117,7 @@ class Ranges:
             read["pause"] = self.pause.read
         elif self.pause.stamp is not None:
             self.pause.gone()
-        self.read_by, self.read = read, sum(read.values())
+        self.read_by = read
         done = opinions, self.entries
         self.opinions, self.entries = {}, {}
         return done
