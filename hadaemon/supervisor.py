@@ -43,7 +43,7 @@ def backend_for(sup):
     if sup.config.cluster is None:
         from .local import LocalBackend
         return LocalBackend(sup)
-    from .cluster.backend import ClusterBackend  # etcd3gw is needed in cluster mode only
+    from .cluster.backend import ClusterBackend  # imported in cluster mode only
     return ClusterBackend(sup)
 
 

@@ -179,7 +179,6 @@ def check_cluster_output(out):
 def test_cluster_walkthrough_twice_in_a_row(tmp_path):
     if not os.access("/usr/bin/etcd", os.X_OK):
         pytest.skip("Debian's etcd (/usr/bin/etcd, package etcd-server) is not installed")
-    pytest.importorskip("etcd3gw")
     script = cluster_script(tmp_path)
     env = hadaemon_env(tmp_path)
     try:

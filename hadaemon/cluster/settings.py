@@ -1,6 +1,5 @@
 """The [cluster] section of checks.conf: its settings and how they are read and checked."""
 
-import importlib.util
 import re
 import shlex
 import socket
@@ -82,9 +81,6 @@ def load(home, section, problems, read_settings):
     check("ttl", 2 <= settings.ttl <= 3600, "must be between 2 and 3600 seconds")
     check("keep_jobs", settings.keep_jobs >= 1, "must be at least 1")
     check("margin", settings.fence_margin < settings.ttl, "must be less than ttl")
-    if importlib.util.find_spec("etcd3gw") is None:  # cluster mode's one extra dependency
-        problems.append(f"{path}:{section.lineno}: [cluster] needs the etcd3gw package: "
-                        f"pip install 'hadaemon[cluster]'")
     if settings.fence:
         try:
             settings = replace(settings,
