@@ -12,6 +12,7 @@ import pytest
 import sshnet
 from conftest import KEEP_GOING, Home, wait_for
 from etcdkit import SERVERS, Etcd, Network, Node, netns_possible, read_log
+from ports import free_ports
 from hadaemon.cluster.agent import AGENT_RELOADED
 from hadaemon.cluster.rules import combine, split_section, step_node
 from test_ssh import REPORT, masters
@@ -338,6 +339,36 @@ def test_a_large_range_is_read_in_pages_at_one_revision(etcd, monkeypatch):
         assert len(hasty.changes("/p/", at)[0]) == 3
     finally:
         members(signal.SIGCONT)
+
+
+def test_the_client_keeps_one_connection_opens_another_when_it_is_lost_and_says_why(etcd):
+    """cluster/etcd.py's own HTTP: one kept-alive connection per endpoint; one that etcd
+    closed while idle (a restarted member) is opened again before a request is sent on it; an
+    answer etcd refused is said in etcd's words, a compacted revision as such."""
+    from hadaemon.cluster import etcd as client
+    first = client.parse_endpoints(etcd.endpoints)[:1]  # one member: no other to move on to
+    c = client.Etcd(first, timeout=2)
+    assert c.txn([], [client.put("/c/k", "1")]) and c.get("/c/k") == b"1"
+    conn = c._endpoints[0].conn
+    for _ in range(20):
+        c.get("/c/k")
+    assert c._endpoints[0].conn is conn  # the same connection all along
+    etcd.kill(0)
+    etcd.start(0)
+    assert c.get("/c/k") == b"1"  # not "unavailable": the dead connection was not used
+    assert c._endpoints[0].conn is not conn
+    with pytest.raises(client.EtcdRefused, match="lease not found"):
+        c._post("/kv/lease/revoke", {"ID": 1234567})
+    for i in range(3):
+        c.txn([], [client.put("/c/k", str(i))])
+    at = int(c._post("/kv/range", {"key": client._b64("/c/k")})["header"]["revision"])
+    c._post("/kv/compaction", {"revision": at, "physical": True})
+    with pytest.raises(client.EtcdCompacted):
+        c.range("/c/", revision=at - 2)
+    c._endpoints[0].close()
+    c._endpoints[0].port = free_ports(1)[0]  # nothing listens there
+    with pytest.raises(client.EtcdUnavailable, match="Connection refused"):
+        c.get("/c/k")
 
 
 def test_a_second_daemon_with_a_node_name_in_use_stays_out_until_it_is_free(cluster, etcd,
