@@ -59,9 +59,16 @@ def plus(base, ours, met):
     return [f"{cell(base)} ms", f"{cell(ours)} ms", f"{sign}{cell(abs(ours - base))} ms", met]
 
 
+# Lines printed under the table: what a figure's goal is measured against beyond its baseline.
+NOTES = []
+
+
 def rest_figures(s):
     r = rest.measure(s["seconds"])
-    k, h = r["keepalived"], r["hadaemon"]
+    k, h, f = r["keepalived"], r["hadaemon"], r["Python floor"]
+    NOTES.append(f"the least a Python daemon pays (bench/floor.py, in rest.py's run): "
+                 f"{cell(f['own'])} ms per check, {f['own'] / k['own']:.2f}x keepalived's; "
+                 f"{cell(f['pss'])} MiB PSS, {f['pss'] / k['pss']:.2f}x")
     # CPU s per 1000 checks is ms per check.
     return [times(k["own"], h["own"], "ms", 0.7), times(k["pss"], h["pss"], "MiB", 2)]
 
@@ -171,6 +178,7 @@ def main():
     print_table("Issue 14 goals, each figure beside its baseline of the same run",
                 ["figure", "baseline", "hadaemon", "ratio", "goal", "met?"], rows,
                 "python bench/all.py " + " ".join(sys.argv[1:]))
+    print("".join(f"\n{n}" for n in NOTES))
     print("\nfrom:\n" + "\n".join(f"$ {c}" for c in commands))
 
 

@@ -167,7 +167,7 @@ def package_of(sup, timeout=60.0):
                     env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
             except OSError:
                 continue
-            if argv[1:3] == [b"-m", b"hadaemon.runner"]:
+            if b"-m" in argv and argv[argv.index(b"-m") + 1:][:1] == [b"hadaemon.runner"]:
                 return Path(env[b"PYTHONPATH"].decode().split(os.pathsep)[0]).resolve()
         time.sleep(0.2)
     return None

@@ -153,10 +153,7 @@ class Home:
         (self.root / "etc/actions.conf").write_text(actions)
 
     def counted(self):
-        try:
-            return self.count.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return counted(self.count)
 
     def journal(self, sql):
         conn = sqlite3.connect(str(self.root / "var/state.db"))
@@ -217,6 +214,14 @@ class Daemon:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def counted(path):
+    """Runs counted in path (one byte per run; none before the first)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def children(pid):

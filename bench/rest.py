@@ -26,8 +26,9 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
-from harness import NO_RECYCLING, Daemon, Home, children, cpu, print_table, pss_kib
+from harness import NO_RECYCLING, Daemon, Home, children, counted, cpu, print_table, pss_kib
 
 CHECKS = 10
 WARMUP = 5.0
@@ -83,10 +84,7 @@ class Keepalived:
         return [self.proc.pid] + children(self.proc.pid)
 
     def counted(self):
-        try:
-            return self.count.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return counted(self.count)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -98,6 +96,23 @@ class Keepalived:
                 self.proc.wait()
         self.log.close()
         subprocess.run(["ip", "netns", "del", self.ns], stderr=subprocess.DEVNULL)
+
+
+class Floor:
+    """bench/floor.py on the same script at the same rate: the least a Python daemon pays."""
+
+    def __init__(self, home):
+        self.count = home.root / "floor.count"
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("floor.py")),
+                                      str(home.root / "checks/trivial"), str(self.count),
+                                      "--checks", str(CHECKS)])
+
+    def counted(self):
+        return counted(self.count)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
 
 
 class Scraper(threading.Thread):
@@ -135,7 +150,7 @@ def free_port():
 
 def measure(seconds, http=False):
     home = Home("rest")
-    keepalived = scraper = None
+    keepalived = floor = scraper = None
     try:
         home.configure([(f"c{i}", "trivial", f"h{i} {home.count}") for i in range(CHECKS)],
                        interval="1", workers=2, log_level="warning",
@@ -146,14 +161,16 @@ def measure(seconds, http=False):
                 f.write(f"\n[http]\nlisten = 127.0.0.1:{port}\n")
             scraper = Scraper(port)
         keepalived = Keepalived(home)
+        floor = Floor(home)
         with Daemon(home) as d:
             time.sleep(WARMUP)
             if scraper:
                 scraper.start()
             if keepalived.proc.poll() is not None:
                 raise RuntimeError(f"keepalived exited; see {home.root}/keepalived.log")
-            who = {"hadaemon": (d.pids, home.counted), "keepalived": (keepalived.pids,
-                                                                     keepalived.counted)}
+            who = {"hadaemon": (d.pids, home.counted),
+                   "keepalived": (keepalived.pids, keepalived.counted),
+                   "Python floor": (lambda: [floor.proc.pid], floor.counted)}
             # Shares of the daemon's row, apart: the loop's, and the HTTP server's.
             who["supervisor"] = (lambda: [d.proc.pid], home.counted)
             if scraper:
@@ -178,6 +195,8 @@ def measure(seconds, http=False):
     finally:
         if keepalived:
             keepalived.stop()
+        if floor:
+            floor.stop()
         home.remove()
 
 
@@ -190,11 +209,12 @@ def main():
     # Ctrl-C or a kill still removes the namespace and stops both daemons (finally clauses).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     r = measure(a.seconds, a.http)
-    h, k = r["hadaemon"], r["keepalived"]
+    h, k, f = r["hadaemon"], r["keepalived"], r["Python floor"]
     rows = [[name, x["checks"], x["own"], x["total"], x["pss"], x["procs"]]
-            for name, x in (("keepalived", k), ("hadaemon", h))]
-    rows.append(["hadaemon / keepalived", h["checks"] / k["checks"], h["own"] / k["own"],
-                 h["total"] / k["total"], h["pss"] / k["pss"], ""])
+            for name, x in (("keepalived", k), ("hadaemon", h), ("Python floor", f))]
+    rows += [[f"{name} / keepalived", x["checks"] / k["checks"], x["own"] / k["own"],
+              x["total"] / k["total"], x["pss"] / k["pss"], ""]
+             for name, x in (("hadaemon", h), ("Python floor", f))]
     rows += [[f"  of which {name}", r[name]["checks"], r[name]["own"], "", r[name]["pss"],
               r[name]["procs"]] for name in ("supervisor", "HTTP server") if name in r]
     http = f", [http] on, /metrics every {SCRAPE_EVERY:g} s" if a.http else ""

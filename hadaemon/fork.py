@@ -79,14 +79,19 @@ def with_socket(start, pair=None):
     return pid, parent
 
 
-def exec_module(module, home, settings):
+def exec_module(module, home, settings, site=True):
     """Start `python -m MODULE HOME FD SETTINGS` on a new socket pair (FD its end, SETTINGS one
     JSON dict); return (pid, our end). fork+exec, not fork: the child holds nothing of ours
-    (the SQLite connection, the workers' sockets, their pages)."""
+    (the SQLite connection, the workers' sockets, their pages).
+
+    site=False (python -S) for a module that needs the standard library and this package only
+    (on PYTHONPATH, see _environment): the .pth hooks site would run (an editable install's
+    finder, setuptools' shim, whatever else is installed) cost the interpreter 1.5 MiB of its
+    own here, for nothing."""
     def start(child):
         os.set_inheritable(child.fileno(), True)
-        argv = [sys.executable, "-m", module, str(home), str(child.fileno()),
-                json.dumps(settings)]
+        argv = [sys.executable, *(() if site else ("-S",)), "-m", module, str(home),
+                str(child.fileno()), json.dumps(settings)]
         return os.posix_spawn(sys.executable, argv, _environment(),
                               setsigdef=(signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
     return with_socket(start)

@@ -378,7 +378,7 @@ def resume_left_open(journal, table, upto):
 def spawn(home, settings):
     """Start a runner process (either mode: the cluster's settings under "cluster"); return
     (pid, the supervisor's end of its socket)."""
-    return exec_module("hadaemon.runner", home, settings)
+    return exec_module("hadaemon.runner", home, settings, site=False)  # stdlib only
 
 
 def main():

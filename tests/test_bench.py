@@ -63,3 +63,7 @@ def test_all_prints_every_row_measured():
             assert row[5] in ("yes", "no"), row
     for script in ("throughput", "latency", "growth"):
         assert any(line.startswith(f"$ python bench/{script}.py --") for line in lines)
+    if not cannot_run("rest"):  # the floor the CPU and PSS goals are read against
+        assert re.search(r"^the least a Python daemon pays \(bench/floor.py, in rest.py's run\): "
+                         r"[\d.e+-]+ ms per check, [\d.]+x keepalived's; [\d.e+-]+ MiB PSS, "
+                         r"[\d.]+x$", out.stdout, re.M), out.stdout
