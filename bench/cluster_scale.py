@@ -11,7 +11,8 @@ reaches etcd through a byte-counting proxy of this script's own (one per node an
 the traffic is what crosses the wire, both ways, HTTP included; etcd's own count of its
 clients' gRPC bytes (its /metrics) is shown beside it. A tick is one look at etcd (`poll`
 seconds: ttl/20, 0.5 s at the default ttl of 10). The agent is told from the workers by its
-connections to etcd (the runner, an exec'd process, has a command line of its own).
+connections to etcd (the runner, an exec'd process, has a command line of its own). --ttl sets
+the nodes' ttl (10): the tests run theirs at 3, a poll every 0.15 s.
 
 With --commit OLD the same run is made with the daemons of a worktree of OLD (bench/versus.py's
 checkout, removed at the end), the sides taking turns, so that both meet the same machine.
@@ -153,23 +154,32 @@ def agent_pid(node, proxy_ports):
     return None
 
 
+def runner_pid(sup):
+    """The action runner among supervisor sup's children (None if there is none now)."""
+    for pid in children(sup):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"-m" in argv and argv[argv.index(b"-m") + 1:][:1] == [b"hadaemon.runner"]:
+            return pid
+    return None
+
+
 def package_of(sup, timeout=60.0):
     """The folder supervisor sup imported hadaemon from: fork._environment puts the package's
     own place first on the PYTHONPATH of the children it execs (the action runner), and
     /proc/PID/environ shows a process's environment as it was given. None if no runner came."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for pid in children(sup):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
-            except OSError:
-                continue
-            if b"-m" in argv and argv[argv.index(b"-m") + 1:][:1] == [b"hadaemon.runner"]:
-                return Path(env[b"PYTHONPATH"].decode().split(os.pathsep)[0]).resolve()
-        time.sleep(0.2)
+        pid = runner_pid(sup)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+            return Path(env[b"PYTHONPATH"].decode().split(os.pathsep)[0]).resolve()
+        except (OSError, TypeError):  # no runner yet, or it just went
+            time.sleep(0.2)
     return None
 
 
@@ -200,7 +210,7 @@ def checks_text(home, hosts, interval):
     return "\n".join(lines) + "\n\n" + "\n".join(sections)
 
 
-def run_side(tree, hosts, seconds, within, interval, server):
+def run_side(tree, hosts, seconds, within, interval, server, ttl=TTL):
     """One side: the figures of a run with the daemons of tree."""
     base = Path(tempfile.mkdtemp(prefix="hadaemon-cluster-scale-", dir="/var/tmp"))
     # The daemons and their CLI are `python -m hadaemon` from this script's folder: without
@@ -215,7 +225,7 @@ def run_side(tree, hosts, seconds, within, interval, server):
         for name in NAMES:
             proxies[name] = [Proxy(("127.0.0.1", p)) for p in etcd.client_ports]
             endpoints = ",".join(f"http://127.0.0.1:{p.port}" for p in proxies[name])
-            node = Node(base / name, name, endpoints, TTL,
+            node = Node(base / name, name, endpoints, ttl,
                         checks=checks_text(base / name, hosts, interval))
             node.script("checks", "many", '#!/bin/sh\nexec cat "$1"\n')
             nodes.append(node)
@@ -247,24 +257,26 @@ def run_side(tree, hosts, seconds, within, interval, server):
         ports = {p.port for ps in proxies.values() for p in ps}
         agents = {n.name: agent_pid(n, ports) for n in nodes}
         sups = [n.daemon.pid for n in nodes]
+        runners = [runner_pid(s) for s in sups]
         etcds = [p.pid for p in etcd.procs]
 
         def sample():
             return (sum(p.bytes for ps in proxies.values() for p in ps),
                     {name: cpu([pid])[0] for name, pid in agents.items() if pid},
-                    cpu(sups)[0], cpu(etcds)[0], grpc_bytes(etcd))
+                    cpu(sups)[0], cpu(etcds)[0], grpc_bytes(etcd), cpu(runners)[0])
 
-        b0, a0, s0, e0, g0 = sample()
+        b0, a0, s0, e0, g0, r0 = sample()
         time.sleep(seconds)
-        b1, a1, s1, e1, g1 = sample()
-        ticks = seconds / min(1.0, max(0.1, TTL / 20.0))
+        b1, a1, s1, e1, g1, r1 = sample()
+        ticks = seconds / min(1.0, max(0.1, ttl / 20.0))
         followers = [1000 * (a1[n] - a0[n]) / ticks for n in a1 if n != leader]
         return dict(committed_s=committed_s, committed=hosts,
                     bytes_s=(b1 - b0) / seconds, grpc_s=(g1 - g0) / seconds,
                     leader_ms=1000 * (a1[leader] - a0[leader]) / ticks
                     if leader in a1 else None,
                     follower_ms=max(followers) if followers else None,
-                    sup_ms_s=1000 * (s1 - s0) / seconds, etcd_ms_s=1000 * (e1 - e0) / seconds)
+                    sup_ms_s=1000 * (s1 - s0) / seconds, etcd_ms_s=1000 * (e1 - e0) / seconds,
+                    runner_ms_s=1000 * (r1 - r0) / seconds)
     finally:
         for node in nodes:
             node.kill9()
@@ -280,9 +292,9 @@ def figures(f, within):
     """A side's cells of the table."""
     if f["committed_s"] is None:
         return [f"not all in {within:g}s ({f['committed']} on the slowest node)",
-                "-", "-", "-", "-", "-", "-"]
+                "-", "-", "-", "-", "-", "-", "-"]
     return [f["committed_s"], f["bytes_s"] / 1024, f["grpc_s"] / 1024,
-            f["leader_ms"], f["follower_ms"], f["sup_ms_s"], f["etcd_ms_s"]]
+            f["leader_ms"], f["follower_ms"], f["sup_ms_s"], f["runner_ms_s"], f["etcd_ms_s"]]
 
 
 def main():
@@ -296,6 +308,7 @@ def main():
     p.add_argument("--etcd", help="etcd version to run, e.g. 3.5 (default: the oldest here)")
     p.add_argument("--interval", type=float, default=5.0,
                    help="seconds between two runs of each check (of 1000 hosts)")
+    p.add_argument("--ttl", type=int, default=TTL, help="the nodes' [cluster] ttl")
     args = p.parse_args()
     server = next((s for s in SERVERS if s[0].startswith(args.etcd or "")), None)
     if not server:
@@ -310,7 +323,7 @@ def main():
             for label, tree in (sides if r % 2 == 0 else sides[::-1]):
                 rows.append([label, args.hosts, *figures(
                     run_side(tree, args.hosts, args.seconds, args.within, args.interval,
-                             server),
+                             server, args.ttl),
                     args.within)])
     finally:
         if args.commit:
@@ -319,12 +332,14 @@ def main():
         + (f" --within {args.within:g}" if args.within != WITHIN else "") \
         + (f" --interval {args.interval:g}" if args.interval != 5 else "") \
         + (f" --etcd {args.etcd}" if args.etcd else "") \
+        + (f" --ttl {args.ttl}" if args.ttl != TTL else "") \
         + (f" --commit {args.commit} --rounds {args.rounds}" if args.commit else "")
     print_table(f"Cluster mode at rest: 3 nodes, 3 etcd {server[0]} members, {args.hosts} hosts",
                 ["daemons", "hosts", "all committed (s)", "traffic on the wire KiB/s",
                  "etcd's gRPC bytes KiB/s",
                  "leader agent CPU ms/tick", "follower agent CPU ms/tick (max)",
-                 "3 supervisors CPU ms/s", "3 etcd members CPU ms/s"], rows, command)
+                 "3 supervisors CPU ms/s", "3 runners CPU ms/s", "3 etcd members CPU ms/s"],
+                rows, command)
 
 
 if __name__ == "__main__":

@@ -405,3 +405,12 @@ def pytest_generate_tests(metafunc):
     modes = getattr(metafunc.module, "DAEMON_MODES", None)
     if modes and "daemons" in metafunc.fixturenames:
         metafunc.parametrize("daemons", modes, indirect=True)
+    if "server" in metafunc.fixturenames:
+        from etcdkit import SERVERS
+        # What depends on etcd's own behaviour (its API, leases, paging, compaction, a
+        # member's loss, a wipe or a restore) runs against every etcd version here; a scenario
+        # of our own rules makes the same requests, so it runs against the oldest (Debian's).
+        every = metafunc.definition.get_closest_marker("every_etcd")
+        servers = (SERVERS if every else SERVERS[:1]) or [None]
+        metafunc.parametrize("server", servers, indirect=True,
+                             ids=lambda s: f"etcd{s[0]}" if s else "no-etcd")

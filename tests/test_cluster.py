@@ -11,7 +11,7 @@ import pytest
 
 import sshnet
 from conftest import KEEP_GOING, Home, wait_for
-from etcdkit import SERVERS, Etcd, Network, Node, netns_possible, read_log
+from etcdkit import Etcd, Network, Node, netns_possible, read_log
 from ports import free_ports
 from hadaemon.cluster.agent import AGENT_RELOADED
 from hadaemon.cluster.rules import combine, split_section, step_node
@@ -21,9 +21,10 @@ pytestmark = pytest.mark.slow
 TTL = 3
 
 
-@pytest.fixture(params=SERVERS or [None], ids=lambda s: f"etcd{s[0]}" if s else "no-etcd")
+@pytest.fixture
 def server(request):
-    """Every test that needs etcd runs against each etcd version the machine has (3.4, 3.5)."""
+    """The etcd version a test runs against: the oldest here, or each one (3.4, 3.5) for a test
+    marked every_etcd (conftest.pytest_generate_tests)."""
     if not request.param:
         pytest.skip("etcd binary missing: apt-get install etcd-server etcd-client")
     return request.param
@@ -199,6 +200,33 @@ def test_one_node_alone_cannot_move_a_host(cluster):
     assert len(read_log(log)) == 1
 
 
+def test_an_idle_runner_is_woken_when_a_job_opens(etcd, tmp_path):
+    """While no job is open a runner does not read etcd every poll: its agent's look wakes it
+    when one opens, and it looks by itself only every quarter of ttl (15 s at ttl 60). Each job
+    below opens as soon as the last one ran, when the runner has just gone idle: without the
+    wake-up each would wait most of those 15 s."""
+    log = tmp_path / "actions.log"
+    node = Node(tmp_path / "n1", "n1", etcd.endpoints, 60, log=log,
+                actions="[slave_to_master]\nrecord up\n[master_to_slave]\nrecord down\n")
+    try:
+        node.set_status("db1", "slave")
+        node.set_status("db2", "slave")
+        node.start()
+        wait_for(lambda: one_leader([node]), 30, "n1 leading")
+        wait_for(committed(node, "db1", "slave"), 30, "db1 slave")
+        took = []
+        for n, status in enumerate(["master", "slave", "master"], 1):
+            t0 = time.monotonic()
+            node.set_status("db1", status)
+            wait_for(lambda: len(read_log(log)) >= n, 30, f"job {n}")
+            took.append(time.monotonic() - t0)
+        print(f"check result -> command: {', '.join(f'{t:.2f}s' for t in took)}")
+        assert max(took) < 7, took  # a job waiting for the runner's own look: about 15 s
+        assert [line.split()[-1] for line in read_log(log)] == ["up", "down", "up"]
+    finally:
+        node.kill9()
+
+
 def test_hold_down_outlives_the_leader_that_committed(cluster, etcd):
     # n1 leads and commits under hold_down = 8; the others hold a change of their own view for
     # 1 s only, so their "down" reaches the next leader well before the 8 s end: what holds it
@@ -278,6 +306,7 @@ def test_a_manual_transition_stands_while_its_sequence_runs(cluster):
     assert moves == [("unknown", "slave", False), ("slave", "master", True)], moves
 
 
+@pytest.mark.every_etcd
 def test_a_job_id_in_use_is_never_written_over(etcd):
     """A leader whose count of jobs fell behind (its commit landed, the answer was lost) is
     refused, and nothing of its transaction is written."""
@@ -298,6 +327,7 @@ def test_a_job_id_in_use_is_never_written_over(etcd):
     assert table.get("db1") is None
 
 
+@pytest.mark.every_etcd
 def test_a_large_range_is_read_in_pages_at_one_revision(etcd, monkeypatch):
     """Ranges come PAGE keys per answer, all at the first page's revision, with the whole
     range's count: what sync.py needs to see new keys, changed keys and deletions."""
@@ -341,6 +371,7 @@ def test_a_large_range_is_read_in_pages_at_one_revision(etcd, monkeypatch):
         members(signal.SIGCONT)
 
 
+@pytest.mark.every_etcd
 def test_the_client_keeps_one_connection_opens_another_when_it_is_lost_and_says_why(etcd):
     """cluster/etcd.py's own HTTP: one kept-alive connection per endpoint; one that etcd
     closed while idle (a restarted member) is opened again before a request is sent on it; an
@@ -460,6 +491,7 @@ def has_statuses(node, statuses):
     return all(hosts.get(h, {}).get("status") == s for h, s in statuses.items())
 
 
+@pytest.mark.every_etcd
 def test_etcd_member_loss_changes_nothing_and_an_outage_fires_nothing(cluster, etcd):
     nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
     leader = start_all(nodes, db1="up")
@@ -489,6 +521,7 @@ def test_etcd_member_loss_changes_nothing_and_an_outage_fires_nothing(cluster, e
     assert read_log(log)[-1].endswith("down->up resumed=0 db1")
 
 
+@pytest.mark.every_etcd
 def test_a_command_that_ends_while_etcd_is_away_is_recorded_and_not_run_again(cluster, etcd):
     nodes, log = cluster(actions="[slave_to_master]\nslow\nrecord c\n")
     leader = start_all(nodes, db1="slave")
@@ -511,6 +544,7 @@ def test_a_command_that_ends_while_etcd_is_away_is_recorded_and_not_run_again(cl
     assert job["state"] == "done" and not job["resumed"]
 
 
+@pytest.mark.every_etcd
 def test_a_blip_shorter_than_ttl_changes_nothing(cluster, etcd):
     nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
     leader = start_all(nodes, db1="up")
@@ -885,6 +919,7 @@ def test_reload_reaches_the_leader_and_handover_needs_a_cluster(cluster, tmp_pat
         d.stop()
 
 
+@pytest.mark.every_etcd
 def test_a_deposed_leaders_commit_fails_instead_of_landing(etcd):
     from hadaemon.cluster.keys import Keys
     from hadaemon.cluster.etcd import Etcd as Client, absent, created_at, parse_endpoints, put, value_is
@@ -950,6 +985,7 @@ def refusing(nodes):
     return all(n.cluster().get("refused") for n in nodes)
 
 
+@pytest.mark.every_etcd
 def test_a_wiped_etcd_is_refused_until_cluster_init_and_nothing_fires_again(cluster, etcd):
     nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
     start_all(nodes, db1="master", db2="slave")
@@ -990,6 +1026,7 @@ def test_a_wiped_etcd_is_refused_until_cluster_init_and_nothing_fires_again(clus
     assert nodes[2].cli("cluster-init").returncode == 1  # nothing to re-initialise now
 
 
+@pytest.mark.every_etcd
 def test_an_etcd_restored_from_an_older_snapshot_is_refused_until_cluster_init(cluster, etcd,
                                                                               tmp_path):
     nodes, log = cluster(actions="[*_to_*]\nrecord %HOST%\n")
@@ -1028,6 +1065,7 @@ def test_an_etcd_restored_from_an_older_snapshot_is_refused_until_cluster_init(c
     assert read_log(log)[4].endswith("job=5 db1 slave->master resumed=0 db1"), read_log(log)
 
 
+@pytest.mark.every_etcd
 def test_cluster_init_writes_statuses_counter_marker_and_closes_open_jobs(etcd):
     """What `cluster-init --yes` writes over an older snapshot's state, and that a second
     write from the same (now stale) survey is refused whole."""
@@ -1070,6 +1108,7 @@ def many(start):
     return f"[check:many{start}]\nscript = many\nargs = {start} 1000\ninterval = 2\n"
 
 
+@pytest.mark.every_etcd
 def test_thousands_of_hosts_commit_and_a_look_at_rest_reads_live_alone(cluster, etcd):
     """3 nodes, 3000 hosts each: all committed; at rest every look reads live/ alone (no
     opinion, no table entry); a check removed by a reload and a node killed take their votes

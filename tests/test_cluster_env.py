@@ -9,7 +9,7 @@ from conftest import wait_for
 from etcdkit import read_log
 from test_cluster import cluster, committed, etcd, server  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.every_etcd]  # compaction is etcd's own
 
 # db2's up_to_down holds the runner until the test lets it go, so that jobs queue behind it.
 GATE = """#!/bin/sh

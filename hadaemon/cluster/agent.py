@@ -25,7 +25,7 @@ from .etcd import (TXN_OPS, Etcd, EtcdUnavailable, absent, delete, delete_range,
                    prefix_end, put, value_is)
 from .keys import Keys, json_or_empty, split_live
 from .leader import Leader, View
-from .lease import Lease
+from .lease import Lease, keepalive_every
 from .node import identity, is_us
 from .parts import refusal_writes
 from .store import EtcdStore, EtcdTable
@@ -98,6 +98,7 @@ class Agent:
         self.request_no = 0
         self.outbox = deque()  # encoded reports the supervisor's socket could not take yet
         self.read = {}  # keys read by the last look, by range: for the report
+        self.open_ids = None  # the open job ids of the last look: new ones wake the runner
         self.error, self.unreachable_since = None, None
         self.not_joined = None  # why this node is not in the cluster (its name is taken)
         self.trust = Trust(self.home, self.c.name, self.me, self.etcd, self.keys)
@@ -178,6 +179,9 @@ class Agent:
                 self.report()
                 return
             split = split_live(self.keys, live)
+            if split.open_ids != self.open_ids and split.open_ids:
+                self.wake_runner()  # a job opened since the last look (another leader's)
+            self.open_ids = split.open_ids
             opinions, table = self.ranges.refresh(self.etcd, split.stamps, split.table_stamp,
                                                   split.paused_stamp)
             self.read = {"live": len(live), **self.ranges.read_by}
@@ -201,11 +205,20 @@ class Agent:
         for b in broken:
             log.error("table entry in etcd unreadable, ignored: %s", b)
         look = self.view.read(self.keys, live, opinions, table, self.ranges.pause.known)
+        seq = self.leadership.seq
         try:
             self.leadership.step(self.config, look)
         except EtcdUnavailable as e:
             self.unreachable(e, now)
+        if self.leadership.seq not in (None, seq):
+            self.wake_runner()  # this node leads and committed jobs: no need to wait a look
         self.report()
+
+    def wake_runner(self):
+        """A job opened: the runner, which waits for this while no job is open instead of
+        reading etcd every poll itself (runner.ClusterGate.poll), looks now. Through the
+        supervisor, ahead of the report of this look."""
+        self.outbox.append(wire.encode(wire.Wake()))
 
     def parse_table(self, changes):
         """{host: entry or None} of {host: entry bytes or None}, and the entries unreadable."""
@@ -288,9 +301,7 @@ class Agent:
             self.next_keepalive = t0 + self.keepalive_every()
 
     def keepalive_every(self):
-        """A tenth of ttl: an outage of etcd shorter than ttl minus this (and one request's
-        timeout) never lets the lease expire."""
-        return max(self.c.poll, self.c.ttl / 10.0)
+        return keepalive_every(self.c.ttl, self.c.poll)
 
     def publish(self):
         """What changed in this node's opinions, a batch per transaction; a batch whose
@@ -342,7 +353,7 @@ class Agent:
         if self.outbox and not table and not votes:
             # Only the state is new: it replaces a pending one instead of queueing behind it.
             last = wire.decode(self.outbox[-1])
-            if not last.table and not last.votes:
+            if isinstance(last, wire.Report) and not last.table and not last.votes:
                 self.outbox.pop()
         self.outbox += [wire.encode(m) for m in wire.split(
             wire.Report(state, table, answers or None, votes), "table", "votes")]

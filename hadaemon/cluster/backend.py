@@ -72,6 +72,9 @@ class ClusterBackend:
         return runner.spawn(self.sup.home.root, settings)  # as in single-node mode
 
     def _on_report(self, message):
+        if isinstance(message, wire.Wake):  # the agent saw open jobs: the runner looks now
+            self.runner.send(message)
+            return
         if not isinstance(message, wire.Report):
             return
         self.cluster = message.cluster

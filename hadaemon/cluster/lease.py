@@ -10,6 +10,14 @@ import threading
 import time
 
 
+def keepalive_every(ttl, poll):
+    """Seconds between two keepalives of a lease of ttl, for the agent and the runner alike: a
+    tenth of ttl (at least one look's poll), so an outage of etcd shorter than ttl minus this
+    (and one request's timeout) never lets the lease expire, and the lease's time left stays
+    well above a fencing margin (a third of ttl by default)."""
+    return max(poll, ttl / 10.0)
+
+
 class Lease:
     def __init__(self, etcd, ttl):
         self.etcd, self.ttl = etcd, ttl

@@ -21,7 +21,7 @@ from . import clusterid
 from ..job import Verdict
 from .etcd import Etcd, EtcdUnavailable
 from .keys import Keys, split_live
-from .lease import Lease
+from .lease import Lease, keepalive_every
 from .node import is_us
 from .store import EtcdJournal, EtcdStore
 
@@ -32,7 +32,7 @@ class ClusterGate:
     def __init__(self, runner):
         self.runner, self.settings, self.home = runner, runner.settings, runner.home
         c = self.settings["cluster"]
-        self.me, self.margin, self.poll = c["node"], c["fence_margin"], c["poll"]
+        self.me, self.margin, self.look_every = c["node"], c["fence_margin"], c["poll"]
         self.name, self.keys = c["name"], Keys(f"/{c['name']}/")
         self.endpoints, self.timeout = c["endpoints"], c["request_timeout"]
         self.etcd = Etcd(self.endpoints, self.timeout, c.get("range_timeout"))
@@ -43,6 +43,7 @@ class ClusterGate:
         self.distrust = None  # why no job runs: etcd's data is not this cluster's (clusterid.py)
         self.seen = (None, 0)  # (marker generation, highest revision seen under it)
         self.live = None  # the last look(): split_live of live/
+        self.idle = False  # the last look found this node joined and no job open
         threading.Thread(target=self.keepalive_loop, daemon=True).start()
 
     # -- what the store asks while it picks a job -------------------------------------------------
@@ -56,8 +57,20 @@ class ClusterGate:
         self.lease.ensure()
         live = self.look()
         if live is None or not is_us(live.nodes.get(self.me)):
+            self.idle = False
             return []  # not joined (yet, or the name is another daemon's): the agent says why
+        self.idle = not live.open_ids
         return live.open_ids
+
+    @property
+    def poll(self):
+        """Seconds the loop waits for the supervisor before it looks again. While no job is
+        open, the agent's look wakes it when one opens (agent.wake_runner), so it looks only
+        every quarter of ttl, in case a wake-up was lost; otherwise every poll, as a job may
+        become this node's by time alone (a dead runner's claim expiring, the lease renewed)."""
+        if self.idle and self.held_back is None:
+            return max(self.look_every, self.lease.ttl / 4.0)
+        return self.look_every
 
     def may_begin(self, job, records):
         """Maintenance: nothing new starts; a fence job, or a begun sequence, finishes."""
@@ -169,7 +182,7 @@ class ClusterGate:
                 self.renew(etcd)
             except Exception:  # a dead keepalive thread would let every claim expire silently
                 log.exception("runner lease keepalive failed; trying again")
-            time.sleep(max(0.1, min(self.poll, self.lease.ttl / 5.0)))
+            time.sleep(keepalive_every(self.lease.ttl, self.look_every))
 
 
 def open_cluster(runner):
