@@ -95,12 +95,20 @@ def first_command_until_db1_is_master(clone, log):
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
     """A copy of the repository where the README's first command ran twice in a row: it holds
-    .venv, the documented install (`pip install .`, not editable)."""
-    root = tmp_path_factory.mktemp("clone") / "hadaemon"
-    shutil.copytree(ROOT, root, symlinks=True, ignore=ignore_local)
-    log = root.parent / "first-command.log"
-    for _ in range(2):
-        assert first_command_until_db1_is_master(root, log) == 0, log.read_text()
+    .venv, the documented install (`pip install .`, not editable).
+
+    Made once per test process, in a fixed place under its temporary folder: under -n a
+    worker may tear a module's fixture down between the module's two tests (when the second
+    had not reached it yet), and making it again is two pip installs more."""
+    root = tmp_path_factory.getbasetemp() / "clone" / "hadaemon"
+    made = root.parent / "made"
+    if not made.exists():
+        shutil.rmtree(root.parent, ignore_errors=True)  # a half-made one: start again
+        shutil.copytree(ROOT, root, symlinks=True, ignore=ignore_local)
+        log = root.parent / "first-command.log"
+        for _ in range(2):
+            assert first_command_until_db1_is_master(root, log) == 0, log.read_text()
+        made.touch()
     return root
 
 
