@@ -232,12 +232,14 @@ def test_an_idle_runner_is_woken_when_a_job_opens(etcd, tmp_path):
 
 
 def test_hold_down_outlives_the_leader_that_committed(cluster, etcd):
-    # n1 leads and commits under hold_down = 8; the others hold a change of their own view for
-    # 1 s only, so their "down" reaches the next leader well before the 8 s end: what holds it
+    # n1 leads and commits under hold_down = 16; the others hold a change of their own view for
+    # 1 s only, so their "down" reaches the next leader well before the 16 s end: what holds it
     # back then is the hold-down key n1 left in etcd. (With 8 s everywhere their own hold-down
-    # ended about when the key expired, and whether the leader still saw the key was a race.)
+    # ended about when the key expired, and whether the leader still saw the key was a race;
+    # with 8 s on n1, the others' start, n1's kill and a ttl to the next leader came to 8.7 s
+    # once, in CI: the key was gone.)
     acts = "[*_to_*]\nrecord %HOST%\n"
-    (first,), log = cluster(names=("n1",), actions=acts, extra="hold_down = 8")
+    (first,), log = cluster(names=("n1",), actions=acts, extra="hold_down = 16")
     nodes = [first, *cluster(names=("n2", "n3"), actions=acts, extra="hold_down = 1")[0]]
     everywhere(nodes, "db1", "up")
     first.start()
@@ -245,7 +247,7 @@ def test_hold_down_outlives_the_leader_that_committed(cluster, etcd):
     leader = start_all(nodes[1:], db1="up")
     assert leader == "n1"
     fired(log, 1)
-    t0 = time.monotonic()  # after the commit: the hold-down has at most 8 s left from here
+    t0 = time.monotonic()  # after the commit: the hold-down has at most 16 s left from here
     held = etcd.ctl("get", "--prefix", "--keys-only", "/hatest/live/hold/").stdout.split()
     assert held == ["/hatest/live/hold/db1"], held
     old = next(n for n in nodes if n.name == leader)
@@ -259,12 +261,12 @@ def test_hold_down_outlives_the_leader_that_committed(cluster, etcd):
     assert len(read_log(log)) == 1
     wait_for(lambda: len(read_log(log)) == 2, 30, "down fired once the hold-down ended")
     waited = time.monotonic() - t0
-    print(f"down fired {waited:.1f}s after the first commit was seen (hold_down 8 s; leader "
+    print(f"down fired {waited:.1f}s after the first commit was seen (hold_down 16 s; leader "
           f"{leader} killed, {new} led on)")
     assert read_log(log)[-1] == f"{new} job=2 db1 up->down resumed=0 db1"
     # a lower bound only (the hold key's lease was granted just before the first commit)
     jobs = {j["id"]: j for j in json.loads(rest[0].cli("history", "--json").stdout)}
-    assert jobs[2]["time"] - jobs[1]["time"] >= 7.5, jobs
+    assert jobs[2]["time"] - jobs[1]["time"] >= 15.5, jobs
 
 
 def test_resume_fires_each_host_that_changed_once_however_many(cluster):

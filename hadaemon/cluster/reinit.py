@@ -14,6 +14,7 @@ import time
 from . import clusterid
 from .keys import json_or_empty
 from .parts import pause_writes, refusal_report
+from .store import table_stamp
 from .etcd import (TXN_OPS as BATCH, absent, delete, delete_range, jput, prefix_end, put,
                    read_keys, value_is)
 from ..names import UNKNOWN
@@ -172,6 +173,6 @@ def write(etcd, keys, seen, p):
     # key in a transaction. The marker goes last: it is what releases the nodes.
     batches = [first] + [ops[i:i + BATCH] for i in range(0, len(ops), BATCH)] + pause + [last]
     for batch in batches:  # each moves the table's stamp: the nodes read table/ again
-        if not etcd.txn(guard, batch + [put(keys.table_stamp, "")]):
+        if not etcd.txn(guard, batch + [table_stamp(keys)]):
             raise NotDone("etcd changed while cluster-init wrote (another cluster-init, or a "
                           "node initialising a new cluster): nothing more written; run it again")

@@ -66,6 +66,12 @@ class EtcdStore:
             self._ops.extend(ops)
 
 
+def table_stamp(keys):
+    """The op that moves the table's stamp: in every transaction that changes table/ (a look
+    reads table/ only when it moved: sync.py), the leader's and cluster-init's alike."""
+    return put(keys.table_stamp, "")
+
+
 class EtcdTable:
     def __init__(self, store):
         self._store, self._keys = store, store.keys
@@ -82,9 +88,7 @@ class EtcdTable:
         self._store.write(jput(self._keys.table + host, entry))
 
     def stamp(self):
-        """The op that moves the table's stamp: in every transaction that changes table/ (a
-        look reads table/ only when it moved: sync.py)."""
-        return put(self._keys.table_stamp, "")
+        return table_stamp(self._keys)
 
     def items(self):
         """(host, entry) sorted by host, and the entries that could not be read."""
