@@ -159,20 +159,24 @@ class Etcd:
             self.procs[m] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                              start_new_session=True)
             log.close()
-        self.wait_healthy()
+        # A restarted member answers itself before this returns: through the others, etcdctl
+        # would report the cluster healthy while its port still refused connections.
+        self.wait_healthy(members=None if i is None else [i])
 
-    def ctl(self, *args, timeout=10):
-        argv = [self.etcdctl, "--endpoints", self.endpoints, "--command-timeout=3s", *args]
+    def ctl(self, *args, timeout=10, members=None):
+        endpoints = self.endpoints if members is None else ",".join(
+            f"http://{self.host}:{self.client_ports[m]}" for m in members)
+        argv = [self.etcdctl, "--endpoints", endpoints, "--command-timeout=3s", *args]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns] + argv
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               env=dict(os.environ, ETCDCTL_API="3"))
 
-    def wait_healthy(self, timeout=30):
+    def wait_healthy(self, timeout=30, members=None):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if self.ctl("put", "/hatest-probe", "1").returncode == 0:
+                if self.ctl("put", "/hatest-probe", "1", members=members).returncode == 0:
                     return
             except subprocess.TimeoutExpired:
                 pass

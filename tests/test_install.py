@@ -79,10 +79,10 @@ def first_command_until_db1_is_master(clone, log):
                                  env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True)
     try:
-        def db1_master():
-            r = home.cli("status", "--json")
+        def db1_master():  # asked on the control socket: not a CLI per poll while pip works
+            answer = home.ask({"cmd": "status"})
             assert shell.poll() is None, f"exited {shell.returncode}:\n{log.read_text()}"
-            return r.returncode == 0 and '"status": "master"' in r.stdout.split('"db2"')[0]
+            return bool(answer) and answer["hosts"].get("db1", {}).get("status") == "master"
         wait_for(db1_master, 600, "db1 master (pip install, then hadaemon run)")
         os.killpg(shell.pid, signal.SIGINT)  # what Ctrl-C sends: the terminal's whole group
         return shell.wait(60)
