@@ -237,13 +237,18 @@ class Runner:
         return Verdict.GO
 
     def note_pid(self, job, idx, pid):
-        """For the operator and the latency bench only: a command never waits for it."""
+        """For the operator and the latency bench only: a command never waits for it. Its
+        trouble is logged under a key of its own: under the journal's, it would stand for the
+        same trouble and keep the line that matters out of the log (the command's end that
+        cannot be recorded)."""
         try:
             self.store.step_pid(job, idx, pid)
         except self.store.errors as e:
-            self.trouble.report("journal", logging.ERROR,
+            self.trouble.report("pid", logging.ERROR,
                                 f"cannot record the pid of job #{job.id}'s command {idx + 1}: "
                                 f"{self.store.trouble('record it', e)}", changes=False)
+        else:
+            self.trouble.clear("pid")
 
     def execute(self, job, step, resumed, variables, extra_env=(), **options):
         """Start one planned command with the job's HA_* variables and wait for it: (outcome,

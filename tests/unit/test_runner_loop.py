@@ -3,6 +3,7 @@ executor in place of processes: exactly-once across a crash, stop on failure, ke
 gate that holds or hands a job on."""
 
 import socket
+import sqlite3
 
 import pytest
 
@@ -201,3 +202,44 @@ def test_a_job_left_open_whose_host_moved_on_is_superseded(home):
     assert r.work() is False and ex.ran == []
     assert state(home, job_id)[:2] == ("superseded", "db1 is slave now, not master")
     assert State(state(home, job_id)[0]) is State.SUPERSEDED
+
+
+class FullDisk(journal.Journal):
+    """The journal on a full disk: a command's pid is never written, its end fails `ends`
+    times first."""
+
+    def __init__(self, store, ends):
+        super().__init__(store)
+        self.ends = ends
+
+    def step_pid(self, job, idx, pid):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def step_finished(self, *args):
+        if self.ends:
+            self.ends -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().step_finished(*args)
+
+
+class Spawning(Executor):
+    """Says the command's pid, as execute.run does once the command started."""
+
+    def __call__(self, job, step, resumed, extra_env=(), on_start=None, **options):
+        on_start(4242)
+        return super().__call__(job, step, resumed, extra_env, on_start, **options)
+
+
+def test_an_unrecorded_pid_does_not_hide_an_unrecorded_end(home, caplog, monkeypatch):
+    """The pid is a note for the operator; the end is what keeps the command from running again:
+    both failures are said, the pid's first."""
+    monkeypatch.setattr(runner.Backoff, "ready", lambda self, now: True)  # no back-off wait
+    j, _ = open_journal(home)
+    job = queue(j, "a")
+    r = start(home, Spawning())
+    r.store = FullDisk(r.store._store, ends=2)
+    assert r.work() is True
+    said = [rec.getMessage() for rec in caplog.records if "cannot record" in rec.getMessage()]
+    assert said[0].startswith("cannot record the pid of job #%d's command 1" % job), said
+    assert any(m.startswith("cannot record the end of 'a'") for m in said), said
+    assert state(home, job)[0] == "done"
