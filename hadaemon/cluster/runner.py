@@ -43,7 +43,6 @@ class ClusterGate:
         self.distrust = None  # why no job runs: etcd's data is not this cluster's (clusterid.py)
         self.seen = (None, 0)  # (marker generation, highest revision seen under it)
         self.live = None  # the last look(): split_live of live/
-        self.idle = False  # the last look found this node joined and no job open
         threading.Thread(target=self.keepalive_loop, daemon=True).start()
 
     # -- what the store asks while it picks a job -------------------------------------------------
@@ -57,9 +56,7 @@ class ClusterGate:
         self.lease.ensure()
         live = self.look()
         if live is None or not is_us(live.nodes.get(self.me)):
-            self.idle = False
             return []  # not joined (yet, or the name is another daemon's): the agent says why
-        self.idle = not live.open_ids
         return live.open_ids
 
     @property
@@ -68,7 +65,9 @@ class ClusterGate:
         open, the agent's look wakes it when one opens (agent.wake_runner), so it looks only
         every quarter of ttl, in case a wake-up was lost; otherwise every poll, as a job may
         become this node's by time alone (a dead runner's claim expiring, the lease renewed)."""
-        if self.idle and self.held_back is None:
+        live = self.live  # the last look: this node joined and no job open is idle
+        if live and is_us(live.nodes.get(self.me)) and not live.open_ids \
+                and self.held_back is None:
             return max(self.look_every, self.lease.ttl / 4.0)
         return self.look_every
 
