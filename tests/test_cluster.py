@@ -15,6 +15,7 @@ from etcdkit import Etcd, Network, Node, netns_possible, read_log
 from ports import free_ports
 from hadaemon.cluster.agent import AGENT_RELOADED
 from hadaemon.cluster.rules import combine, split_section, step_node
+from hadaemon.cluster.settings import parse_endpoints
 from test_ssh import REPORT, masters
 
 pytestmark = pytest.mark.slow
@@ -319,7 +320,7 @@ def test_a_job_id_in_use_is_never_written_over(etcd):
     """A leader whose count of jobs fell behind (its commit landed, the answer was lost) is
     refused, and nothing of its transaction is written."""
     from hadaemon.cluster.keys import Keys
-    from hadaemon.cluster.etcd import Etcd as Client, parse_endpoints
+    from hadaemon.cluster.etcd import Etcd as Client
     from hadaemon.cluster.store import EtcdJournal, EtcdStore, EtcdTable, Refused
     store = EtcdStore(Client(parse_endpoints(etcd.endpoints)), Keys("/hatest/"))
     journal, table = EtcdJournal(store), EtcdTable(store)
@@ -341,7 +342,7 @@ def test_a_large_range_is_read_in_pages_at_one_revision(etcd, monkeypatch):
     range's count: what sync.py needs to see new keys, changed keys and deletions."""
     from hadaemon.cluster import etcd as client
     monkeypatch.setattr(client, "PAGE", 7)
-    c = client.Etcd(client.parse_endpoints(etcd.endpoints))
+    c = client.Etcd(parse_endpoints(etcd.endpoints))
     for start in range(0, 50, 10):
         assert c.txn([], [client.put(f"/p/k{i:03d}", str(i)) for i in range(start, start + 10)])
     c.txn([], [client.put("/q", "outside")])
@@ -364,7 +365,7 @@ def test_a_large_range_is_read_in_pages_at_one_revision(etcd, monkeypatch):
     assert len(old) == 50 and old["/p/k007"][0] == b"7" and "/p/k050" not in old
     # a range waits range_timeout a page (etcd scans the whole range for min_mod_revision),
     # other requests the request timeout: shown with every member frozen for a moment
-    hasty = client.Etcd(client.parse_endpoints(etcd.endpoints), 0.1, range_timeout=30)
+    hasty = client.Etcd(parse_endpoints(etcd.endpoints), 0.1, range_timeout=30)
 
     def members(sig):
         for proc in etcd.procs:
@@ -385,7 +386,7 @@ def test_the_client_keeps_one_connection_opens_another_when_it_is_lost_and_says_
     closed while idle (a restarted member) is opened again before a request is sent on it; an
     answer etcd refused is said in etcd's words, a compacted revision as such."""
     from hadaemon.cluster import etcd as client
-    first = client.parse_endpoints(etcd.endpoints)[:1]  # one member: no other to move on to
+    first = parse_endpoints(etcd.endpoints)[:1]  # one member: no other to move on to
     c = client.Etcd(first, timeout=2)
     assert c.txn([], [client.put("/c/k", "1")]) and c.get("/c/k") == b"1"
     conn = c._endpoints[0].conn
@@ -930,7 +931,7 @@ def test_reload_reaches_the_leader_and_handover_needs_a_cluster(cluster, tmp_pat
 @pytest.mark.every_etcd
 def test_a_deposed_leaders_commit_fails_instead_of_landing(etcd):
     from hadaemon.cluster.keys import Keys
-    from hadaemon.cluster.etcd import Etcd as Client, absent, created_at, parse_endpoints, put, value_is
+    from hadaemon.cluster.etcd import Etcd as Client, absent, created_at, put, value_is
     from hadaemon.cluster.store import EtcdJournal, EtcdStore, EtcdTable, Refused
     client = Client(parse_endpoints(etcd.endpoints))
     keys = Keys("/deposed/")
@@ -1079,7 +1080,7 @@ def test_cluster_init_writes_statuses_counter_marker_and_closes_open_jobs(etcd):
     write from the same (now stale) survey is refused whole."""
     from hadaemon.cluster import reinit
     from hadaemon.cluster.keys import Keys
-    from hadaemon.cluster.etcd import Etcd as Client, jput, parse_endpoints, put
+    from hadaemon.cluster.etcd import Etcd as Client, jput, put
     client, keys = Client(parse_endpoints(etcd.endpoints)), Keys("/hatest/")
     assert client.txn([], [
         jput(keys.marker, {"id": "abc", "generation": 1}), put(keys.seq, "3"),

@@ -13,7 +13,6 @@ import base64
 import http.client
 import json
 import select
-from urllib.parse import urlsplit
 
 
 # Operations per transaction we write or read in batches of: etcd refuses more than
@@ -50,25 +49,6 @@ def prefix_end(prefix):
     raw = bytearray(prefix.encode())
     raw[-1] += 1
     return bytes(raw)
-
-
-def parse_endpoints(text):
-    """'http://127.0.0.1:2379,http://h:2379' -> [(scheme, host, port)]; ValueError says why."""
-    result = []
-    for item in (p.strip() for p in text.split(",")):
-        if not item:
-            continue
-        u = urlsplit(item if "://" in item else f"http://{item}")
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise ValueError(f"endpoint {item!r} is not http(s)://HOST:PORT")
-        try:
-            port = u.port or 2379
-        except ValueError:
-            raise ValueError(f"endpoint {item!r} has a bad port") from None
-        result.append((u.scheme, u.hostname, port))
-    if not result:
-        raise ValueError("no endpoint given")
-    return result
 
 
 # -- transaction pieces: plain dicts of the v3 JSON API ---------------------------------------

@@ -4,9 +4,30 @@ import re
 import shlex
 import socket
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 from ..names import valid_host
-from .etcd import parse_endpoints
+
+# Parsed here, not in etcd.py: the supervisor checks the settings, and etcd.py's http.client
+# (with email and ssl) would cost it and every worker forked from it 25 ms and pages.
+def parse_endpoints(text):
+    """'http://127.0.0.1:2379,http://h:2379' -> [(scheme, host, port)]; ValueError says why."""
+    result = []
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        u = urlsplit(item if "://" in item else f"http://{item}")
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"endpoint {item!r} is not http(s)://HOST:PORT")
+        try:
+            port = u.port or 2379
+        except ValueError:
+            raise ValueError(f"endpoint {item!r} has a bad port") from None
+        result.append((u.scheme, u.hostname, port))
+    if not result:
+        raise ValueError("no endpoint given")
+    return result
+
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
