@@ -10,7 +10,7 @@ the supervisor (PR_SET_PDEATHSIG), and carries HA_SSH in its environment so that
 sweep (leftovers.py) finds one that survived anyway.
 """
 
-import ctypes
+import functools
 import logging
 import os
 import signal
@@ -72,7 +72,7 @@ class Masters:
             with open(_errors_file(target), "wb") as err:
                 popen = subprocess.Popen(target.master_argv(), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err, env=env,
-                                         start_new_session=True, preexec_fn=_die_with_parent)
+                                         start_new_session=True, preexec_fn=_die_with_parent(_libc()))
         except OSError as e:
             self.errors.report(target.socket, logging.WARNING,
                                f"ssh {target.destination}: cannot start a master: {e}")
@@ -133,10 +133,15 @@ def _last_line(path):
     return lines[-1].strip()[:200] if lines else ""
 
 
-_libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child between fork and exec
-# should do as little as it can
+@functools.cache
+def _libc():
+    """libc through ctypes, loaded by the first ssh master: a home without ssh checks keeps
+    ctypes (and libffi's pages) out of the supervisor and its workers."""
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
 
 
-def _die_with_parent():
-    """In the child before exec: SIGTERM when the supervisor dies, even by SIGKILL."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent(libc):
+    """For the child before exec: SIGTERM when the supervisor dies, even by SIGKILL. libc is
+    loaded in the parent, so that the child between fork and exec does as little as it can."""
+    return lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
