@@ -249,14 +249,36 @@ def cpu(pids):
 
     Summed over a process tree at two moments, the difference of with_children counts every
     process that lived in between, the short-lived checks included, once.
+    A process's own time is read in nanoseconds (schedstat: what the kernel scales utime and
+    stime to), since a small C daemon at rest can use less than one clock tick (10 ms) in a
+    short window; reaped children's time is only known in ticks.
     """
-    own = reaped = 0
+    own = reaped = 0.0
     for pid in pids:
         st = _stat(pid)
         if st:
-            own += int(st[11]) + int(st[12])
-            reaped += int(st[13]) + int(st[14])
-    return own / TICK, (own + reaped) / TICK
+            ran = _runtime(pid)
+            own += ran if ran is not None else (int(st[11]) + int(st[12])) / TICK
+            reaped += (int(st[13]) + int(st[14])) / TICK
+    return own, own + reaped
+
+
+def _runtime(pid):
+    """Seconds pid's threads have run, from /proc/PID/task/*/schedstat; None if unknown."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        except (OSError, ValueError, IndexError):
+            return None
+    return total / 1e9
 
 
 def pss_kib(pids):
