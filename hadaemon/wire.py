@@ -29,10 +29,9 @@ class Settings:
 @dataclass(frozen=True)
 class Opinions:
     """To the agent: changes of this node's committed statuses by its own checks (its opinion:
-    {host: status, or None when withdrawn}); `mirror`, at the start of an agent, part of the
-    table this node last mirrored (what it knew of the cluster)."""
+    {host: status, or None when withdrawn}). What it starts with comes in its fork
+    (cluster/backend.py)."""
     statuses: dict
-    mirror: dict | None = None
 
 
 @dataclass(frozen=True)

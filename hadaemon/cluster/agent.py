@@ -29,7 +29,7 @@ from .lease import Lease, keepalive_every
 from .node import identity, is_us
 from .parts import refusal_writes
 from .store import EtcdStore, EtcdTable
-from .sync import NEVER, Ranges
+from .sync import Ranges
 
 log = logging.getLogger("hadaemon.agent")
 BATCH = TXN_OPS  # opinions per transaction, with the stamp
@@ -130,6 +130,24 @@ class Agent:
     def _terminate(self, signum, frame):
         self.stopping = True
 
+    def take_start(self, opinions, mirror):
+        """Before the first look: this node's opinions, and the supervisor's mirror of the
+        committed table, what this node reports as the table it knows if it refuses etcd
+        before it could read the table there, and what the first read of etcd's table is
+        compared with (a host it holds and etcd lacks is reported gone)."""
+        self.take_opinions(opinions)
+        self.view.table.update(mirror)
+        self.ranges.table.known.update((h, json.dumps(e, sort_keys=True).encode())
+                                       for h, e in mirror.items())
+
+    def take_opinions(self, statuses):
+        for host, status in statuses.items():
+            if status is None:
+                self.opinions.pop(host, None)
+            else:
+                self.opinions[host] = status
+            self.unpublished.add(host)
+
     def receive(self):
         """Take one message from the supervisor; False when it is gone."""
         try:
@@ -137,20 +155,7 @@ class Agent:
         except EOFError:
             return False
         if isinstance(message, wire.Opinions):
-            for host, status in message.statuses.items():
-                if status is None:
-                    self.opinions.pop(host, None)
-                else:
-                    self.opinions[host] = status
-                self.unpublished.add(host)
-            if message.mirror and self.ranges.table.stamp is NEVER:
-                # The supervisor's mirror of the committed table: what this node reports as
-                # the table it knows if it refuses etcd before it could read the table there,
-                # and what the first read of etcd's table is compared with.
-                self.view.table.update(message.mirror)
-                self.ranges.table.known.update(
-                    (h, json.dumps(e, sort_keys=True).encode())
-                    for h, e in message.mirror.items())
+            self.take_opinions(message.statuses)
         elif isinstance(message, wire.Request):
             self.requests.append(message.request)
         elif isinstance(message, wire.Settings):  # after a reload, as every child gets them
@@ -440,5 +445,7 @@ class Trust:
             self.saved = time.monotonic()
 
 
-def main(sock, home, config, settings):
-    Agent(home, config, settings, sock).main()
+def main(sock, home, config, settings, opinions, mirror):
+    agent = Agent(home, config, settings, sock)
+    agent.take_start(opinions, mirror)
+    agent.main()

@@ -57,16 +57,16 @@ class ClusterBackend:
     # -- the two children -----------------------------------------------------------------------
 
     def _start_agent(self, settings):
-        pid, sock = fork_with_socket(agent.main, self.sup.home.root, self.sup.config, settings)
         mirror = {h: {k: e.get(k) for k in ("status", "since", "manual")}
                   for h, e in self.hosts.entries.items() if e.get("status", UNKNOWN) != UNKNOWN}
         # A new agent knows nothing: all of this node's opinions, and the mirror it compares
-        # etcd's table with (it reports what differs), in datagrams it can take.
+        # etcd's table with (it reports what differs). Handed over in the fork: sent as
+        # messages, some could arrive after its first look at etcd, and a host the cluster
+        # forgot while this node was away would stay in the mirror for good.
         self.votes, self.settled, self.table_hosts = {}, False, set(mirror)
         self.changed = set()
-        self.agent.post(wire.split(wire.Opinions(dict(self.committer.committed), mirror),
-                                   "statuses", "mirror"))
-        return pid, sock
+        return fork_with_socket(agent.main, self.sup.home.root, self.sup.config, settings,
+                                dict(self.committer.committed), mirror)
 
     def _start_runner(self, settings):
         return runner.spawn(self.sup.home.root, settings)  # as in single-node mode

@@ -7,7 +7,7 @@ from hadaemon import wire
 
 @pytest.mark.parametrize("message", [
     wire.Wake(), wire.Settings({"log": "stderr", "cluster": {"node": "n1"}}),
-    wire.Opinions({"db1": "master"}), wire.Opinions({}, {"db1": {"status": "slave"}}),
+    wire.Opinions({"db1": "master"}), wire.Opinions({"db1": None}),
     wire.Request({"cmd": "pause", "node": "n1"}),
     wire.Report({"leader": "n1", "stale": False}), wire.Report({"leader": None}, {"db1": {}})])
 def test_every_message_survives_the_round_trip(message):
