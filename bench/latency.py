@@ -21,6 +21,10 @@ from harness import Daemon, Home, ms_summary, print_table
 
 FLIP_INTERVAL = 0.1  # a transition every run of the flip check
 BACKGROUND_CHECKS = 20
+# The parts of a reaction (phases()), by key, as the table names them.
+PARTS = {"supervisor": "result read -> job queued (supervisor: result in, commit rule)",
+         "handover": "job queued -> start being recorded (commit, runner woken, job read)",
+         "start": "start being recorded -> command started (its fsync, spawn)"}
 
 
 def bare_reactions(home, stop, gap):
@@ -65,13 +69,38 @@ def run(transitions, background):
                 time.sleep(1.0)
             stop.set()
             thread.join()
+        offset = wall_minus_monotonic()
         rows = home.journal(
-            "SELECT s.started_mono - j.observed_mono FROM jobs j JOIN steps s"
+            "SELECT j.observed_mono, j.created, s.started, s.started_mono FROM jobs j JOIN steps s"
             " ON s.job = j.id AND s.idx = 0 WHERE j.source != 'unknown'"
             " AND j.observed_mono IS NOT NULL AND s.started_mono IS NOT NULL")
-        return [r[0] for r in rows], bare
+        return [phases(r, offset) for r in rows], bare
     finally:
         home.remove()
+
+
+def wall_minus_monotonic():
+    """time.time() - time.monotonic(), read between two monotonic reads a few us apart."""
+    best = None
+    for _ in range(20):
+        m0 = time.monotonic()
+        w = time.time()
+        m1 = time.monotonic()
+        if best is None or m1 - m0 < best[0]:
+            best = (m1 - m0, w - (m0 + m1) / 2)
+    return best[1]
+
+
+def phases(row, offset):
+    """(total, supervisor, hand-over, start) seconds of one reaction, from the journal: the
+    worker read the result (observed_mono); the supervisor queued the job in its commit
+    (jobs.created); the runner took the job and is about to record the command's start
+    (steps.started); the command has started (started_mono: after its start record's fsync and
+    the spawn). The middle marks are wall-clock times, offset to the monotonic clock; the
+    parts add up to the total whatever the offset's error."""
+    observed, created, started, started_mono = row
+    return (started_mono - observed, created - offset - observed, started - created,
+            started_mono - (started - offset))
 
 
 def done(home):
@@ -86,7 +115,8 @@ def done(home):
 def measure(transitions, background):
     """{"bare": ..., "hadaemon": ...}, each n, p50, p99, max in ms."""
     ours, bare = run(transitions, background)
-    return {"bare": ms_summary(bare), "hadaemon": ms_summary(ours)}
+    return {"bare": ms_summary(bare), "hadaemon": ms_summary([p[0] for p in ours]),
+            **{part: ms_summary([p[i] for p in ours]) for i, part in enumerate(PARTS, 1)}}
 
 
 def main():
@@ -97,7 +127,8 @@ def main():
     r = measure(a.transitions, a.background)
     rows = [[name, x["n"], x["p50"], x["p99"], x["max"]]
             for name, x in (("bare: fsync'd commit + spawn", r["bare"]),
-                            ("hadaemon: result read -> command started", r["hadaemon"]))]
+                            ("hadaemon: result read -> command started", r["hadaemon"]),
+                            *((f"  of which {PARTS[part]}", r[part]) for part in PARTS))]
     print_table(f"Reaction latency (ms), background load {a.background:g} checks/s",
                 ["", "n", "p50", "p99", "max"], rows,
                 "python bench/latency.py " + " ".join(sys.argv[1:]))
