@@ -138,13 +138,17 @@ class Etcd:
 
     @property
     def endpoints(self):
-        return ",".join(f"http://{self.host}:{p}" for p in self.client_ports)
+        return self.urls(range(self.n))
+
+    def urls(self, members):
+        """The client URLs of the given members, as etcdctl and hadaemon take them."""
+        return ",".join(f"http://{self.host}:{self.client_ports[m]}" for m in members)
 
     def start(self, i=None):
         for m in range(self.n) if i is None else [i]:
             data = self.base / f"m{m}"
             state = "existing" if data.exists() else "new"
-            url = f"http://{self.host}:{self.client_ports[m]}"
+            url = self.urls([m])
             peer = f"http://{self.host}:{self.peer_ports[m]}"
             argv = [self.etcd, "--name", f"m{m}", "--data-dir", str(data),
                     "--listen-client-urls", url, "--advertise-client-urls", url,
@@ -164,8 +168,7 @@ class Etcd:
         self.wait_healthy(members=None if i is None else [i])
 
     def ctl(self, *args, timeout=10, members=None):
-        endpoints = self.endpoints if members is None else ",".join(
-            f"http://{self.host}:{self.client_ports[m]}" for m in members)
+        endpoints = self.urls(range(self.n) if members is None else members)
         argv = [self.etcdctl, "--endpoints", endpoints, "--command-timeout=3s", *args]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns] + argv
