@@ -25,7 +25,6 @@ import logging
 import math
 import sqlite3
 import time
-from dataclasses import replace
 
 from . import actions
 from .commit import Transition
@@ -197,8 +196,8 @@ class Journal:
             return None
         job = Job.from_dict(dict(zip(("id", "host", "source", "target", "manual", "created"),
                                      row), plan=json.loads(row[6]), state=row[8],
-                                 resumed=row[9], note=row[10]))
-        job = replace(job, env=json.loads(row[7]))  # what it stores: environment() reads it
+                                 resumed=row[9], note=row[10],
+                                 env=json.loads(row[7])))  # as stored: environment() reads it
         if job.state is State.QUEUED and not gate.may_begin(job, {}):
             return None
         return job

@@ -293,6 +293,7 @@ class LocalGate:
 
     def __init__(self, runner):
         self.runner, self.settings, self.home = runner, runner.settings, runner.home
+        self.paused = str(self.home.paused)
         # Every command inherits this descriptor and its lock: the lock outlives a killed runner
         # for as long as the command it started runs, which is how the next runner knows.
         self.command_lock = open(self.home.command_lock, "a")
@@ -304,7 +305,7 @@ class LocalGate:
 
     def may_begin(self, job, records):
         """Maintenance (var/paused): a sequence under way finishes, no new one starts."""
-        return not self.home.paused.exists()
+        return not os.path.exists(self.paused)  # a str: asked on every job's way to its start
 
     def check(self, job, idx):
         if self.leftover:
