@@ -72,7 +72,8 @@ class Masters:
             with open(_errors_file(target), "wb") as err:
                 popen = subprocess.Popen(target.master_argv(), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err, env=env,
-                                         start_new_session=True, preexec_fn=_die_with_parent(_libc()))
+                                         start_new_session=True,
+                                         preexec_fn=_die_with_parent(_libc()))
         except OSError as e:
             self.errors.report(target.socket, logging.WARNING,
                                f"ssh {target.destination}: cannot start a master: {e}")

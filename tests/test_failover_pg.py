@@ -372,7 +372,7 @@ def test_synchronous_mode_refuses_to_promote_a_replica_that_lags(sync_cluster, t
                                        "-c", "CREATE TABLE never_acknowledged (n int)"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: c.psql(c.db2, "SELECT pg_last_wal_replay_lsn() < "
+        wait_for(lambda: c.poll(c.db2, "SELECT pg_last_wal_replay_lsn() < "
                                        f"'{record(home, c.db1)['lsn']}'::pg_lsn") == "t",
                  30, "db1's recorded position ahead of db2's")
         c.demo("kill", "db1")
@@ -425,7 +425,7 @@ def rejoin(cluster, home, old, new):
     assert cluster.psql(old, "SELECT pg_is_in_recovery()") == "t"
     # own configuration kept through pg_rewind: it streams under its own name
     assert cluster.psql(old, "SHOW cluster_name") == old
-    wait_for(lambda: cluster.psql(new, "SELECT string_agg(application_name, ' ') FROM"
+    wait_for(lambda: cluster.poll(new, "SELECT string_agg(application_name, ' ') FROM"
                                        " pg_stat_replication WHERE state = 'streaming'") == old,
              30, f"{old} streaming from {new}")
     again = run_action(cluster, "pg_rejoin", "-h", old, "-m", new, "-D", f"{cluster.dir}/{old}",

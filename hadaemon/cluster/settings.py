@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from ..names import valid_host
 
+
 # Parsed here, not in etcd.py: the supervisor checks the settings, and etcd.py's http.client
 # (with email and ssl) would cost it and every worker forked from it 25 ms and pages.
 def parse_endpoints(text):
