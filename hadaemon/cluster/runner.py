@@ -55,9 +55,14 @@ class ClusterGate:
         """The open job ids when this node may run jobs at all, else []."""
         self.lease.ensure()
         live = self.look()
-        if live is None or not is_us(live.nodes.get(self.me)):
+        if not self.joined(live):
             return []  # not joined (yet, or the name is another daemon's): the agent says why
         return live.open_ids
+
+    def joined(self, live):
+        """Whether a look (split_live of live/, None if it failed) holds this node's key, as
+        this daemon's."""
+        return live is not None and is_us(live.nodes.get(self.me))
 
     @property
     def poll(self):
@@ -65,9 +70,8 @@ class ClusterGate:
         open, the agent's look wakes it when one opens (agent.wake_runner), so it looks only
         every quarter of ttl, in case a wake-up was lost; otherwise every poll, as a job may
         become this node's by time alone (a dead runner's claim expiring, the lease renewed)."""
-        live = self.live  # the last look: this node joined and no job open is idle
-        if live and is_us(live.nodes.get(self.me)) and not live.open_ids \
-                and self.held_back is None:
+        live = self.live  # the last look: joined, and no job open, is idle
+        if self.joined(live) and not live.open_ids and self.held_back is None:
             return max(self.look_every, self.lease.ttl / 4.0)
         return self.look_every
 
@@ -85,7 +89,7 @@ class ClusterGate:
         live = self.look()
         if live is None:
             return Verdict.HOLD  # still claimed: it goes on once etcd is recognised again
-        if not self.ours(job, idx) or not is_us(live.nodes.get(self.me)):
+        if not self.ours(job, idx) or not self.joined(live):
             return Verdict.HAND_ON  # the next command is another node's
         if self.lease.time_left() < self.margin:
             self.renew(self.etcd)  # etcd may be back before the keepalive thread has seen it
