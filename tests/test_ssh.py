@@ -202,6 +202,7 @@ def test_a_changed_host_key_is_refused(home, daemons, remote):
     assert (remote.dir / "known_hosts").read_bytes() == known  # and nothing learnt from it
 
 
+@pytest.mark.parametrize("daemons", ("run", "start"), indirect=True)  # a fault: as deployed too
 def test_no_ssh_outlives_the_daemon(home, daemons, remote):
     ssh_home(home, remote, "report\n")
     d = daemons(home)
